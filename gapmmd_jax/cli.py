@@ -1,0 +1,49 @@
+"""The ``gapmmd`` command: one subcommand per experiment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gapmmd_jax import config as config_lib
+
+
+def _parser() -> argparse.ArgumentParser:
+  from gapmmd_jax.experiments import EXPERIMENTS
+
+  parser = argparse.ArgumentParser(
+      prog="gapmmd", description="gapmmd-jax experiments: MMD, mutual information, "
+      "gradient reversal and VAT on MNIST-family data.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() first (multi-host runs; "
+                      "coordinator, process count and id come from the cluster environment "
+                      "or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  for name, module in EXPERIMENTS.items():
+    doc = (module.__doc__ or "").strip()
+    experiment = sub.add_parser(name, help=doc.splitlines()[0] if doc else name,
+                                description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_lib.add_arguments(experiment, module.Config, module.VARIANTS, module.DEFAULT_VARIANT)
+    experiment.set_defaults(module=module)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  if args.distributed:
+    import jax
+    jax.distributed.initialize()
+  module = args.module
+  try:
+    cfg = config_lib.from_arguments(args, module.VARIANTS)
+  except (TypeError, ValueError) as e:
+    print(f"gapmmd {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  module.run(cfg, args.variant)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

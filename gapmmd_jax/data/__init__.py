@@ -1,0 +1,31 @@
+"""Datasets: the IDX reader, MNIST sources, generated variants and batching."""
+
+from gapmmd_jax.data._batching import epoch_permutations, put_replicated, take_batch
+from gapmmd_jax.data._generated import (
+    BSDS_DIR_ENV,
+    cluttered_mnist,
+    load_backgrounds,
+    load_cluttered_mnist,
+    load_mnist_m,
+    mnist_m,
+)
+from gapmmd_jax.data._idx import parse_idx, read_idx
+from gapmmd_jax.data._mnist import DATA_DIR_ENV, DataNotFoundError, cache_dir, load_mnist
+
+__all__ = [
+    "BSDS_DIR_ENV",
+    "DATA_DIR_ENV",
+    "DataNotFoundError",
+    "cache_dir",
+    "cluttered_mnist",
+    "epoch_permutations",
+    "load_backgrounds",
+    "load_cluttered_mnist",
+    "load_mnist",
+    "load_mnist_m",
+    "mnist_m",
+    "parse_idx",
+    "put_replicated",
+    "read_idx",
+    "take_batch",
+]

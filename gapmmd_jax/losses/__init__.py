@@ -1,0 +1,44 @@
+"""Losses and distances between feature distributions, as pure JAX functions."""
+
+from gapmmd_jax.losses._distances import (
+    cosine_distance,
+    euclidean_distance,
+    grassmann_distance,
+    mahalanobis_distance,
+    standardized_euclidean_distance,
+)
+from gapmmd_jax.losses._mmd import (
+    class_mmd_matrix,
+    mk_mmd2,
+    mk_mmd_kernel_weights,
+    mmd2,
+    mmd_test,
+)
+from gapmmd_jax.losses._mutual_info import (
+    gaussian_mutual_information,
+    histogram_mutual_information,
+    iic_loss,
+    mine_bias_corrected_loss,
+    mine_lower_bound,
+)
+from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
+
+__all__ = [
+    "class_mmd_matrix",
+    "cosine_distance",
+    "euclidean_distance",
+    "gaussian_mutual_information",
+    "grassmann_distance",
+    "histogram_mutual_information",
+    "iic_loss",
+    "mahalanobis_distance",
+    "mine_bias_corrected_loss",
+    "mine_lower_bound",
+    "mk_mmd2",
+    "mk_mmd_kernel_weights",
+    "mmd2",
+    "mmd_test",
+    "standardized_euclidean_distance",
+    "vat_loss",
+    "virtual_adversarial_perturbation",
+]

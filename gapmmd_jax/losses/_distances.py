@@ -1,0 +1,104 @@
+"""Distances between two feature sets, for the survey of class gaps.
+
+Each takes two sample sets ``x`` ``[n, d]`` and ``y`` ``[m, d]`` and returns
+one scalar; larger means further apart.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gapmmd_jax import _validation as v
+
+
+def euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
+  r"""Distance between the means: :math:`\|\bar x - \bar y\|_2`. Returns a scalar."""
+  x, y = v.check_samples("x", x, "y", y)
+  return jnp.linalg.norm(jnp.mean(x, axis=0) - jnp.mean(y, axis=0))
+
+
+def _pooled_covariance(x: jax.Array, y: jax.Array) -> jax.Array:
+  n, m = x.shape[0], y.shape[0]
+  xc = x - jnp.mean(x, axis=0)
+  yc = y - jnp.mean(y, axis=0)
+  return (xc.T @ xc + yc.T @ yc) / max(n + m - 2, 1)
+
+
+def standardized_euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+                                    eps: float = 1e-12) -> jax.Array:
+  r"""Mean difference scaled per feature by the pooled variance.
+
+  .. math:: \sqrt{\textstyle\sum_k (\bar x_k - \bar y_k)^2 / (s_k^2 + \epsilon)}
+
+  Returns a scalar; features with zero pooled variance count as ``0 / eps``.
+  """
+  x, y = v.check_samples("x", x, "y", y, min_rows=2)
+  var = jnp.diagonal(_pooled_covariance(x, y))
+  diff = jnp.mean(x, axis=0) - jnp.mean(y, axis=0)
+  return jnp.sqrt(jnp.sum(diff * diff / (var + eps)))
+
+
+def mahalanobis_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+                         shrinkage: float = 1e-3) -> jax.Array:
+  r"""Mahalanobis distance of the means under the shrunk pooled covariance.
+
+  .. math:: \sqrt{(\bar x-\bar y)^T \Sigma_\alpha^{-1} (\bar x-\bar y)},\quad
+     \Sigma_\alpha = (1-\alpha)\Sigma + \alpha\,\tfrac{\mathrm{tr}\Sigma}{d} I
+
+  The shrinkage ``alpha`` keeps ``Sigma`` invertible when ``d`` exceeds the
+  sample size or features are collinear. Returns a scalar.
+  """
+  x, y = v.check_samples("x", x, "y", y, min_rows=2)
+  if not 0.0 <= shrinkage <= 1.0:
+    raise ValueError(f"shrinkage must lie in [0, 1], got {shrinkage}.")
+  cov = _pooled_covariance(x, y)
+  d = cov.shape[0]
+  scale = jnp.maximum(jnp.trace(cov) / d, jnp.finfo(cov.dtype).tiny)
+  cov = (1.0 - shrinkage) * cov + shrinkage * scale * jnp.eye(d, dtype=cov.dtype)
+  diff = jnp.mean(x, axis=0) - jnp.mean(y, axis=0)
+  solved = jax.scipy.linalg.solve(cov, diff, assume_a="pos")
+  return jnp.sqrt(jnp.maximum(diff @ solved, 0.0))
+
+
+def cosine_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
+  r"""One minus the cosine similarity of the means, in ``[0, 2]``.
+
+  .. math:: 1 - \bar x \cdot \bar y / (\|\bar x\| \|\bar y\|)
+
+  Returns a scalar (1 when a mean is the zero vector).
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  a, b = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
+  norms = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+  return 1.0 - jnp.where(norms > 0, a @ b / jnp.where(norms > 0, norms, 1.0), 0.0)
+
+
+def grassmann_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+                       rank: int = 5) -> jax.Array:
+  r"""Geodesic distance between the ``rank``-dim principal subspaces.
+
+  With orthonormal bases ``U_x, U_y`` ``[d, rank]`` (top right singular
+  vectors of the centred samples), the principal angles are
+  ``theta = arccos(svd(U_x^T U_y))`` and
+
+  .. math:: d_G = \sqrt{\textstyle\sum_i \theta_i^2}
+
+  Returns a scalar in ``[0, rank^{1/2} pi / 2]``.
+
+  References:
+    Hamm & Lee, "Grassmann discriminant analysis", ICML 2008.
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  v.check_int("rank", rank, 1)
+  if rank > min(x.shape[0], y.shape[0], x.shape[1]):
+    raise ValueError(f"rank={rank} exceeds min(n, m, d) for x.shape={tuple(x.shape)}, "
+                     f"y.shape={tuple(y.shape)}.")
+
+  def basis(a):
+    _, _, vt = jnp.linalg.svd(a - jnp.mean(a, axis=0), full_matrices=False)
+    return vt[:rank].T
+
+  cosines = jnp.linalg.svd(basis(x).T @ basis(y), compute_uv=False)
+  angles = jnp.arccos(jnp.clip(cosines, 0.0, 1.0))
+  return jnp.sqrt(jnp.sum(angles * angles))

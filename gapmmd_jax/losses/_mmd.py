@@ -1,0 +1,365 @@
+"""Maximum mean discrepancy: estimators, multi-kernel MMD, permutation test."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+from gapmmd_jax import _validation as v
+from gapmmd_jax.losses import _kernels
+
+ESTIMATORS = ("biased", "unbiased", "linear")
+BANDWIDTH_RULES = ("mean", "median")
+
+
+def _reference_kernel(x: jax.Array, y: jax.Array, *, kernel_mul: float,
+                      kernel_num: int, fix_sigma, bandwidth: str
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Reciprocal bandwidths and unit weights of the reference ``mmd_rbf`` kernel."""
+  v.check_int("kernel_num", kernel_num, 1)
+  v.check_positive("kernel_mul", kernel_mul)
+  v.check_choice("bandwidth", bandwidth, BANDWIDTH_RULES)
+  if fix_sigma is not None:
+    v.check_positive("fix_sigma", fix_sigma)
+    scale = jnp.asarray(fix_sigma, x.dtype)
+  else:
+    pooled = jnp.concatenate([x, y], axis=0)
+    if bandwidth == "mean":
+      scale = _kernels.mean_squared_distance(pooled)
+    else:
+      scale = _kernels.median_squared_distance(pooled)
+    # Identical points give a zero scale; every distance is then zero too, so
+    # any positive bandwidth yields the same (correct) kernel values.
+    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+  base = scale / kernel_mul ** (kernel_num // 2)
+  powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], x.dtype)
+  return 1.0 / (base * powers), jnp.ones((kernel_num,), x.dtype)
+
+
+def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
+  v.check_choice("estimator", estimator, ESTIMATORS)
+  if estimator == "unbiased" and min(x.shape[0], y.shape[0]) < 2:
+    raise ValueError(
+        "estimator='unbiased' needs at least 2 rows in x and in y, got "
+        f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+  if estimator == "linear":
+    if x.shape[0] != y.shape[0]:
+      raise ValueError(
+          "estimator='linear' pairs x_i with y_i and needs n == m, got "
+          f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+    if x.shape[0] < 2:
+      raise ValueError(
+          f"estimator='linear' needs at least 2 rows, got x.shape={tuple(x.shape)}.")
+
+
+def _linear_terms(x: jax.Array, y: jax.Array, inv_bw: jax.Array,
+                  weights: jax.Array) -> jax.Array:
+  """Per-pair statistics ``h_i`` ``[n // 2]`` of the linear-time estimator."""
+  half = x.shape[0] // 2
+  x1, x2 = x[0:2 * half:2], x[1:2 * half:2]
+  y1, y2 = y[0:2 * half:2], y[1:2 * half:2]
+
+  def k(a, b):
+    diff = a - b
+    return _kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), inv_bw, weights)
+
+  return k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)
+
+
+def _mmd2_with_kernel(x: jax.Array, y: jax.Array, inv_bw: jax.Array,
+                      weights: jax.Array, estimator: str,
+                      block_size: int | None) -> jax.Array:
+  if estimator == "linear":
+    return jnp.mean(_linear_terms(x, y, inv_bw, weights))
+  # Centring by the pooled mean changes no distance and keeps the one-matmul
+  # distance formula accurate in float32.
+  centre = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (x.shape[0] + y.shape[0])
+  x, y = x - centre, y - centre
+  n, m = x.shape[0], y.shape[0]
+  ksum = lambda a, b: _kernels.kernel_sum(a, b, inv_bw, weights, block_size=block_size)
+  sxx, syy, sxy = ksum(x, x), ksum(y, y), ksum(x, y)
+  if estimator == "biased":
+    return sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
+  diagonal = jnp.sum(weights)  # k(a, a) = sum of weights
+  return ((sxx - n * diagonal) / (n * (n - 1)) + (syy - m * diagonal) / (m * (m - 1))
+          - 2.0 * sxy / (n * m))
+
+
+def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+         kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
+         estimator: str = "biased", bandwidth: str = "mean",
+         block_size: int | None = None) -> jax.Array:
+  r"""Squared MMD with a sum of Gaussian kernels (the reference ``mmd_rbf``).
+
+  .. math:: k(a, b) = \sum_{i<K} \exp(-\|a-b\|^2 / (\beta\,\mu^i)),\quad
+     \beta = S / \mu^{\lfloor K/2 \rfloor}
+
+  with ``mu = kernel_mul``, ``K = kernel_num`` and ``S = fix_sigma`` or, by
+  default, the mean squared distance over ordered pairs ``i != j`` of the
+  pooled sample (``bandwidth="median"``: the median instead). For ``n == m``
+  the biased estimate equals the widely copied PyTorch ``mmd_rbf``; unlike it,
+  identical samples give 0 instead of NaN and memory stays ``O((n + m) d)``
+  for large inputs.
+
+  Args:
+    x: ``[n, d]`` samples of P.
+    y: ``[m, d]`` samples of Q (``m`` may differ from ``n``).
+    kernel_mul: ratio ``mu`` between consecutive bandwidths.
+    kernel_num: number of kernels ``K``.
+    fix_sigma: fixed scale ``S`` instead of the data-driven one.
+    estimator: ``"biased"`` (V-statistic), ``"unbiased"`` (U-statistic,
+      diagonals excluded) or ``"linear"`` (Gretton et al. 2012 linear-time;
+      needs ``n == m`` and uses ``n // 2`` pairs, so an odd last row is unused).
+    bandwidth: ``"mean"`` (reference) or ``"median"`` rule for ``S``.
+    block_size: rows per block of the kernel sums; ``None`` chooses by size.
+
+  Returns:
+    Scalar ``jax.Array`` (float32, or float64 for float64 inputs).
+
+  References:
+    Gretton et al., "A Kernel Two-Sample Test", JMLR 2012.
+
+  Example:
+    >>> x = jax.random.normal(jax.random.key(0), (128, 8))
+    >>> y = jax.random.normal(jax.random.key(1), (100, 8)) + 1.0
+    >>> mmd2(x, y, estimator="unbiased")  # doctest: +SKIP
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  _check_estimator(estimator, x, y)
+  inv_bw, weights = _reference_kernel(x, y, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
+  return _mmd2_with_kernel(x, y, inv_bw, weights, estimator, block_size)
+
+
+def _explicit_kernel(bandwidths, weights, dtype) -> tuple[jax.Array, jax.Array]:
+  bandwidths = jnp.asarray(bandwidths, dtype)
+  weights = jnp.asarray(weights, dtype)
+  if bandwidths.ndim != 1 or bandwidths.shape[0] == 0:
+    raise ValueError(f"bandwidths must have shape [K] with K >= 1, got {tuple(bandwidths.shape)}.")
+  if weights.shape != bandwidths.shape:
+    raise ValueError(
+        f"weights must have the shape of bandwidths {tuple(bandwidths.shape)}, "
+        f"got {tuple(weights.shape)}.")
+  v.check_positive("bandwidths", bandwidths)
+  concrete = v.concrete_or_none(weights)
+  if concrete is not None and np.any(concrete < 0):
+    raise ValueError(f"weights must be non-negative, got {concrete}.")
+  return 1.0 / bandwidths, weights
+
+
+def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+            bandwidths: jax.typing.ArrayLike, weights: jax.typing.ArrayLike,
+            estimator: str = "biased", block_size: int | None = None) -> jax.Array:
+  r"""Multi-kernel squared MMD with explicit bandwidths and weights (DAN's MK-MMD).
+
+  .. math:: k(a, b) = \sum_k w_k \exp(-\|a-b\|^2 / \sigma_k)
+
+  Args:
+    x: ``[n, d]``.
+    y: ``[m, d]``.
+    bandwidths: ``[K]`` positive bandwidths ``sigma_k`` (same convention as
+      :func:`mmd2`: they divide the squared distance).
+    weights: ``[K]`` non-negative weights ``w_k`` (see :func:`mk_mmd_kernel_weights`).
+    estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
+    block_size: rows per block of the kernel sums; ``None`` chooses by size.
+
+  Returns:
+    Scalar ``jax.Array``.
+
+  References:
+    Long et al., "Learning Transferable Features with Deep Adaptation
+    Networks", ICML 2015.
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  _check_estimator(estimator, x, y)
+  inv_bw, w = _explicit_kernel(bandwidths, weights, x.dtype)
+  return _mmd2_with_kernel(x, y, inv_bw, w, estimator, block_size)
+
+
+def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+                          bandwidths: jax.typing.ArrayLike,
+                          regularization: float = 1e-3) -> jax.Array:
+  r"""Learned MK-MMD kernel weights: maximise the test power (DAN's QP step).
+
+  With ``h`` the per-pair linear-time statistics of each kernel, ``delta =
+  mean(h)`` ``[K]`` and ``Q = cov(h)`` ``[K, K]``, solves
+
+  .. math:: \min_{\beta \ge 0} \beta^T (Q + \lambda I) \beta \ \ \text{s.t.}\ \ \delta^T\beta = 1
+
+  and returns ``beta / sum(beta)``. If no kernel has ``delta_k > 0`` (no
+  detectable difference) the weights are uniform. Runs eagerly: the
+  statistics in JAX, the small QP on the host with SciPy (call it every few
+  hundred steps, as DAN does, not inside ``jit``).
+
+  Args:
+    x: ``[n, d]``, ``y``: ``[n, d]`` (``n >= 4``).
+    bandwidths: ``[K]`` candidate bandwidths.
+    regularization: ``lambda``, added to ``Q``'s diagonal, relative to its
+      mean diagonal.
+
+  Returns:
+    ``[K]`` non-negative weights summing to 1.
+
+  References:
+    Gretton et al., "Optimal kernel choice for large-scale two-sample tests",
+    NeurIPS 2012; Long et al., ICML 2015.
+  """
+  x, y = v.check_samples("x", x, "y", y, min_rows=4)
+  _check_estimator("linear", x, y)
+  inv_bw, unit = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
+  per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, ib[None], unit[:1]), out_axes=1)(inv_bw)
+  h = np.asarray(per_kernel, np.float64)  # [n // 2, K]
+  delta = h.mean(axis=0)
+  num_kernels = delta.shape[0]
+  if not np.any(delta > 0):
+    return jnp.full((num_kernels,), 1.0 / num_kernels, x.dtype)
+  q = np.cov(h, rowvar=False).reshape(num_kernels, num_kernels)
+  q += regularization * max(np.trace(q) / num_kernels, 1e-12) * np.eye(num_kernels)
+  start = np.where(delta > 0, delta, 0.0)
+  start /= start @ delta
+  result = scipy.optimize.minimize(
+      lambda b: b @ q @ b, start, jac=lambda b: 2.0 * q @ b, method="SLSQP",
+      bounds=[(0.0, None)] * num_kernels,
+      constraints=[{"type": "eq", "fun": lambda b: b @ delta - 1.0, "jac": lambda b: delta}])
+  beta = np.clip(result.x if result.success else start, 0.0, None)
+  return jnp.asarray(beta / beta.sum(), x.dtype)
+
+
+def _indicator_statistics(kmat: jax.Array, in_x: jax.Array, n: int, m: int,
+                          estimator: str) -> jax.Array:
+  """MMD^2 for each row of ``in_x`` ``[P, N]`` (1 = in X) from the pooled kernel matrix."""
+  a = in_x.astype(kmat.dtype)
+  row_sums = jnp.sum(kmat, axis=1)
+  total = jnp.sum(row_sums)
+  aka = jnp.sum(jnp.matmul(a, kmat, precision=jax.lax.Precision.HIGHEST) * a, axis=1)
+  ak1 = a @ row_sums
+  akb = ak1 - aka
+  bkb = total - ak1 - akb
+  if estimator == "biased":
+    return aka / (n * n) + bkb / (m * m) - 2.0 * akb / (n * m)
+  diag = jnp.diagonal(kmat)
+  adiag = a @ diag
+  bdiag = jnp.sum(diag) - adiag
+  return ((aka - adiag) / (n * (n - 1)) + (bkb - bdiag) / (m * (m - 1))
+          - 2.0 * akb / (n * m))
+
+
+def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+             num_permutations: int = 1000, estimator: str = "biased",
+             kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
+             bandwidth: str = "mean", chunk_size: int = 100
+             ) -> tuple[jax.Array, jax.Array]:
+  r"""Permutation two-sample test with the :func:`mmd2` statistic.
+
+  The pooled sample is split at random ``num_permutations`` times; the
+  p-value counts the observed statistic, so it is never 0:
+
+  .. math:: p = (1 + \#\{b: \mathrm{MMD}^2_b \ge \mathrm{MMD}^2\}) / (1 + B)
+
+  The bandwidth depends only on the pooled sample, so one ``[N, N]`` kernel
+  matrix (``N = n + m``) serves every permutation; permutations are evaluated
+  ``chunk_size`` at a time (one ``[chunk, N] @ [N, N]`` matmul each), which
+  bounds memory at ``O(N^2 + chunk N)``. ``"linear"`` recomputes the
+  statistic on each permuted sample (``O(N d)`` each).
+
+  Args:
+    key: PRNG key for the permutations.
+    x: ``[n, d]``, ``y``: ``[m, d]``.
+    num_permutations: ``B``.
+    estimator, kernel_mul, kernel_num, fix_sigma, bandwidth: as :func:`mmd2`.
+    chunk_size: permutations per vectorised chunk.
+
+  Returns:
+    ``(statistic, p_value)``, two scalars.
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  _check_estimator(estimator, x, y)
+  v.check_int("num_permutations", num_permutations, 1)
+  v.check_int("chunk_size", chunk_size, 1)
+  inv_bw, weights = _reference_kernel(x, y, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
+  n, m = x.shape[0], y.shape[0]
+  pooled = jnp.concatenate([x, y], axis=0)
+  pooled = pooled - jnp.mean(pooled, axis=0)
+  base_indicator = jnp.arange(n + m) < n
+  num_chunks = math.ceil(num_permutations / chunk_size)
+  keys = jax.random.split(key, num_chunks * chunk_size).reshape(num_chunks, chunk_size)
+
+  if estimator == "linear":
+    observed = _mmd2_with_kernel(x, y, inv_bw, weights, estimator, None)
+
+    def chunk_stats(chunk_keys):
+      def one(k):
+        z = jax.random.permutation(k, pooled, axis=0)
+        return _mmd2_with_kernel(z[:n], z[n:], inv_bw, weights, estimator, None)
+      return jax.vmap(one)(chunk_keys)
+  else:
+    kmat = _kernels.kernel_matrix(pooled, pooled, inv_bw, weights)
+    observed = _indicator_statistics(kmat, base_indicator[None], n, m, estimator)[0]
+
+    def chunk_stats(chunk_keys):
+      in_x = jax.vmap(lambda k: jax.random.permutation(k, base_indicator))(chunk_keys)
+      return _indicator_statistics(kmat, in_x, n, m, estimator)
+
+  null = jax.lax.map(chunk_stats, keys).reshape(-1)[:num_permutations]
+  exceed = jnp.sum(null >= observed)
+  return observed, (1.0 + exceed) / (1.0 + num_permutations)
+
+
+def class_mmd_matrix(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+                     num_classes: int, samples_per_class: int | None = None,
+                     estimator: str = "biased", kernel_mul: float = 2.0,
+                     kernel_num: int = 5, fix_sigma=None, bandwidth: str = "mean",
+                     block_size: int | None = None) -> jax.Array:
+  r"""``[C, C]`` matrix of MMD^2 between the feature sets of pairs of classes.
+
+  Each class's samples (in the given order) are split into two disjoint halves
+  ``A_c`` and ``B_c`` of one common size ``h`` (the smallest class's half, or
+  ``samples_per_class // 2``), and
+
+  .. math:: M_{ij} = \mathrm{MMD}^2(A_i, B_j)
+
+  so the diagonal compares a class with a disjoint sample of itself and every
+  entry uses the same sample sizes (the biased estimator's bias depends on
+  them). ``labels`` must be concrete (not traced): class sizes set shapes.
+
+  Args:
+    features: ``[N, d]``.
+    labels: ``[N]`` integers in ``[0, num_classes)``.
+    num_classes: ``C``.
+    samples_per_class: use at most this many samples per class.
+    estimator, kernel_mul, kernel_num, fix_sigma, bandwidth, block_size: as
+      :func:`mmd2` (the bandwidth is chosen per pair unless ``fix_sigma``).
+
+  Returns:
+    ``[C, C]`` array.
+  """
+  features = v.as_float_array("features", features)
+  v.check_rank("features", features, 2, "[N, d]")
+  v.check_int("num_classes", num_classes, 1)
+  labels_np = v.concrete_or_none(labels)
+  if labels_np is None:
+    raise TypeError("labels must be concrete (a NumPy or committed JAX array), not traced.")
+  if labels_np.shape != (features.shape[0],):
+    raise ValueError(f"labels must have shape [N]={features.shape[0]}, got {labels_np.shape}.")
+  if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                     f"[{labels_np.min()}, {labels_np.max()}].")
+  members = [np.flatnonzero(labels_np == c) for c in range(num_classes)]
+  half = min(len(idx) for idx in members) // 2
+  if samples_per_class is not None:
+    half = min(half, samples_per_class // 2)
+  if half < 2:
+    counts = [len(idx) for idx in members]
+    raise ValueError(f"every class needs at least 4 samples (two halves of >= 2), "
+                     f"got per-class counts {counts}.")
+  first = features[np.stack([idx[:half] for idx in members])]
+  second = features[np.stack([idx[half:2 * half] for idx in members])]
+  pair = lambda a, b: mmd2(a, b, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                           fix_sigma=fix_sigma, estimator=estimator,
+                           bandwidth=bandwidth, block_size=block_size)
+  return jax.vmap(lambda a: jax.vmap(lambda b: pair(a, b))(second))(first)

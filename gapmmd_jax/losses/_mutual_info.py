@@ -1,0 +1,163 @@
+"""Mutual-information objectives and estimators: IIC, MINE, closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gapmmd_jax import _validation as v
+
+
+def _safe_log(p: jax.Array) -> jax.Array:
+  return jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+
+
+def _mutual_information_of_joint(joint: jax.Array) -> jax.Array:
+  """``sum p_ij log(p_ij / (p_i p_j))`` of a normalised ``[C, C']`` joint; 0 log 0 = 0."""
+  pi = jnp.sum(joint, axis=1, keepdims=True)
+  pj = jnp.sum(joint, axis=0, keepdims=True)
+  return jnp.sum(joint * (_safe_log(joint) - _safe_log(pi) - _safe_log(pj)))
+
+
+def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
+  r"""Negative mutual information of paired cluster assignments (IIC).
+
+  .. math:: P = \mathrm{sym}(\tfrac1B z^T \bar z),\quad
+     \mathcal{L} = -\sum_{c,c'} P_{cc'} \log \frac{P_{cc'}}{P_c P_{c'}}
+
+  Args:
+    z: ``[B, C]`` softmax outputs for the images.
+    z_bar: ``[B, C]`` softmax outputs for their transformed pairs.
+
+  Returns:
+    Scalar; its minimum ``-log C`` is reached by confident, uniformly used
+    clusters that agree across each pair.
+
+  References:
+    Ji, Henriques & Vedaldi, "Invariant Information Clustering", ICCV 2019.
+  """
+  z = v.as_float_array("z", z)
+  z_bar = v.as_float_array("z_bar", z_bar)
+  v.check_rank("z", z, 2, "[B, C]")
+  if z.shape != z_bar.shape or z.shape[0] == 0:
+    raise ValueError(f"z and z_bar must have the same non-empty shape [B, C], got "
+                     f"{tuple(z.shape)} and {tuple(z_bar.shape)}.")
+  joint = z.T @ z_bar / z.shape[0]
+  joint = (joint + joint.T) / 2.0
+  joint = joint / jnp.sum(joint)
+  return -_mutual_information_of_joint(joint)
+
+
+def mine_lower_bound(t_joint: jax.typing.ArrayLike,
+                     t_marginal: jax.typing.ArrayLike) -> jax.Array:
+  r"""Donsker-Varadhan lower bound on mutual information (MINE).
+
+  .. math:: \hat I = \mathrm{mean}(T_{joint}) - \log \mathrm{mean}(e^{T_{marginal}})
+
+  computed with ``logsumexp`` so statistics of magnitude ``1e3`` stay finite.
+
+  Args:
+    t_joint: ``[B]`` statistics on samples of the joint distribution.
+    t_marginal: ``[B']`` statistics on samples of the product of marginals.
+
+  Returns:
+    Scalar bound (in nats).
+
+  References:
+    Belghazi et al., "Mutual Information Neural Estimation", ICML 2018.
+  """
+  t_joint, t_marginal = _check_statistics(t_joint, t_marginal)
+  return jnp.mean(t_joint) - _log_mean_exp(t_marginal)
+
+
+def _check_statistics(t_joint, t_marginal) -> tuple[jax.Array, jax.Array]:
+  t_joint = v.as_float_array("t_joint", t_joint)
+  t_marginal = v.as_float_array("t_marginal", t_marginal)
+  v.check_rank("t_joint", t_joint, 1, "[B]")
+  v.check_rank("t_marginal", t_marginal, 1, "[B']")
+  if t_joint.shape[0] == 0 or t_marginal.shape[0] == 0:
+    raise ValueError(f"statistics must be non-empty, got t_joint {tuple(t_joint.shape)} "
+                     f"and t_marginal {tuple(t_marginal.shape)}.")
+  return t_joint, t_marginal
+
+
+def _log_mean_exp(t: jax.Array) -> jax.Array:
+  return jax.nn.logsumexp(t) - math.log(t.shape[0])
+
+
+def mine_bias_corrected_loss(t_joint: jax.typing.ArrayLike,
+                             t_marginal: jax.typing.ArrayLike,
+                             log_moving_average: jax.typing.ArrayLike, *,
+                             decay: float = 0.01) -> tuple[jax.Array, jax.Array]:
+  r"""MINE loss whose gradient is the moving-average bias-corrected one.
+
+  The value is ``-mine_lower_bound(t_joint, t_marginal)``; the gradient of the
+  second term is :math:`\nabla \mathrm{mean}(e^{T}) / \overline{m}` with
+  :math:`\overline{m}` an exponential moving average of
+  :math:`\mathrm{mean}(e^{T})` (Belghazi et al. 2018, Algorithm 1), which
+  removes the bias of the plain minibatch gradient. The average is kept in log
+  space so large statistics cannot overflow.
+
+  Args:
+    t_joint: ``[B]``.
+    t_marginal: ``[B']``.
+    log_moving_average: scalar log of the running average; pass ``-jnp.inf``
+      on the first step (the average then starts at this batch's value).
+    decay: weight of the new batch in the average.
+
+  Returns:
+    ``(loss, new_log_moving_average)``, two scalars.
+  """
+  t_joint, t_marginal = _check_statistics(t_joint, t_marginal)
+  if not 0.0 < decay <= 1.0:
+    raise ValueError(f"decay must lie in (0, 1], got {decay}.")
+  log_batch = _log_mean_exp(t_marginal)
+  previous = jnp.asarray(log_moving_average, log_batch.dtype)
+  updated = jnp.where(
+      jnp.isneginf(previous), log_batch,
+      jnp.logaddexp(math.log1p(-decay) + previous if decay < 1 else -jnp.inf,
+                    math.log(decay) + log_batch))
+  updated = jax.lax.stop_gradient(updated)
+  ratio = jnp.exp(log_batch - updated)  # mean(e^T) / moving average
+  corrected = log_batch + (ratio - jax.lax.stop_gradient(ratio))
+  return -(jnp.mean(t_joint) - corrected), updated
+
+
+def gaussian_mutual_information(rho: jax.typing.ArrayLike) -> jax.Array:
+  r"""Mutual information of a bivariate Gaussian with correlation ``rho``, in nats.
+
+  .. math:: I = -\tfrac12 \log(1 - \rho^2)
+
+  Returns an array of the shape of ``rho``.
+  """
+  rho = v.as_float_array("rho", rho)
+  return -0.5 * jnp.log1p(-rho * rho)
+
+
+def histogram_mutual_information(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
+                                 bins: int = 64) -> jax.Array:
+  r"""Plug-in mutual information of paired samples from a 2-D histogram, in nats.
+
+  .. math:: \hat I = \sum_{ij} \hat p_{ij} \log \frac{\hat p_{ij}}{\hat p_i \hat p_j}
+
+  over ``bins x bins`` equal-width cells spanning each sample's range. Biased
+  upwards for small samples (roughly ``(bins - 1)^2 / (2 n)``).
+
+  Args:
+    a: ``[n]``, b: ``[n]`` paired samples.
+    bins: cells per axis.
+
+  Returns:
+    Scalar.
+  """
+  a = v.as_float_array("a", a)
+  b = v.as_float_array("b", b)
+  v.check_rank("a", a, 1, "[n]")
+  if a.shape != b.shape or a.shape[0] == 0:
+    raise ValueError(f"a and b must have the same non-empty shape [n], got "
+                     f"{tuple(a.shape)} and {tuple(b.shape)}.")
+  v.check_int("bins", bins, 2)
+  counts, _, _ = jnp.histogram2d(a, b, bins=bins)
+  return _mutual_information_of_joint(counts / a.shape[0])

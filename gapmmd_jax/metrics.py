@@ -1,0 +1,37 @@
+"""Evaluation metrics computed on the host."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.optimize
+
+
+def cluster_accuracy(y_true, y_pred) -> float:
+  """Accuracy after the best one-to-one matching of clusters to labels.
+
+  Builds the contingency table and matches with the Hungarian algorithm
+  (``scipy.optimize.linear_sum_assignment``). With more clusters than labels
+  (over-clustering) the unmatched clusters count as errors.
+
+  Args:
+    y_true: ``[N]`` non-negative integer labels.
+    y_pred: ``[N]`` non-negative integer cluster ids.
+
+  Returns:
+    Accuracy in ``[0, 1]`` as a Python float.
+  """
+  y_true = np.asarray(y_true)
+  y_pred = np.asarray(y_pred)
+  for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+      raise ValueError(f"{name} must be a 1-D integer array, got shape {arr.shape}, "
+                       f"dtype {arr.dtype}.")
+    if arr.size and arr.min() < 0:
+      raise ValueError(f"{name} must be non-negative, got minimum {arr.min()}.")
+  if y_true.shape != y_pred.shape or y_true.size == 0:
+    raise ValueError(f"y_true and y_pred must have the same non-empty shape, got "
+                     f"{y_true.shape} and {y_pred.shape}.")
+  counts = np.zeros((y_pred.max() + 1, y_true.max() + 1), np.int64)
+  np.add.at(counts, (y_pred, y_true), 1)
+  rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
+  return float(counts[rows, cols].sum() / y_true.size)

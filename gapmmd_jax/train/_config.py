@@ -1,0 +1,40 @@
+"""Options shared by every experiment's config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gapmmd_jax.config import option
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Loop, seeds, data and output options; experiments subclass this."""
+
+  seeds: tuple[int, ...] = option((0,), "independent replicas trained together (vmapped)")
+  batch_size: int = option(128, "global batch size per seed (split across devices)")
+  epochs: float = option(1.0, "passes over the training set (fractions allowed)")
+  max_train_examples: int | None = option(None, "use only the first N training examples")
+  max_eval_examples: int | None = option(None, "use only the first N test examples")
+  eval_batch_size: int = option(1000, "examples per evaluation batch")
+  eval_every: int = option(500, "evaluate every N steps (and at the end)")
+  log_every: int = option(50, "write training metrics every N steps")
+  checkpoint_every: int = option(1000, "checkpoint every N steps (and at the end)")
+  out_dir: str = option("runs", "parent directory of run directories")
+  run_name: str | None = option(None, "run directory name (default: experiment-variant-seeds)")
+  resume: bool = option(False, "continue the run in the run directory from its checkpoint")
+  data_dir: str | None = option(None, "directory with the MNIST IDX files (else $GAPMMD_DATA_DIR)")
+  progress: bool = option(True, "show a progress bar")
+
+  def __post_init__(self):
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
+    for name in ("batch_size", "eval_batch_size", "eval_every", "log_every", "checkpoint_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+    if self.epochs <= 0:
+      raise ValueError(f"epochs must be > 0, got {self.epochs}.")
+
+
+# Fields that may differ between a run and its resumption.
+RESUMABLE_FIELDS = ("resume", "progress", "out_dir", "data_dir")

@@ -1,0 +1,244 @@
+"""The one training loop every experiment uses.
+
+An experiment supplies a :class:`Task`: a pure per-replica
+``train_step(state, batch, key) -> (state, metrics)``, an ``init(key)`` and an
+``eval_step``. :func:`fit` stacks one replica per seed on a leading axis and
+``vmap``s the step over it, shards each batch over a ``data`` mesh axis of all
+devices (state replicated), jits the step once with the state donated, and runs
+the loop with progress, evaluation, metrics, checkpoints and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from gapmmd_jax import config as config_lib
+from gapmmd_jax.data import _batching
+from gapmmd_jax.train import _rundir
+from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What an experiment hands to :func:`fit`.
+
+  Attributes:
+    name: experiment name (run directory prefix, summary title).
+    init: ``key -> state`` of one replica (a pytree of arrays).
+    train_step: pure ``(state, batch, key) -> (state, metrics)`` for one
+      replica; ``batch`` is a dict of ``[B, ...]`` arrays, ``metrics`` a dict of
+      scalars that includes ``"loss"``.
+    eval_step: pure ``(state, batch) -> metrics`` with per-example ``[B]`` values.
+    train_data: dict of host arrays with a leading example axis.
+    eval_data: the same for evaluation.
+  """
+
+  name: str
+  init: Callable[[jax.Array], PyTree]
+  train_step: Callable[[PyTree, dict, jax.Array], tuple[PyTree, Metrics]]
+  eval_step: Callable[[PyTree, dict], Metrics]
+  train_data: dict[str, np.ndarray]
+  eval_data: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class Result:
+  """What :func:`fit` returns: final states and metrics of every seed."""
+
+  state: PyTree  # host arrays, leading axis = seeds
+  final_eval: dict[str, list[float]]
+  summary: dict[str, Any]
+  run_dir: _rundir.RunDir
+  num_traces: int
+
+
+def data_mesh() -> Mesh:
+  """A 1-D mesh named ``data`` over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _to_host(tree: PyTree) -> PyTree:
+  """Copies replicated arrays to NumPy (works when they span several hosts)."""
+  return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
+
+
+def _seed_keys(seeds: tuple[int, ...]) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-seed (init, data, step) keys, each ``[S]``."""
+  keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(jnp.asarray(seeds))
+  return keys[:, 0], keys[:, 1], keys[:, 2]
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+  arr = np.asarray(values, np.float64)
+  return {"per_seed": arr.tolist(), "mean": float(arr.mean()), "std": float(arr.std())}
+
+
+def _progress(total: int, initial: int, enabled: bool, name: str):
+  if not enabled or jax.process_index() != 0:
+    return None
+  import sys
+
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, desc=name, unit="step", dynamic_ncols=True,
+              mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+class _Evaluator:
+  """Evaluates every seed on the whole eval set in fixed-size, masked batches."""
+
+  def __init__(self, task: Task, mesh: Mesh, batch_size: int):
+    num = len(next(iter(task.eval_data.values())))
+    devices = mesh.devices.size
+    self.batch_size = math.ceil(min(batch_size, num) / devices) * devices
+    self.num_batches = math.ceil(num / self.batch_size)
+    padded = self.num_batches * self.batch_size
+    host = {k: np.concatenate([v, np.zeros((padded - num, *v.shape[1:]), v.dtype)])
+            for k, v in task.eval_data.items()}
+    host["_mask"] = np.arange(padded) < num
+    self.data = _batching.put_replicated(host, mesh)
+    self.num = num
+    batch_sharding = NamedSharding(mesh, P("data"))
+    repl = NamedSharding(mesh, P())
+
+    def sums(states, data, index):
+      batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(
+          a, index * self.batch_size, self.batch_size), data)
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      mask = batch.pop("_mask")
+      per_example = jax.vmap(task.eval_step, in_axes=(0, None))(states, batch)
+      return {k: jnp.sum(jnp.where(mask, v, 0.0), axis=1) for k, v in per_example.items()}
+
+    self._sums = jax.jit(sums, out_shardings=repl)
+
+  def __call__(self, states) -> dict[str, np.ndarray]:
+    totals = None
+    for i in range(self.num_batches):
+      part = self._sums(states, self.data, i)
+      totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+    return {k: v / self.num for k, v in _to_host(totals).items()}
+
+
+def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
+  """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
+
+  Returns:
+    :class:`Result` with the final (host) states, eval metrics per seed and
+    the summary that was written.
+  """
+  mesh = data_mesh()
+  devices = mesh.devices.size
+  if cfg.batch_size % devices:
+    raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {devices} devices.")
+  num_train = len(next(iter(task.train_data.values())))
+  if num_train < cfg.batch_size:
+    raise ValueError(f"batch_size={cfg.batch_size} exceeds the {num_train} training examples.")
+  steps_per_epoch = num_train // cfg.batch_size
+  total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+  seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
+  run = _rundir.RunDir(_rundir.resolve_run_dir(
+      cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag}", cfg.resume))
+  resolved = {"experiment": task.name, "variant": variant, **config_lib.to_dict(cfg)}
+
+  repl = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P(None, "data"))
+  init_keys, data_keys, step_keys = _seed_keys(cfg.seeds)
+  traces = [0]
+
+  def replica_step(train_state, batch, step_key):
+    traces[0] += 1  # runs once per trace, not per call
+    key = jax.random.fold_in(step_key, train_state["step"])
+    inner, metrics = task.train_step(train_state["state"], batch, key)
+    return {"step": train_state["step"] + 1, "state": inner}, metrics
+
+  step_fn = jax.jit(jax.vmap(replica_step), in_shardings=(repl, batch_sharding, repl),
+                    out_shardings=(repl, repl), donate_argnums=0)
+  init_fn = jax.jit(jax.vmap(lambda k: {"step": jnp.zeros((), jnp.int32), "state": task.init(k)}),
+                    out_shardings=repl)
+  take_fn = jax.jit(_batching.take_batch, static_argnums=3, out_shardings=batch_sharding)
+  perm_fn = jax.jit(_batching.epoch_permutations, static_argnums=2, out_shardings=repl)
+  evaluate = _Evaluator(task, mesh, cfg.eval_batch_size)
+  train_data = _batching.put_replicated(task.train_data, mesh)
+  step_keys, data_keys = jax.device_put((step_keys, data_keys), repl)
+
+  states = init_fn(jax.device_put(init_keys, repl))
+  start = 0
+  if cfg.resume:
+    saved = run.read_json(_rundir.CONFIG_FILE)
+    changed = {k: (saved.get(k), v) for k, v in resolved.items()
+               if k not in RESUMABLE_FIELDS and saved.get(k) != v}
+    if changed:
+      raise ValueError(f"--resume: the config differs from the saved run in {run.path}: "
+                       + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+    host_states = run.load_checkpoint(_to_host(states))
+    states = _batching.put_replicated(host_states, mesh)
+    start = int(host_states["step"][0])
+    run.truncate_metrics(start)
+  else:
+    if run.file(_rundir.CHECKPOINT_FILE).exists():
+      raise FileExistsError(f"{run.path} already holds a run: pass --resume to continue it "
+                            "or choose another --run-name.")
+    run.write_json(_rundir.CONFIG_FILE, resolved)
+
+  def log_eval(step: int) -> dict[str, np.ndarray]:
+    metrics = evaluate(states["state"])
+    run.append_metrics([{"step": step, "seed": seed, "split": "eval",
+                         **{k: float(v[i]) for k, v in metrics.items()}}
+                        for i, seed in enumerate(cfg.seeds)])
+    return metrics
+
+  bar = _progress(total_steps, start, cfg.progress, task.name)
+  wall_start = time.perf_counter()
+  permutations, epoch = None, -1
+  eval_metrics = None
+  for step in range(start, total_steps):
+    if step // steps_per_epoch != epoch:
+      epoch = step // steps_per_epoch
+      permutations = perm_fn(data_keys, epoch, num_train)
+    batch = take_fn(train_data, permutations, step % steps_per_epoch, cfg.batch_size)
+    states, metrics = step_fn(states, batch, step_keys)
+    done = step + 1
+    if done % cfg.log_every == 0 or done == total_steps:
+      host = _to_host(metrics)
+      run.append_metrics([{"step": done, "seed": seed, "split": "train",
+                           **{k: float(v[i]) for k, v in host.items()}}
+                          for i, seed in enumerate(cfg.seeds)])
+      if bar is not None:
+        bar.set_postfix(loss=f"{float(np.mean(host['loss'])):.4f}", refresh=False)
+    if done % cfg.eval_every == 0 or done == total_steps:
+      eval_metrics = log_eval(done)
+    if done % cfg.checkpoint_every == 0 or done == total_steps:
+      run.save_checkpoint(_to_host(states))
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  train_seconds = time.perf_counter() - wall_start
+  if eval_metrics is None:  # resumed a finished run
+    eval_metrics = log_eval(total_steps)
+
+  final_eval = {k: [float(x) for x in v] for k, v in eval_metrics.items()}
+  summary = {
+      "experiment": task.name, "variant": variant, "seeds": list(cfg.seeds),
+      "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+      "resumed_from_step": start if cfg.resume else None,
+      "train_seconds": train_seconds,
+      "steps_per_second": (total_steps - start) / train_seconds if total_steps > start else None,
+      "devices": [str(d) for d in jax.devices()],
+      "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
+  }
+  run.write_json(_rundir.SUMMARY_FILE, summary)
+  _rundir.plot_curves(run.read_metrics(), run.file(_rundir.CURVES_FILE))
+  run.write_readme(f"{task.name} ({variant}), seeds {list(cfg.seeds)}")
+  return Result(state=_to_host(states), final_eval=final_eval, summary=summary, run_dir=run,
+                num_traces=traces[0])

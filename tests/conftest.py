@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real data lives, and a per-test cache directory."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_SHARED = REPO.parent / "shared" / "data"
+
+
+def _data_dir(env: str, fallback: pathlib.Path) -> pathlib.Path:
+  path = pathlib.Path(os.environ.get(env) or fallback)
+  if not path.is_dir():
+    pytest.skip(f"real data not found at {path}: set {env}")
+  return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> pathlib.Path:
+  """The directory with the real MNIST IDX files ($GAPMMD_DATA_DIR or ../shared/data/mnist)."""
+  return _data_dir("GAPMMD_DATA_DIR", _SHARED / "mnist")
+
+
+@pytest.fixture(scope="session")
+def bsds_dir() -> pathlib.Path:
+  """The BSDS500 training photos ($GAPMMD_BSDS_DIR or ../shared/data/bsds500/train)."""
+  return _data_dir("GAPMMD_BSDS_DIR", _SHARED / "bsds500" / "train")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+  """Generated datasets go to a per-session temporary cache, never the user's."""
+  monkeypatch.setenv("GAPMMD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

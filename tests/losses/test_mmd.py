@@ -1,0 +1,309 @@
+"""MMD estimators, MK-MMD, kernel weights, permutation test, class matrix."""
+
+import itertools
+
+import chex
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gapmmd_jax as g
+
+
+# ---------- float64 NumPy references, written from the formulas ----------
+
+def ref_kernel(a, b, bandwidths, weights):
+  sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+  return sum(w * np.exp(-sq / bw) for bw, w in zip(bandwidths, weights))
+
+
+def ref_bandwidths(x, y, kernel_mul=2.0, kernel_num=5, fix_sigma=None):
+  z = np.concatenate([x, y]).astype(np.float64)
+  n = len(z)
+  l2 = ((z[None, :, :] - z[:, None, :]) ** 2).sum(2)
+  scale = fix_sigma if fix_sigma else l2.sum() / (n * n - n)
+  base = scale / kernel_mul ** (kernel_num // 2)
+  return [base * kernel_mul ** i for i in range(kernel_num)]
+
+
+def ref_mmd_rbf(x, y, kernel_mul=2.0, kernel_num=5, fix_sigma=None):
+  """The widely copied PyTorch mmd_rbf, step by step (n == m)."""
+  z = np.concatenate([x, y]).astype(np.float64)
+  n = len(x)
+  l2 = ((z[None, :, :] - z[:, None, :]) ** 2).sum(2)
+  bandwidth = fix_sigma if fix_sigma else l2.sum() / (len(z) ** 2 - len(z))
+  bandwidth /= kernel_mul ** (kernel_num // 2)
+  k = sum(np.exp(-l2 / (bandwidth * kernel_mul ** i)) for i in range(kernel_num))
+  xx, yy, xy, yx = k[:n, :n], k[n:, n:], k[:n, n:], k[n:, :n]
+  return np.mean(xx + yy - xy - yx)
+
+
+def ref_estimate(x, y, bandwidths, weights, estimator):
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  n, m = len(x), len(y)
+  kxx, kyy, kxy = (ref_kernel(a, b, bandwidths, weights) for a, b in ((x, x), (y, y), (x, y)))
+  if estimator == "biased":
+    return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+  if estimator == "unbiased":
+    off = lambda k: k.sum() - np.trace(k)
+    return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean()
+  k = lambda a, b: ref_kernel(a[None], b[None], bandwidths, weights)[0, 0]
+  terms = [k(x[2 * i], x[2 * i + 1]) + k(y[2 * i], y[2 * i + 1]) - k(x[2 * i], y[2 * i + 1])
+           - k(x[2 * i + 1], y[2 * i]) for i in range(n // 2)]
+  return np.mean(terms)
+
+
+def samples(seed, n=40, m=40, d=5, shift=0.5):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=(n, d)).astype(np.float32),
+          (rng.normal(size=(m, d)) + shift).astype(np.float32))
+
+
+# ---------- values ----------
+
+@pytest.mark.parametrize("kernel_mul,kernel_num,fix_sigma", [(2.0, 5, None), (3.0, 3, None),
+                                                             (2.0, 4, 7.5), (1.5, 1, None)])
+def test_biased_matches_reference_mmd_rbf(kernel_mul, kernel_num, fix_sigma):
+  x, y = samples(0)
+  expected = ref_mmd_rbf(x, y, kernel_mul, kernel_num, fix_sigma)
+  kwargs = dict(kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma)
+  np.testing.assert_allclose(g.mmd2(x, y, **kwargs), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(lambda a, b: g.mmd2(a, b, **kwargs))(x, y), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
+@pytest.mark.parametrize("sizes", [(40, 40), (33, 51), (7, 2)])
+def test_estimators_match_formula(estimator, sizes):
+  n, m = sizes
+  if estimator == "linear":
+    m = n
+  x, y = samples(1, n, m)
+  bandwidths = ref_bandwidths(x, y)
+  expected = ref_estimate(x, y, bandwidths, [1.0] * 5, estimator)
+  np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_median_bandwidth():
+  x, y = samples(2, 30, 20)
+  z = np.concatenate([x, y]).astype(np.float64)
+  sq = ((z[:, None] - z[None]) ** 2).sum(-1)
+  median = np.median(sq[np.triu_indices(len(z), 1)])
+  expected = ref_estimate(x, y, ref_bandwidths(x, y, fix_sigma=median), [1.0] * 5, "biased")
+  np.testing.assert_allclose(g.mmd2(x, y, bandwidth="median"), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_row_blocks_equal_full_matrix(estimator):
+  x, y = samples(3, 100, 70)
+  full = g.mmd2(x, y, estimator=estimator, block_size=10_000)
+  for block in (1, 16, 33):
+    np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, block_size=block), full,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_large_input_uses_blocks_and_stays_accurate():
+  x, y = samples(4, 2500, 2000, d=3, shift=0.2)  # 2500 * 2500 > 4M entries: row blocks
+  x_far, y_far = x + 1000.0, y + 1000.0  # translation must not cost accuracy
+  expected = ref_estimate(x[:300], y[:300], ref_bandwidths(x[:300], y[:300]), [1.0] * 5, "biased")
+  np.testing.assert_allclose(g.mmd2(x[:300], y[:300]), expected, rtol=1e-5)
+  np.testing.assert_allclose(g.mmd2(x_far, y_far), g.mmd2(x, y), rtol=2e-4)
+
+
+def test_mk_mmd2_matches_formula():
+  x, y = samples(5, 30, 25)
+  bandwidths, weights = [0.5, 2.0, 8.0], [0.2, 0.0, 0.8]
+  for estimator in ("biased", "unbiased"):
+    np.testing.assert_allclose(
+        g.mk_mmd2(x, y, bandwidths=bandwidths, weights=weights, estimator=estimator),
+        ref_estimate(x, y, bandwidths, weights, estimator), rtol=1e-5)
+
+
+# ---------- properties ----------
+
+finite_samples = hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2,
+                                                         max_side=12),
+                            elements=hypothesis.strategies.floats(-10, 10, width=32))
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(finite_samples, hypothesis.strategies.integers(0, 2**31 - 1))
+def test_symmetric_permutation_invariant_and_zero_on_itself(x, seed):
+  rng = np.random.default_rng(seed)
+  y = (x + rng.normal(size=x.shape)).astype(np.float32)
+  value = float(g.mmd2(x, y))
+  assert np.isfinite(value)
+  np.testing.assert_allclose(g.mmd2(y, x), value, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(g.mmd2(x[rng.permutation(len(x))], y[rng.permutation(len(y))]),
+                             value, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(g.mmd2(x, x), 0.0, atol=1e-5)
+
+
+def test_identical_points_give_zero_not_nan():
+  x = np.ones((8, 3), np.float32)
+  for estimator in ("biased", "unbiased", "linear"):
+    value = g.mmd2(x, x, estimator=estimator)
+    assert np.isfinite(value) and abs(float(value)) < 1e-6
+  grads = jax.grad(lambda a: g.mmd2(a, x))(x)
+  assert np.all(np.isfinite(grads))
+
+
+def test_unbiased_averages_to_zero_under_null():
+  keys = jax.random.split(jax.random.key(0), 400)
+  draw = lambda k: jax.random.normal(k, (2, 20, 3))
+  values = jax.vmap(lambda k: g.mmd2(*draw(k), estimator="unbiased"))(keys)
+  biased = jax.vmap(lambda k: g.mmd2(*draw(k)))(keys)
+  assert abs(float(values.mean())) < 3 * float(values.std()) / np.sqrt(len(values))
+  assert float(biased.mean()) > 10 * abs(float(values.mean()))  # the V-statistic's bias
+
+
+def test_vmap_matches_loop():
+  x = jax.random.normal(jax.random.key(1), (4, 20, 3))
+  y = jax.random.normal(jax.random.key(2), (4, 25, 3)) + 0.3
+  batched = jax.vmap(lambda a, b: g.mmd2(a, b, estimator="unbiased"))(x, y)
+  np.testing.assert_allclose(batched, [g.mmd2(a, b, estimator="unbiased") for a, b in zip(x, y)],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_finite_and_correct():
+  x, y = samples(6, 12, 10, d=3)
+  with jax.enable_x64(True):
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    for estimator in ("biased", "unbiased"):
+      jax.test_util.check_grads(lambda a, b: g.mmd2(a, b, estimator=estimator, block_size=5),
+                                (x64, y64), order=1, modes=("rev",), atol=1e-5, rtol=1e-4)
+
+
+def test_low_precision_accumulates_in_float32():
+  x, y = samples(7)
+  for dtype in (jnp.float16, jnp.bfloat16):
+    value = g.mmd2(x.astype(dtype), y.astype(dtype))
+    assert value.dtype == jnp.float32
+    np.testing.assert_allclose(value, g.mmd2(x, y), rtol=0.05)
+
+
+def test_compiles_once():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def f(a, b):
+    return g.mmd2(a, b, estimator="unbiased")
+
+  for seed in range(3):
+    f(*samples(seed))
+
+
+# ---------- bad input ----------
+
+@pytest.mark.parametrize("x,y,kwargs,message", [
+    (np.ones(5), np.ones((5, 2)), {}, r"x must have shape \[n, d\]"),
+    (np.ones((5, 2)), np.ones((5, 3)), {}, "same feature dimension"),
+    (np.ones((1, 2)), np.ones((5, 2)), {"estimator": "unbiased"}, "at least 2 rows"),
+    (np.ones((5, 2)), np.ones((6, 2)), {"estimator": "linear"}, "n == m"),
+    (np.ones((5, 2)), np.ones((5, 2)), {"estimator": "quadratic"}, "estimator must be one of"),
+    (np.ones((0, 2)), np.ones((5, 2)), {}, "at least 1 rows"),
+    (np.ones((5, 2)), np.ones((5, 2)), {"fix_sigma": -1.0}, "fix_sigma must be > 0"),
+    (np.ones((5, 2)), np.ones((5, 2)), {"kernel_num": 0}, "kernel_num must be an integer"),
+])
+def test_bad_input_raises_clear_errors(x, y, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    g.mmd2(x, y, **kwargs)
+
+
+def test_mk_mmd2_rejects_negative_weights_and_bad_shapes():
+  x, y = samples(8)
+  with pytest.raises(ValueError, match="non-negative"):
+    g.mk_mmd2(x, y, bandwidths=[1.0, 2.0], weights=[0.5, -0.1])
+  with pytest.raises(ValueError, match="shape of bandwidths"):
+    g.mk_mmd2(x, y, bandwidths=[1.0, 2.0], weights=[1.0])
+  with pytest.raises(TypeError, match="dtype"):
+    g.mmd2(np.array([["a"]]), np.array([["b"]]))
+
+
+# ---------- learned kernel weights ----------
+
+def test_kernel_weights_solve_the_power_qp():
+  x, y = samples(9, 400, 400, d=2, shift=0.4)
+  bandwidths = [0.05, 0.5, 2.0, 8.0, 64.0]
+  beta = np.asarray(g.mk_mmd_kernel_weights(x, y, bandwidths=bandwidths))
+  assert beta.shape == (5,) and np.all(beta >= 0) and np.isclose(beta.sum(), 1.0)
+  # The objective delta^T b / sqrt(b^T Q b) must not be beaten by any single kernel.
+  h = np.stack([[ref_estimate(x[2 * i:2 * i + 2], y[2 * i:2 * i + 2], [bw], [1.0], "linear")
+                 for bw in bandwidths] for i in range(200)])
+  delta, q = h.mean(0), np.cov(h, rowvar=False)
+  power = lambda b: (delta @ b) / np.sqrt(b @ q @ b)
+  assert all(power(beta) >= power(e) * 0.98 for e in np.eye(5) if delta @ e > 0)
+
+
+def test_kernel_weights_uniform_without_signal():
+  x = np.zeros((10, 2), np.float32)
+  np.testing.assert_allclose(g.mk_mmd_kernel_weights(x, x, bandwidths=[1.0, 2.0]), [0.5, 0.5])
+
+
+# ---------- permutation test ----------
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
+def test_permutation_test_statistic_and_p_value(estimator):
+  x, y = samples(10, 30, 30, d=2, shift=0.0)
+  stat, p = g.mmd_test(jax.random.key(0), x, y, num_permutations=300, estimator=estimator,
+                       chunk_size=64)
+  np.testing.assert_allclose(stat, g.mmd2(x, y, estimator=estimator), rtol=1e-4, atol=1e-6)
+  # Reference p-value from explicit permutations of the pooled sample.
+  z = np.concatenate([x, y])
+  rng = np.random.default_rng(0)
+  null = []
+  for _ in range(300):
+    perm = rng.permutation(60)
+    null.append(float(g.mmd2(z[perm[:30]], z[perm[30:]], estimator=estimator)))
+  p_ref = (1 + np.sum(np.asarray(null) >= float(stat))) / 301
+  assert abs(float(p) - p_ref) < 0.12
+  assert 1 / 301 <= float(p) <= 1.0
+
+
+def test_permutation_test_calibrated_and_powerful():
+  def rejection_rate(shift, num_draws=300):
+    keys = jax.random.split(jax.random.key(1), num_draws)
+
+    def one(k):
+      kx, ky, kp = jax.random.split(k, 3)
+      x = jax.random.normal(kx, (25, 2))
+      y = jax.random.normal(ky, (25, 2)) + shift
+      return g.mmd_test(kp, x, y, num_permutations=199)[1]
+
+    p_values = jax.jit(jax.vmap(one))(keys)
+    return float(jnp.mean(p_values <= 0.05))
+
+  assert 0.02 <= rejection_rate(0.0) <= 0.09
+  assert rejection_rate(1.0) >= 0.9
+
+
+def test_permutation_test_p_value_never_zero():
+  x, y = samples(11, 20, 20, shift=10.0)
+  _, p = g.mmd_test(jax.random.key(0), x, y, num_permutations=50)
+  np.testing.assert_allclose(p, 1 / 51)
+
+
+# ---------- class matrix ----------
+
+def test_class_mmd_matrix_uses_disjoint_halves():
+  rng = np.random.default_rng(12)
+  labels = np.repeat(np.arange(3), [10, 12, 9])
+  rng.shuffle(labels)
+  features = rng.normal(size=(31, 4)).astype(np.float32) + labels[:, None] * 2.0
+  matrix = np.asarray(g.class_mmd_matrix(features, labels, num_classes=3))
+  half = 4  # smallest class has 9 samples
+  for i, j in itertools.product(range(3), repeat=2):
+    a = features[np.flatnonzero(labels == i)[:half]]
+    b = features[np.flatnonzero(labels == j)[half:2 * half]]
+    np.testing.assert_allclose(matrix[i, j], ref_mmd_rbf(a, b), rtol=1e-4, atol=1e-6)
+  assert np.all(np.diag(matrix)[:, None] < matrix + np.eye(3) * 1e9)
+
+
+def test_class_mmd_matrix_errors():
+  features = np.zeros((6, 2), np.float32)
+  with pytest.raises(ValueError, match="at least 4 samples"):
+    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 1]), num_classes=2)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 5]), num_classes=2)
