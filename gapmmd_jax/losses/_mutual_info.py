@@ -121,7 +121,7 @@ def mine_bias_corrected_loss(t_joint: jax.typing.ArrayLike,
                     math.log(decay) + log_batch))
   updated = jax.lax.stop_gradient(updated)
   ratio = jnp.exp(log_batch - updated)  # mean(e^T) / moving average
-  corrected = log_batch + (ratio - jax.lax.stop_gradient(ratio))
+  corrected = jax.lax.stop_gradient(log_batch) + ratio - jax.lax.stop_gradient(ratio)
   return -(jnp.mean(t_joint) - corrected), updated
 
 
