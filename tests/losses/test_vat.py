@@ -22,7 +22,7 @@ def kl_hessian(w, x):
 
 
 @pytest.mark.parametrize("finite_difference,xi,alignment", [("linearized", 1e-6, 0.9999),
-                                                            ("direct", 1e-1, 0.999)])
+                                                            ("direct", 1e-1, 0.995)])
 def test_power_iteration_finds_top_eigenvector(finite_difference, xi, alignment):
   """A real finite difference (direct, xi = 0.1) is only close; the xi -> 0 limit is exact."""
   w, logits_fn = linear_model()
