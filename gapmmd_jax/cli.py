@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="gapmmd", description="gapmmd-jax experiments: MMD, mutual information, "
       "gradient reversal and VAT on MNIST-family data.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() first (multi-host runs; "
                       "coordinator, process count and id come from the cluster environment "
@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     doc = (module.__doc__ or "").strip()
     experiment = sub.add_parser(name, help=doc.splitlines()[0] if doc else name,
                                 description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     config_lib.add_arguments(experiment, module.Config, module.VARIANTS, module.DEFAULT_VARIANT)
     experiment.set_defaults(module=module)
   return parser

@@ -41,6 +41,23 @@ def kernel_matrix(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
   return gaussian_kernel(squared_distances(a, b), inv_bandwidths, weights)
 
 
+def _replicated(x: jax.Array) -> jax.Array:
+  """``x`` gathered onto every device if it is sharded over an explicit mesh axis.
+
+  Under explicit sharding (e.g. a mesh from ``jax.make_mesh``) a product of two
+  row-sharded operands is illegal, so the column operand of a block is
+  replicated; under automatic sharding XLA decides and this is a no-op.
+  """
+  sharding = jax.typeof(x).sharding
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or mesh.empty:
+    return x
+  explicit = any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
+  if explicit and any(axis is not None for axis in sharding.spec):
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  return x
+
+
 def kernel_sum(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
                weights: jax.Array, *, block_size: int | None = None) -> jax.Array:
   """``sum_ij k(a_i, b_j)`` without materialising ``[n, m]`` for large inputs.
@@ -60,11 +77,16 @@ def kernel_sum(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
   if block_size is None:
     block_size = n if n * m <= _FULL_MATRIX_MAX_ENTRIES else _DEFAULT_BLOCK_ROWS
   if block_size >= n:
-    return jnp.sum(kernel_matrix(a, b, inv_bandwidths, weights))
+    return jnp.sum(kernel_matrix(a, _replicated(b), inv_bandwidths, weights))
+  b = _replicated(b)
   num_blocks = math.ceil(n / block_size)
   pad = num_blocks * block_size - n
-  blocks = jnp.pad(a, ((0, pad), (0, 0))).reshape(num_blocks, block_size, a.shape[1])
-  masks = (jnp.arange(num_blocks * block_size) < n).reshape(num_blocks, block_size)
+  # Block j holds rows j, j + num_blocks, ...: the block axis is built from the
+  # minor part of the row index, so rows sharded over devices stay sharded
+  # within each block and the scanned axis is never sharded.
+  blocks = jnp.pad(a, ((0, pad), (0, 0))).reshape(block_size, num_blocks, a.shape[1])
+  blocks = jnp.swapaxes(blocks, 0, 1)
+  masks = (jnp.arange(num_blocks * block_size) < n).reshape(block_size, num_blocks).T
 
   @jax.checkpoint
   def block_sum(block_and_mask):

@@ -23,6 +23,8 @@ class TrainConfig:
   out_dir: str = option("runs", "parent directory of run directories")
   run_name: str | None = option(None, "run directory name (default: experiment-variant-seeds)")
   resume: bool = option(False, "continue the run in the run directory from its checkpoint")
+  stop_after: int | None = option(None, "stop after N steps of this invocation (checkpointed); "
+                                  "continue with --resume")
   data_dir: str | None = option(None, "directory with the MNIST IDX files (else $GAPMMD_DATA_DIR)")
   progress: bool = option(True, "show a progress bar")
 
@@ -37,4 +39,4 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_FIELDS = ("resume", "progress", "out_dir", "data_dir")
+RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir")

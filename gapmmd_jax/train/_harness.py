@@ -197,11 +197,12 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
                         for i, seed in enumerate(cfg.seeds)])
     return metrics
 
+  end = total_steps if cfg.stop_after is None else min(total_steps, start + cfg.stop_after)
   bar = _progress(total_steps, start, cfg.progress, task.name)
   wall_start = time.perf_counter()
   permutations, epoch = None, -1
   eval_metrics = None
-  for step in range(start, total_steps):
+  for step in range(start, end):
     if step // steps_per_epoch != epoch:
       epoch = step // steps_per_epoch
       permutations = perm_fn(data_keys, epoch, num_train)
@@ -217,23 +218,24 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
         bar.set_postfix(loss=f"{float(np.mean(host['loss'])):.4f}", refresh=False)
     if done % cfg.eval_every == 0 or done == total_steps:
       eval_metrics = log_eval(done)
-    if done % cfg.checkpoint_every == 0 or done == total_steps:
+    if done % cfg.checkpoint_every == 0 or done == end:
       run.save_checkpoint(_to_host(states))
     if bar is not None:
       bar.update(1)
   if bar is not None:
     bar.close()
   train_seconds = time.perf_counter() - wall_start
-  if eval_metrics is None:  # resumed a finished run
-    eval_metrics = log_eval(total_steps)
+  if eval_metrics is None:  # stopped between evaluations, or resumed a finished run
+    eval_metrics = log_eval(end)
 
   final_eval = {k: [float(x) for x in v] for k, v in eval_metrics.items()}
   summary = {
       "experiment": task.name, "variant": variant, "seeds": list(cfg.seeds),
-      "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+      "steps": end, "planned_steps": total_steps, "complete": end == total_steps,
+      "steps_per_epoch": steps_per_epoch,
       "resumed_from_step": start if cfg.resume else None,
       "train_seconds": train_seconds,
-      "steps_per_second": (total_steps - start) / train_seconds if total_steps > start else None,
+      "steps_per_second": (end - start) / train_seconds if end > start else None,
       "devices": [str(d) for d in jax.devices()],
       "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
   }

@@ -157,7 +157,8 @@ def plot_curves(rows: list[dict], path: pathlib.Path) -> bool:
     ax.set_xlabel("step")
     ax.set_title(f"{split} {key}")
     ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=8)
+  if axes[0][0].get_legend_handles_labels()[0]:
+    axes[0][0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

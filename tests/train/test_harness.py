@@ -1,0 +1,90 @@
+"""The shared training loop: resume, data parallelism, vmapped seeds, one compilation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gapmmd_jax as g
+from gapmmd_jax.train import fit
+
+from . import tiny_task
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module")
+def task(mnist_dir):
+  return tiny_task.make_task(mnist_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(task, tmp_path_factory):
+  """An uninterrupted run with seeds 0 and 1."""
+  return fit(task, tiny_task.config(tmp_path_factory.mktemp("ref"), seeds=(0, 1)))
+
+
+def test_run_directory_and_single_compilation(reference):
+  run = reference.run_dir
+  for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png", "README.txt",
+               "checkpoint.msgpack"):
+    assert run.file(name).is_file(), name
+  summary = json.loads(run.file("summary.json").read_text())
+  assert summary["steps"] == 25 and summary["complete"]  # 2.5 epochs of 10 steps
+  assert set(summary["final_eval"]["accuracy"]) == {"per_seed", "mean", "std"}
+  assert summary["final_eval"]["accuracy"]["mean"] > 0.6
+  rows = run.read_metrics()
+  assert {r["split"] for r in rows} == {"train", "eval"}
+  assert sorted({r["step"] for r in rows if r["split"] == "eval"}) == [7, 14, 21, 25]
+  assert reference.num_traces == 1  # three epochs, four evaluations, one trace
+
+
+def test_resume_matches_uninterrupted_run(task, reference, tmp_path):
+  stopped = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), stop_after=11))
+  assert stopped.summary["steps"] == 11 and not stopped.summary["complete"]
+  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  assert resumed.summary["resumed_from_step"] == 11
+  np.testing.assert_allclose(resumed.state["state"]["params"]["w"],
+                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+  assert resumed.final_eval == reference.final_eval
+
+
+def test_resume_refuses_changed_config_and_overwrite(task, reference, tmp_path):
+  fit(task, tiny_task.config(tmp_path, stop_after=2))
+  with pytest.raises(ValueError, match="batch_size: saved 64, now 32"):
+    fit(task, tiny_task.config(tmp_path, batch_size=32, resume=True))
+  with pytest.raises(FileExistsError, match="--resume"):
+    fit(task, tiny_task.config(tmp_path))
+
+
+def test_vmapped_seeds_equal_single_seed_runs(task, reference, tmp_path):
+  alone = fit(task, tiny_task.config(tmp_path, seeds=(1,)))
+  np.testing.assert_allclose(alone.state["state"]["params"]["w"][0],
+                             reference.state["state"]["params"]["w"][1], rtol=1e-5, atol=1e-6)
+  assert alone.final_eval["accuracy"][0] == pytest.approx(reference.final_eval["accuracy"][1],
+                                                          abs=1 / 300)
+
+
+def test_data_parallel_on_four_devices_matches_one(mnist_dir, reference, tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+  out = tmp_path / "sharded.npz"
+  subprocess.run([sys.executable, os.path.join(HERE, "_sharded_run.py"), str(mnist_dir),
+                  str(tmp_path), str(out)], env=env, check=True, timeout=600)
+  result = np.load(out)
+  assert int(result["num_traces"]) == 1
+  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
+                             rtol=1e-4, atol=1e-5)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4000, 16)).astype(np.float32)
+  y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
+  np.testing.assert_allclose(result["mmd"], g.mmd2(x, y, estimator="unbiased"), rtol=1e-4,
+                             atol=1e-6)
+
+
+def test_bad_batch_size(task, tmp_path):
+  with pytest.raises(ValueError, match="exceeds the 640 training examples"):
+    fit(task, tiny_task.config(tmp_path, batch_size=1024))
