@@ -1,8 +1,11 @@
 """gapmmd_jax: measure and shape the gap between feature distributions in JAX."""
 
 from gapmmd_jax.losses import (
+    class_gap_loss,
     class_mmd_matrix,
+    class_pair_matrix,
     cosine_distance,
+    diagonal_separability,
     euclidean_distance,
     gaussian_mutual_information,
     grassmann_distance,
@@ -25,9 +28,12 @@ from gapmmd_jax.ops import gradient_reversal
 __version__ = "0.1.0"
 
 __all__ = [
+    "class_gap_loss",
     "class_mmd_matrix",
+    "class_pair_matrix",
     "cluster_accuracy",
     "cosine_distance",
+    "diagonal_separability",
     "euclidean_distance",
     "gaussian_mutual_information",
     "gradient_reversal",

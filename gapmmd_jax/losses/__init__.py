@@ -1,5 +1,10 @@
 """Losses and distances between feature distributions, as pure JAX functions."""
 
+from gapmmd_jax.losses._class_matrix import (
+    class_halves,
+    class_pair_matrix,
+    diagonal_separability,
+)
 from gapmmd_jax.losses._distances import (
     cosine_distance,
     euclidean_distance,
@@ -8,6 +13,7 @@ from gapmmd_jax.losses._distances import (
     standardized_euclidean_distance,
 )
 from gapmmd_jax.losses._mmd import (
+    class_gap_loss,
     class_mmd_matrix,
     mk_mmd2,
     mk_mmd_kernel_weights,
@@ -24,8 +30,12 @@ from gapmmd_jax.losses._mutual_info import (
 from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
 
 __all__ = [
+    "class_gap_loss",
+    "class_halves",
     "class_mmd_matrix",
+    "class_pair_matrix",
     "cosine_distance",
+    "diagonal_separability",
     "euclidean_distance",
     "gaussian_mutual_information",
     "grassmann_distance",

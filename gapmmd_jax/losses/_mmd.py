@@ -11,23 +11,26 @@ import scipy.optimize
 
 from gapmmd_jax import _validation as v
 from gapmmd_jax.losses import _kernels
+from gapmmd_jax.losses._class_matrix import class_pair_matrix
 
 ESTIMATORS = ("biased", "unbiased", "linear")
 BANDWIDTH_RULES = ("mean", "median")
 
 
-def _reference_kernel(x: jax.Array, y: jax.Array, *, kernel_mul: float,
-                      kernel_num: int, fix_sigma, bandwidth: str
-                      ) -> tuple[jax.Array, jax.Array]:
-  """Reciprocal bandwidths and unit weights of the reference ``mmd_rbf`` kernel."""
+def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, fix_sigma,
+                      bandwidth: str) -> tuple[jax.Array, jax.Array]:
+  """Reciprocal bandwidths and unit weights of the reference ``mmd_rbf`` kernel.
+
+  Args:
+    pooled: ``[N, d]``, both samples stacked (the data-driven scale uses them all).
+  """
   v.check_int("kernel_num", kernel_num, 1)
   v.check_positive("kernel_mul", kernel_mul)
   v.check_choice("bandwidth", bandwidth, BANDWIDTH_RULES)
   if fix_sigma is not None:
     v.check_positive("fix_sigma", fix_sigma)
-    scale = jnp.asarray(fix_sigma, x.dtype)
+    scale = jnp.asarray(fix_sigma, pooled.dtype)
   else:
-    pooled = jnp.concatenate([x, y], axis=0)
     if bandwidth == "mean":
       scale = _kernels.mean_squared_distance(pooled)
     else:
@@ -36,8 +39,8 @@ def _reference_kernel(x: jax.Array, y: jax.Array, *, kernel_mul: float,
     # any positive bandwidth yields the same (correct) kernel values.
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
   base = scale / kernel_mul ** (kernel_num // 2)
-  powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], x.dtype)
-  return 1.0 / (base * powers), jnp.ones((kernel_num,), x.dtype)
+  powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], pooled.dtype)
+  return 1.0 / (base * powers), jnp.ones((kernel_num,), pooled.dtype)
 
 
 def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
@@ -130,8 +133,9 @@ def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  inv_bw, weights = _reference_kernel(x, y, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
+  inv_bw, weights = _reference_kernel(jnp.concatenate([x, y]), kernel_mul=kernel_mul,
+                                      kernel_num=kernel_num, fix_sigma=fix_sigma,
+                                      bandwidth=bandwidth)
   return _mmd2_with_kernel(x, y, inv_bw, weights, estimator, block_size)
 
 
@@ -280,10 +284,10 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   _check_estimator(estimator, x, y)
   v.check_int("num_permutations", num_permutations, 1)
   v.check_int("chunk_size", chunk_size, 1)
-  inv_bw, weights = _reference_kernel(x, y, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
   n, m = x.shape[0], y.shape[0]
   pooled = jnp.concatenate([x, y], axis=0)
+  inv_bw, weights = _reference_kernel(pooled, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
   pooled = pooled - jnp.mean(pooled, axis=0)
   base_indicator = jnp.arange(n + m) < n
   num_chunks = math.ceil(num_permutations / chunk_size)
@@ -318,7 +322,7 @@ def class_mmd_matrix(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLik
   r"""``[C, C]`` matrix of MMD^2 between the feature sets of pairs of classes.
 
   Each class's samples (in the given order) are split into two disjoint halves
-  ``A_c`` and ``B_c`` of one common size ``h`` (the smallest class's half, or
+  ``A_c`` and ``B_c`` of one common size ``h`` (half the smallest class, or
   ``samples_per_class // 2``), and
 
   .. math:: M_{ij} = \mathrm{MMD}^2(A_i, B_j)
@@ -338,28 +342,62 @@ def class_mmd_matrix(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLik
   Returns:
     ``[C, C]`` array.
   """
-  features = v.as_float_array("features", features)
-  v.check_rank("features", features, 2, "[N, d]")
-  v.check_int("num_classes", num_classes, 1)
-  labels_np = v.concrete_or_none(labels)
-  if labels_np is None:
-    raise TypeError("labels must be concrete (a NumPy or committed JAX array), not traced.")
-  if labels_np.shape != (features.shape[0],):
-    raise ValueError(f"labels must have shape [N]={features.shape[0]}, got {labels_np.shape}.")
-  if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                     f"[{labels_np.min()}, {labels_np.max()}].")
-  members = [np.flatnonzero(labels_np == c) for c in range(num_classes)]
-  half = min(len(idx) for idx in members) // 2
-  if samples_per_class is not None:
-    half = min(half, samples_per_class // 2)
-  if half < 2:
-    counts = [len(idx) for idx in members]
-    raise ValueError(f"every class needs at least 4 samples (two halves of >= 2), "
-                     f"got per-class counts {counts}.")
-  first = features[np.stack([idx[:half] for idx in members])]
-  second = features[np.stack([idx[half:2 * half] for idx in members])]
   pair = lambda a, b: mmd2(a, b, kernel_mul=kernel_mul, kernel_num=kernel_num,
                            fix_sigma=fix_sigma, estimator=estimator,
                            bandwidth=bandwidth, block_size=block_size)
-  return jax.vmap(lambda a: jax.vmap(lambda b: pair(a, b))(second))(first)
+  return class_pair_matrix(pair, features, labels, num_classes=num_classes,
+                           samples_per_class=samples_per_class)
+
+
+def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+                   num_classes: int, kernel_mul: float = 2.0, kernel_num: int = 5) -> jax.Array:
+  r"""Batch-level class-gap regulariser: within-class minus between-class MMD^2.
+
+  The batch is cut into a first and a second half; with ``A_c`` and ``B_c``
+  the class-``c`` samples of each half and ``D_ij`` the biased MMD^2 of
+  :func:`mmd2` between ``A_i`` and ``B_j`` (one kernel matrix, class sets as
+  weight vectors, so ``labels`` may be traced),
+
+  .. math:: \mathcal{L} = \mathrm{mean}_{i} D_{ii} - \mathrm{mean}_{i \ne j} D_{ij}
+
+  over the classes present. Minimising it pulls each class together and pushes
+  classes apart.
+
+  Args:
+    features: ``[B, d]`` (``B >= 4``).
+    labels: ``[B]`` integer labels.
+    num_classes: ``C``.
+    kernel_mul, kernel_num: as :func:`mmd2` (mean bandwidth of the batch).
+
+  Returns:
+    Scalar.
+  """
+  features = v.as_float_array("features", features)
+  v.check_rank("features", features, 2, "[B, d]")
+  if features.shape[0] < 4:
+    raise ValueError(f"features needs at least 4 rows, got shape {tuple(features.shape)}.")
+  labels = jnp.asarray(labels)
+  if labels.shape != (features.shape[0],):
+    raise ValueError(f"labels must have shape [B]={features.shape[0]}, got {tuple(labels.shape)}.")
+  inv_bw, weights = _reference_kernel(features, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                                      fix_sigma=None, bandwidth="mean")
+  half = features.shape[0] // 2
+  centred = features - jnp.mean(features, axis=0)
+  first, second = centred[:half], centred[half:2 * half]
+
+  def class_weights(lbl):
+    onehot = jax.nn.one_hot(lbl, num_classes, dtype=features.dtype)  # [h, C]
+    counts = jnp.sum(onehot, axis=0)
+    return onehot / jnp.maximum(counts, 1.0), counts > 0
+
+  w1, present1 = class_weights(labels[:half])
+  w2, present2 = class_weights(labels[half:2 * half])
+  kernel = lambda a, b: _kernels.kernel_matrix(a, b, inv_bw, weights)
+  m11 = w1.T @ kernel(first, first) @ w1
+  m22 = w2.T @ kernel(second, second) @ w2
+  m12 = w1.T @ kernel(first, second) @ w2
+  gaps = jnp.diagonal(m11)[:, None] + jnp.diagonal(m22)[None, :] - 2.0 * m12  # [C, C]
+  valid = present1[:, None] & present2[None, :]
+  eye = jnp.eye(num_classes, dtype=bool)
+  mean_over = lambda mask: jnp.sum(jnp.where(mask, gaps, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+  return mean_over(valid & eye) - mean_over(valid & ~eye)

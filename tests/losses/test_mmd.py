@@ -303,7 +303,48 @@ def test_class_mmd_matrix_uses_disjoint_halves():
 
 def test_class_mmd_matrix_errors():
   features = np.zeros((6, 2), np.float32)
-  with pytest.raises(ValueError, match="at least 4 samples"):
-    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 1]), num_classes=2)
+  with pytest.raises(ValueError, match="at least 2 samples"):
+    g.class_mmd_matrix(features, np.array([0, 0, 0, 0, 0, 1]), num_classes=2)
+  with pytest.raises(ValueError, match="at least 2 rows"):  # halves of one: no U-statistic
+    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 1]), num_classes=2,
+                       estimator="unbiased")
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
     g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 5]), num_classes=2)
+
+
+def test_one_versus_one_comparison_is_constant():
+  """With one sample per set the mean bandwidth is the pair's own distance: no information."""
+  rng = np.random.default_rng(13)
+  features = rng.normal(size=(40, 3)).astype(np.float32) + np.repeat(np.arange(4), 10)[:, None]
+  matrix = np.asarray(g.class_mmd_matrix(features, np.repeat(np.arange(4), 10), num_classes=4,
+                                         samples_per_class=2))
+  np.testing.assert_allclose(matrix, matrix[0, 0], rtol=1e-5)
+
+
+def test_class_gap_loss_matches_class_matrix():
+  rng = np.random.default_rng(14)
+  labels = rng.integers(0, 4, 64)
+  features = (rng.normal(size=(64, 5)) + labels[:, None]).astype(np.float32)
+  z = features.astype(np.float64)
+  bandwidths = ref_bandwidths(z, z[:0])
+  first, second = z[:32], z[32:]
+  gaps = np.full((4, 4), np.nan)
+  for i, j in itertools.product(range(4), repeat=2):
+    a, b = first[labels[:32] == i], second[labels[32:] == j]
+    if len(a) and len(b):
+      gaps[i, j] = ref_estimate(a, b, bandwidths, [1.0] * 5, "biased")
+  off = ~np.eye(4, dtype=bool)
+  expected = np.nanmean(np.diag(gaps)) - np.nanmean(gaps[off])
+  loss = jax.jit(lambda f, l: g.class_gap_loss(f, l, num_classes=4))(features, labels)
+  np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-6)
+  assert float(loss) < 0  # separated classes: between-class gaps dominate
+  assert np.all(np.isfinite(jax.grad(lambda f: g.class_gap_loss(f, labels, num_classes=4))(features)))
+
+
+def test_diagonal_separability():
+  distances = np.array([[0.1, 1.0, 2.0], [1.0, 0.2, 0.1], [2.0, 1.0, 0.3]])
+  scores = g.diagonal_separability(distances)
+  assert scores["rows_diagonal_best"] == pytest.approx(2 / 3)
+  assert scores["offdiag_to_diag"] == pytest.approx(np.mean([1, 2, 1, 0.1, 2, 1]) / 0.2)
+  similarity = g.diagonal_separability(-distances, higher_is_closer=True)
+  assert similarity["rows_diagonal_best"] == pytest.approx(2 / 3)
