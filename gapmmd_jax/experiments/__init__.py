@@ -1,8 +1,8 @@
 """The experiments, each a module with ``NAME``, ``Config``, ``VARIANTS``,
-``DEFAULT_VARIANT``, ``build_task`` and ``run``."""
+``DEFAULT_VARIANT`` and ``run``."""
 
-from gapmmd_jax.experiments import gap_mmd
+from gapmmd_jax.experiments import gap_mmd, metric_survey
 
-EXPERIMENTS = {module.NAME: module for module in (gap_mmd,)}
+EXPERIMENTS = {module.NAME: module for module in (gap_mmd, metric_survey)}
 
-__all__ = ["EXPERIMENTS", "gap_mmd"]
+__all__ = ["EXPERIMENTS", "gap_mmd", "metric_survey"]

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gapmmd_jax import config as config_lib
+from gapmmd_jax import plotting
 from gapmmd_jax.data import _batching
 from gapmmd_jax.train import _rundir
 from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig
@@ -129,6 +130,12 @@ class _Evaluator:
     return {k: v / self.num for k, v in _to_host(totals).items()}
 
 
+def num_steps(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
+  """``(steps_per_epoch, total_steps)`` of a run: full batches only, ``epochs`` rounded."""
+  steps_per_epoch = num_train // cfg.batch_size
+  return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
+
+
 def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
 
@@ -143,8 +150,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   num_train = len(next(iter(task.train_data.values())))
   if num_train < cfg.batch_size:
     raise ValueError(f"batch_size={cfg.batch_size} exceeds the {num_train} training examples.")
-  steps_per_epoch = num_train // cfg.batch_size
-  total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+  steps_per_epoch, total_steps = num_steps(cfg, num_train)
   seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
   run = _rundir.RunDir(_rundir.resolve_run_dir(
       cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag}", cfg.resume))
@@ -240,7 +246,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
   }
   run.write_json(_rundir.SUMMARY_FILE, summary)
-  _rundir.plot_curves(run.read_metrics(), run.file(_rundir.CURVES_FILE))
+  if jax.process_index() == 0:
+    plotting.learning_curves(run.read_metrics(), run.file(_rundir.CURVES_FILE))
   run.write_readme(f"{task.name} ({variant}), seeds {list(cfg.seeds)}")
   return Result(state=_to_host(states), final_eval=final_eval, summary=summary, run_dir=run,
                 num_traces=traces[0])

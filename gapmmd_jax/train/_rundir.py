@@ -134,32 +134,3 @@ class RunDir:
       if name != README_FILE:
         lines.append(f"  {name}: {self.descriptions.get(name, 'output of the experiment')}")
     self.file(README_FILE).write_text("\n".join(lines) + "\n")
-
-
-def plot_curves(rows: list[dict], path: pathlib.Path) -> bool:
-  """Learning curves (train loss, eval metrics) per seed as one PNG; False without matplotlib."""
-  try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-  except ImportError:
-    return False
-  if not _is_writer():
-    return False
-  eval_keys = sorted({k for r in rows if r["split"] == "eval" for k in r} - {"step", "seed", "split"})
-  panels = [("train", "loss")] + [("eval", k) for k in eval_keys]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-  for ax, (split, key) in zip(axes[0], panels):
-    for seed in sorted({r["seed"] for r in rows}):
-      pts = [(r["step"], r[key]) for r in rows if r["split"] == split and r["seed"] == seed and key in r]
-      if pts:
-        ax.plot(*zip(*pts), label=f"seed {seed}", marker="." if split == "eval" else None)
-    ax.set_xlabel("step")
-    ax.set_title(f"{split} {key}")
-    ax.grid(alpha=0.3)
-  if axes[0][0].get_legend_handles_labels()[0]:
-    axes[0][0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return True

@@ -1,0 +1,157 @@
+"""PNG figures of the experiments (needs the ``plot`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+  """matplotlib.pyplot on the Agg backend, or None when matplotlib is missing."""
+  try:
+    import matplotlib
+  except ImportError:
+    return None
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def available() -> bool:
+  return _pyplot() is not None
+
+
+def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathlib.Path, *,
+             fmt: str = "{:.2f}", log_scale: Sequence[bool] | None = None,
+             labels: Sequence[str] | None = None, columns: int = 4) -> bool:
+  """Annotated heatmaps side by side (rows = first index). False without matplotlib."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  from matplotlib.colors import LogNorm
+
+  count = len(matrices)
+  columns = min(columns, count)
+  rows = -(-count // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.6 * rows), squeeze=False)
+  for k, ax in enumerate(axes.flat):
+    if k >= count:
+      ax.axis("off")
+      continue
+    m = np.asarray(matrices[k], np.float64)
+    norm = None
+    if log_scale is not None and log_scale[k]:
+      norm = LogNorm(vmin=max(np.min(m[m > 0]), 1e-12), vmax=max(np.max(m), 1e-12))
+    image = ax.imshow(m, cmap="viridis", norm=norm)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if m.shape[0] <= 12:
+      for (i, j), value in np.ndenumerate(m):
+        ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6.5,
+                color="white" if value < np.median(m) else "black")
+    ticks = labels if labels is not None else [str(i) for i in range(m.shape[0])]
+    ax.set_xticks(range(m.shape[1]), ticks[:m.shape[1]])
+    ax.set_yticks(range(m.shape[0]), ticks[:m.shape[0]])
+    ax.set_title(titles[k], fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def image_grid(images: np.ndarray, overlays: np.ndarray | None, titles: Sequence[str],
+               path: pathlib.Path, *, columns: int = 8) -> bool:
+  """Images ``[K, H, W]`` or ``[K, H, W, 3]`` in a grid, optionally with heat overlays ``[K, H, W]``."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  count = len(images)
+  columns = min(columns, count)
+  rows = -(-count // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
+  for k, ax in enumerate(axes.flat):
+    ax.axis("off")
+    if k >= count:
+      continue
+    ax.imshow(images[k], cmap="gray" if images[k].ndim == 2 else None)
+    if overlays is not None:
+      ax.imshow(overlays[k], cmap="jet", alpha=0.45)
+    ax.set_title(titles[k], fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def lines_with_bands(x: Sequence[float], series: dict[str, tuple[np.ndarray, np.ndarray]],
+                     path: pathlib.Path, *, xlabel: str, ylabel: str, title: str,
+                     log_x: bool = False) -> bool:
+  """Mean lines with +-std bands, one per named series ``(mean, std)``."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, (mean, std) in series.items():
+    ax.plot(x, mean, marker="o", label=name)
+    ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.25)
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def scatter_by_class(points: np.ndarray, labels: np.ndarray, path: pathlib.Path, *,
+                     title: str) -> bool:
+  """2-D points coloured by integer class."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 6))
+  for c in np.unique(labels):
+    pts = points[labels == c]
+    ax.scatter(pts[:, 0], pts[:, 1], s=4, label=str(c))
+  ax.legend(markerscale=3, fontsize=8)
+  ax.set_title(title, fontsize=10)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
+  """Training loss and every evaluation metric against step, one line per seed.
+
+  Args:
+    rows: the run's ``metrics.jsonl`` rows (``step``, ``seed``, ``split``, metrics).
+  """
+  plt = _pyplot()
+  if plt is None:
+    return False
+  eval_keys = sorted({k for r in rows if r["split"] == "eval" for k in r} - {"step", "seed", "split"})
+  panels = [("train", "loss")] + [("eval", k) for k in eval_keys]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+  for ax, (split, key) in zip(axes[0], panels):
+    for seed in sorted({r["seed"] for r in rows}):
+      pts = [(r["step"], r[key]) for r in rows
+             if r["split"] == split and r["seed"] == seed and key in r]
+      if pts:
+        ax.plot(*zip(*pts), label=f"seed {seed}", marker="." if split == "eval" else None)
+    ax.set_xlabel("step")
+    ax.set_title(f"{split} {key}")
+    ax.grid(alpha=0.3)
+  if axes[0][0].get_legend_handles_labels()[0]:
+    axes[0][0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
