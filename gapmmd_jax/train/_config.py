@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from gapmmd_jax.config import option
 
@@ -27,6 +28,9 @@ class TrainConfig:
                                   "continue with --resume")
   data_dir: str | None = option(None, "directory with the MNIST IDX files (else $GAPMMD_DATA_DIR)")
   progress: bool = option(True, "show a progress bar")
+  seed_axis: Literal["auto", "vmap", "unroll"] = option(
+      "auto", "how seeds share one compiled step: vmap (batched) or unroll (one after "
+      "another inside the step: much faster for convolutions on CPU); auto: unroll on CPU")
 
   def __post_init__(self):
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -39,4 +43,4 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir")
+RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir", "seed_axis")

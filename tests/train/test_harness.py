@@ -88,3 +88,11 @@ def test_data_parallel_on_four_devices_matches_one(mnist_dir, reference, tmp_pat
 def test_bad_batch_size(task, tmp_path):
   with pytest.raises(ValueError, match="exceeds the 640 training examples"):
     fit(task, tiny_task.config(tmp_path, batch_size=1024))
+
+
+@pytest.mark.parametrize("seed_axis", ["vmap", "unroll"])
+def test_seed_axis_modes_agree(task, reference, tmp_path, seed_axis):
+  result = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), seed_axis=seed_axis))
+  np.testing.assert_allclose(result.state["state"]["params"]["w"],
+                             reference.state["state"]["params"]["w"], rtol=1e-5, atol=1e-6)
+  assert result.num_traces == 1
