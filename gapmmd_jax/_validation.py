@@ -86,3 +86,15 @@ def check_choice(name: str, value, choices) -> None:
 def check_int(name: str, value, minimum: int) -> None:
   if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_paired(a_name: str, a: jax.typing.ArrayLike, b_name: str, b: jax.typing.ArrayLike,
+                 shape_doc: str) -> tuple[jax.Array, jax.Array]:
+  """Two floating arrays of one non-empty shape of rank ``len(shape_doc)`` (e.g. ``[B, C]``)."""
+  a = as_float_array(a_name, a)
+  b = as_float_array(b_name, b)
+  check_rank(a_name, a, shape_doc.count(",") + 1, shape_doc)
+  if a.shape != b.shape or a.shape[0] == 0:
+    raise ValueError(f"{a_name} and {b_name} must have the same non-empty shape {shape_doc}, "
+                     f"got {tuple(a.shape)} and {tuple(b.shape)}.")
+  return a, b

@@ -19,6 +19,10 @@ def cluster_accuracy(y_true, y_pred) -> float:
 
   Returns:
     Accuracy in ``[0, 1]`` as a Python float.
+
+  Example:
+    >>> cluster_accuracy(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]))
+    1.0
   """
   y_true = np.asarray(y_true)
   y_pred = np.asarray(y_pred)

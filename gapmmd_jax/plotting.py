@@ -19,8 +19,13 @@ def _pyplot():
   return plt
 
 
-def available() -> bool:
-  return _pyplot() is not None
+def _grid(plt, count: int, columns: int, cell: tuple[float, float]):
+  """A figure with ``count`` panels in rows of ``columns``; the axes flattened."""
+  columns = min(columns, count)
+  rows = -(-count // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(cell[0] * columns, cell[1] * rows),
+                           squeeze=False)
+  return fig, list(axes.flat)
 
 
 def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathlib.Path, *,
@@ -33,10 +38,8 @@ def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathli
   from matplotlib.colors import LogNorm
 
   count = len(matrices)
-  columns = min(columns, count)
-  rows = -(-count // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.6 * rows), squeeze=False)
-  for k, ax in enumerate(axes.flat):
+  fig, axes = _grid(plt, count, columns, (5.2, 4.6))
+  for k, ax in enumerate(axes):
     if k >= count:
       ax.axis("off")
       continue
@@ -67,10 +70,8 @@ def image_grid(images: np.ndarray, overlays: np.ndarray | None, titles: Sequence
   if plt is None:
     return False
   count = len(images)
-  columns = min(columns, count)
-  rows = -(-count // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
-  for k, ax in enumerate(axes.flat):
+  fig, axes = _grid(plt, count, columns, (1.9, 2.1))
+  for k, ax in enumerate(axes):
     ax.axis("off")
     if k >= count:
       continue

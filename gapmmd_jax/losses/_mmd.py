@@ -177,6 +177,10 @@ def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   References:
     Long et al., "Learning Transferable Features with Deep Adaptation
     Networks", ICML 2015.
+
+  Example:
+    >>> mk_mmd2(source_features, target_features, bandwidths=[0.5, 1.0, 2.0, 4.0],
+    ...         weights=[0.1, 0.4, 0.4, 0.1])  # doctest: +SKIP
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
@@ -211,6 +215,11 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   References:
     Gretton et al., "Optimal kernel choice for large-scale two-sample tests",
     NeurIPS 2012; Long et al., ICML 2015.
+
+  Example:
+    >>> bandwidths = [0.25, 0.5, 1.0, 2.0, 4.0]
+    >>> weights = mk_mmd_kernel_weights(xs, xt, bandwidths=bandwidths)  # doctest: +SKIP
+    >>> loss = mk_mmd2(xs, xt, bandwidths=bandwidths, weights=weights)  # doctest: +SKIP
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=4)
   _check_estimator("linear", x, y)
@@ -279,6 +288,9 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
 
   Returns:
     ``(statistic, p_value)``, two scalars.
+
+  Example:
+    >>> statistic, p = mmd_test(jax.random.key(0), x, y, num_permutations=500)  # doctest: +SKIP
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)

@@ -37,13 +37,11 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
 
   References:
     Ji, Henriques & Vedaldi, "Invariant Information Clustering", ICCV 2019.
+
+  Example:
+    >>> loss = iic_loss(jax.nn.softmax(head(x)), jax.nn.softmax(head(augment(x))))  # doctest: +SKIP
   """
-  z = v.as_float_array("z", z)
-  z_bar = v.as_float_array("z_bar", z_bar)
-  v.check_rank("z", z, 2, "[B, C]")
-  if z.shape != z_bar.shape or z.shape[0] == 0:
-    raise ValueError(f"z and z_bar must have the same non-empty shape [B, C], got "
-                     f"{tuple(z.shape)} and {tuple(z_bar.shape)}.")
+  z, z_bar = v.check_paired("z", z, "z_bar", z_bar, "[B, C]")
   joint = z.T @ z_bar / z.shape[0]
   joint = (joint + joint.T) / 2.0
   joint = joint / jnp.sum(joint)
@@ -67,6 +65,10 @@ def mine_lower_bound(t_joint: jax.typing.ArrayLike,
 
   References:
     Belghazi et al., "Mutual Information Neural Estimation", ICML 2018.
+
+  Example:
+    >>> y_shuffled = jax.random.permutation(key, y)
+    >>> mi = mine_lower_bound(statistic(x, y), statistic(x, y_shuffled))  # doctest: +SKIP
   """
   t_joint, t_marginal = _check_statistics(t_joint, t_marginal)
   return jnp.mean(t_joint) - _log_mean_exp(t_marginal)
@@ -152,12 +154,7 @@ def histogram_mutual_information(a: jax.typing.ArrayLike, b: jax.typing.ArrayLik
   Returns:
     Scalar.
   """
-  a = v.as_float_array("a", a)
-  b = v.as_float_array("b", b)
-  v.check_rank("a", a, 1, "[n]")
-  if a.shape != b.shape or a.shape[0] == 0:
-    raise ValueError(f"a and b must have the same non-empty shape [n], got "
-                     f"{tuple(a.shape)} and {tuple(b.shape)}.")
+  a, b = v.check_paired("a", a, "b", b, "[n]")
   v.check_int("bins", bins, 2)
   counts, _, _ = jnp.histogram2d(a, b, bins=bins)
   return _mutual_information_of_joint(counts / a.shape[0])

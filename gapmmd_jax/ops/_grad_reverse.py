@@ -26,6 +26,9 @@ def gradient_reversal(x: jax.typing.ArrayLike, lam: jax.typing.ArrayLike) -> jax
   References:
     Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation",
     ICML 2015.
+
+  Example:
+    >>> domain_logits = domain_head(gradient_reversal(features, lam))  # doctest: +SKIP
   """
   return jnp.asarray(x)
 

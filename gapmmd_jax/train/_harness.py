@@ -245,14 +245,14 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     batch = take_fn(train_data, permutations, step % steps_per_epoch, cfg.batch_size)
     states, metrics = step_fn(states, batch, step_keys)
     done = step + 1
-    if done % cfg.log_every == 0 or done == total_steps:
+    if done % cfg.log_every == 0 or done == end:
       host = _to_host(metrics)
       run.append_metrics([{"step": done, "seed": seed, "split": "train",
                            **{k: float(v[i]) for k, v in host.items()}}
                           for i, seed in enumerate(cfg.seeds)])
       if bar is not None:
         bar.set_postfix(loss=f"{float(np.mean(host['loss'])):.4f}", refresh=False)
-    if done % cfg.eval_every == 0 or done == total_steps:
+    if done % cfg.eval_every == 0 or done == end:
       eval_metrics = log_eval(done)
     if done % cfg.checkpoint_every == 0 or done == end:
       run.save_checkpoint(_to_host(states))
@@ -261,7 +261,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if bar is not None:
     bar.close()
   train_seconds = time.perf_counter() - wall_start
-  if eval_metrics is None:  # stopped between evaluations, or resumed a finished run
+  if eval_metrics is None:  # resumed a run that had already finished
     eval_metrics = log_eval(end)
 
   final_eval = {k: [float(x) for x in v] for k, v in eval_metrics.items()}
