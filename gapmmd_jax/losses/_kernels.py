@@ -9,6 +9,7 @@ pass nor the gradient holds an ``[n, m]`` matrix.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,19 +27,43 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.maximum(sq, 0.0)
 
 
-def gaussian_kernel(sq_dists: jax.Array, inv_bandwidths: jax.Array,
-                    weights: jax.Array) -> jax.Array:
-  """``sum_k weights[k] * exp(-sq_dists * inv_bandwidths[k])``, elementwise."""
+class Kernel(NamedTuple):
+  """A weighted sum of Gaussians, ``sum_k weights[k] * exp(-sq_dist * inv_bandwidths[k])``.
+
+  Attributes:
+    inv_bandwidths: ``[K]`` reciprocal bandwidths.
+    weights: ``[K]`` non-negative weights.
+    doubling: a static promise that the weights are all 1 and each bandwidth
+      is twice the previous one (the reference ``kernel_mul=2``), so one
+      exponential and repeated squaring give every term.
+  """
+
+  inv_bandwidths: jax.Array
+  weights: jax.Array
+  doubling: bool = False
+
+
+def gaussian_kernel(sq_dists: jax.Array, kernel: Kernel) -> jax.Array:
+  """The kernel values of squared distances, elementwise (same shape)."""
+  num = kernel.inv_bandwidths.shape[0]
+  if kernel.doubling:
+    # exp(-s / (2 bw)) squared is exp(-s / bw): start from the widest bandwidth.
+    # minimum(., 1) stops XLA from rewriting exp(a) * exp(a) back into exp(2a).
+    term = jnp.minimum(jnp.exp(-sq_dists * kernel.inv_bandwidths[num - 1]), 1.0)
+    total = term
+    for _ in range(num - 1):
+      term = term * term
+      total = total + term
+    return total
   total = jnp.zeros_like(sq_dists)
-  for k in range(inv_bandwidths.shape[0]):
-    total = total + weights[k] * jnp.exp(-sq_dists * inv_bandwidths[k])
+  for k in range(num):
+    total = total + kernel.weights[k] * jnp.exp(-sq_dists * kernel.inv_bandwidths[k])
   return total
 
 
-def kernel_matrix(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
-                  weights: jax.Array) -> jax.Array:
-  """The ``[n, m]`` multi-bandwidth Gaussian kernel matrix."""
-  return gaussian_kernel(squared_distances(a, b), inv_bandwidths, weights)
+def kernel_matrix(a: jax.Array, b: jax.Array, kernel: Kernel) -> jax.Array:
+  """The ``[n, m]`` kernel matrix of ``a`` ``[n, d]`` and ``b`` ``[m, d]``."""
+  return gaussian_kernel(squared_distances(a, b), kernel)
 
 
 def _replicated(x: jax.Array) -> jax.Array:
@@ -58,15 +83,14 @@ def _replicated(x: jax.Array) -> jax.Array:
   return x
 
 
-def kernel_sum(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
-               weights: jax.Array, *, block_size: int | None = None) -> jax.Array:
+def kernel_sum(a: jax.Array, b: jax.Array, kernel: Kernel, *,
+               block_size: int | None = None) -> jax.Array:
   """``sum_ij k(a_i, b_j)`` without materialising ``[n, m]`` for large inputs.
 
   Args:
     a: ``[n, d]``.
     b: ``[m, d]``.
-    inv_bandwidths: ``[K]`` reciprocal bandwidths.
-    weights: ``[K]`` kernel weights.
+    kernel: the kernel.
     block_size: rows of ``a`` per block; ``None`` picks the full matrix when it
       has at most 4M entries, else blocks of 1024 rows.
 
@@ -77,7 +101,7 @@ def kernel_sum(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
   if block_size is None:
     block_size = n if n * m <= _FULL_MATRIX_MAX_ENTRIES else _DEFAULT_BLOCK_ROWS
   if block_size >= n:
-    return jnp.sum(kernel_matrix(a, _replicated(b), inv_bandwidths, weights))
+    return jnp.sum(kernel_matrix(a, _replicated(b), kernel))
   b = _replicated(b)
   num_blocks = math.ceil(n / block_size)
   pad = num_blocks * block_size - n
@@ -91,7 +115,7 @@ def kernel_sum(a: jax.Array, b: jax.Array, inv_bandwidths: jax.Array,
   @jax.checkpoint
   def block_sum(block_and_mask):
     block, mask = block_and_mask
-    k = kernel_matrix(block, b, inv_bandwidths, weights)
+    k = kernel_matrix(block, b, kernel)
     return jnp.sum(jnp.where(mask[:, None], k, 0.0))
 
   return jnp.sum(jax.lax.map(block_sum, (blocks, masks)))

@@ -18,8 +18,8 @@ BANDWIDTH_RULES = ("mean", "median")
 
 
 def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, fix_sigma,
-                      bandwidth: str) -> tuple[jax.Array, jax.Array]:
-  """Reciprocal bandwidths and unit weights of the reference ``mmd_rbf`` kernel.
+                      bandwidth: str) -> _kernels.Kernel:
+  """The reference ``mmd_rbf`` kernel: unit weights, geometric bandwidths.
 
   Args:
     pooled: ``[N, d]``, both samples stacked (the data-driven scale uses them all).
@@ -40,7 +40,8 @@ def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, 
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
   base = scale / kernel_mul ** (kernel_num // 2)
   powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], pooled.dtype)
-  return 1.0 / (base * powers), jnp.ones((kernel_num,), pooled.dtype)
+  return _kernels.Kernel(1.0 / (base * powers), jnp.ones((kernel_num,), pooled.dtype),
+                         doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0)
 
 
 def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
@@ -59,8 +60,7 @@ def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
           f"estimator='linear' needs at least 2 rows, got x.shape={tuple(x.shape)}.")
 
 
-def _linear_terms(x: jax.Array, y: jax.Array, inv_bw: jax.Array,
-                  weights: jax.Array) -> jax.Array:
+def _linear_terms(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel) -> jax.Array:
   """Per-pair statistics ``h_i`` ``[n // 2]`` of the linear-time estimator."""
   half = x.shape[0] // 2
   x1, x2 = x[0:2 * half:2], x[1:2 * half:2]
@@ -68,26 +68,25 @@ def _linear_terms(x: jax.Array, y: jax.Array, inv_bw: jax.Array,
 
   def k(a, b):
     diff = a - b
-    return _kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), inv_bw, weights)
+    return _kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), kernel)
 
   return k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)
 
 
-def _mmd2_with_kernel(x: jax.Array, y: jax.Array, inv_bw: jax.Array,
-                      weights: jax.Array, estimator: str,
+def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estimator: str,
                       block_size: int | None) -> jax.Array:
   if estimator == "linear":
-    return jnp.mean(_linear_terms(x, y, inv_bw, weights))
+    return jnp.mean(_linear_terms(x, y, kernel))
   # Centring by the pooled mean changes no distance and keeps the one-matmul
   # distance formula accurate in float32.
   centre = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (x.shape[0] + y.shape[0])
   x, y = x - centre, y - centre
   n, m = x.shape[0], y.shape[0]
-  ksum = lambda a, b: _kernels.kernel_sum(a, b, inv_bw, weights, block_size=block_size)
+  ksum = lambda a, b: _kernels.kernel_sum(a, b, kernel, block_size=block_size)
   sxx, syy, sxy = ksum(x, x), ksum(y, y), ksum(x, y)
   if estimator == "biased":
     return sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
-  diagonal = jnp.sum(weights)  # k(a, a) = sum of weights
+  diagonal = jnp.sum(kernel.weights)  # k(a, a) = sum of weights
   return ((sxx - n * diagonal) / (n * (n - 1)) + (syy - m * diagonal) / (m * (m - 1))
           - 2.0 * sxy / (n * m))
 
@@ -133,13 +132,12 @@ def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  inv_bw, weights = _reference_kernel(jnp.concatenate([x, y]), kernel_mul=kernel_mul,
-                                      kernel_num=kernel_num, fix_sigma=fix_sigma,
-                                      bandwidth=bandwidth)
-  return _mmd2_with_kernel(x, y, inv_bw, weights, estimator, block_size)
+  kernel = _reference_kernel(jnp.concatenate([x, y]), kernel_mul=kernel_mul,
+                             kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth)
+  return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
 
 
-def _explicit_kernel(bandwidths, weights, dtype) -> tuple[jax.Array, jax.Array]:
+def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
   bandwidths = jnp.asarray(bandwidths, dtype)
   weights = jnp.asarray(weights, dtype)
   if bandwidths.ndim != 1 or bandwidths.shape[0] == 0:
@@ -152,7 +150,7 @@ def _explicit_kernel(bandwidths, weights, dtype) -> tuple[jax.Array, jax.Array]:
   concrete = v.concrete_or_none(weights)
   if concrete is not None and np.any(concrete < 0):
     raise ValueError(f"weights must be non-negative, got {concrete}.")
-  return 1.0 / bandwidths, weights
+  return _kernels.Kernel(1.0 / bandwidths, weights)
 
 
 def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -184,8 +182,8 @@ def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  inv_bw, w = _explicit_kernel(bandwidths, weights, x.dtype)
-  return _mmd2_with_kernel(x, y, inv_bw, w, estimator, block_size)
+  return _mmd2_with_kernel(x, y, _explicit_kernel(bandwidths, weights, x.dtype), estimator,
+                           block_size)
 
 
 def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -223,8 +221,10 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=4)
   _check_estimator("linear", x, y)
-  inv_bw, unit = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
-  per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, ib[None], unit[:1]), out_axes=1)(inv_bw)
+  kernel = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
+  single = lambda inv_bw: _kernels.Kernel(inv_bw[None], kernel.weights[:1])
+  per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, single(ib)), out_axes=1)(
+      kernel.inv_bandwidths)
   h = np.asarray(per_kernel, np.float64)  # [n // 2, K]
   delta = h.mean(axis=0)
   num_kernels = delta.shape[0]
@@ -298,23 +298,23 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   v.check_int("chunk_size", chunk_size, 1)
   n, m = x.shape[0], y.shape[0]
   pooled = jnp.concatenate([x, y], axis=0)
-  inv_bw, weights = _reference_kernel(pooled, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                                      fix_sigma=fix_sigma, bandwidth=bandwidth)
+  kernel = _reference_kernel(pooled, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                             fix_sigma=fix_sigma, bandwidth=bandwidth)
   pooled = pooled - jnp.mean(pooled, axis=0)
   base_indicator = jnp.arange(n + m) < n
   num_chunks = math.ceil(num_permutations / chunk_size)
   keys = jax.random.split(key, num_chunks * chunk_size).reshape(num_chunks, chunk_size)
 
   if estimator == "linear":
-    observed = _mmd2_with_kernel(x, y, inv_bw, weights, estimator, None)
+    observed = _mmd2_with_kernel(x, y, kernel, estimator, None)
 
     def chunk_stats(chunk_keys):
       def one(k):
         z = jax.random.permutation(k, pooled, axis=0)
-        return _mmd2_with_kernel(z[:n], z[n:], inv_bw, weights, estimator, None)
+        return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
       return jax.vmap(one)(chunk_keys)
   else:
-    kmat = _kernels.kernel_matrix(pooled, pooled, inv_bw, weights)
+    kmat = _kernels.kernel_matrix(pooled, pooled, kernel)
     observed = _indicator_statistics(kmat, base_indicator[None], n, m, estimator)[0]
 
     def chunk_stats(chunk_keys):
@@ -391,8 +391,8 @@ def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   labels = jnp.asarray(labels)
   if labels.shape != (features.shape[0],):
     raise ValueError(f"labels must have shape [B]={features.shape[0]}, got {tuple(labels.shape)}.")
-  inv_bw, weights = _reference_kernel(features, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                                      fix_sigma=None, bandwidth="mean")
+  kernel = _reference_kernel(features, kernel_mul=kernel_mul, kernel_num=kernel_num,
+                             fix_sigma=None, bandwidth="mean")
   half = features.shape[0] // 2
   centred = features - jnp.mean(features, axis=0)
   first, second = centred[:half], centred[half:2 * half]
@@ -404,10 +404,10 @@ def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
 
   w1, present1 = class_weights(labels[:half])
   w2, present2 = class_weights(labels[half:2 * half])
-  kernel = lambda a, b: _kernels.kernel_matrix(a, b, inv_bw, weights)
-  m11 = w1.T @ kernel(first, first) @ w1
-  m22 = w2.T @ kernel(second, second) @ w2
-  m12 = w1.T @ kernel(first, second) @ w2
+  gram = lambda a, b: _kernels.kernel_matrix(a, b, kernel)
+  m11 = w1.T @ gram(first, first) @ w1
+  m22 = w2.T @ gram(second, second) @ w2
+  m12 = w1.T @ gram(first, second) @ w2
   gaps = jnp.diagonal(m11)[:, None] + jnp.diagonal(m22)[None, :] - 2.0 * m12  # [C, C]
   valid = present1[:, None] & present2[None, :]
   eye = jnp.eye(num_classes, dtype=bool)

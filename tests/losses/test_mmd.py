@@ -348,3 +348,13 @@ def test_diagonal_separability():
   assert scores["offdiag_to_diag"] == pytest.approx(np.mean([1, 2, 1, 0.1, 2, 1]) / 0.2)
   similarity = g.diagonal_separability(-distances, higher_is_closer=True)
   assert similarity["rows_diagonal_best"] == pytest.approx(2 / 3)
+
+
+def test_doubling_chain_equals_separate_exponentials():
+  from gapmmd_jax.losses import _kernels
+  sq = jnp.asarray(np.random.default_rng(15).uniform(0, 50, size=(64, 64)), jnp.float32)
+  inv = 1.0 / (3.0 * 2.0 ** jnp.arange(5))
+  general = _kernels.gaussian_kernel(sq, _kernels.Kernel(inv, jnp.ones(5)))
+  chained = jax.jit(lambda s: _kernels.gaussian_kernel(s, _kernels.Kernel(inv, jnp.ones(5),
+                                                                         doubling=True)))(sq)
+  np.testing.assert_allclose(chained, general, rtol=5e-6, atol=1e-7)
