@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from gapmmd_jax import config as config_lib
+
+BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
+              "seed-axis": "gapmmd_jax.benchmarks.seed_axis"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     config_lib.add_arguments(experiment, module.Config, module.VARIANTS, module.DEFAULT_VARIANT)
     experiment.set_defaults(module=module)
+  bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS),
+                         description="Run a benchmark; `gapmmd bench NAME --help` for its options.")
+  bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
+  bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark")
   return parser
 
 
@@ -36,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.distributed:
     import jax
     jax.distributed.initialize()
+  if args.command == "bench":
+    return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
   module = args.module
   try:
     cfg = config_lib.from_arguments(args, module.VARIANTS)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Above this many kernel entries the row-block path is used (16 MiB in float32).
 _FULL_MATRIX_MAX_ENTRIES = 1 << 22
@@ -66,6 +67,16 @@ def kernel_matrix(a: jax.Array, b: jax.Array, kernel: Kernel) -> jax.Array:
   return gaussian_kernel(squared_distances(a, b), kernel)
 
 
+def _explicitly_sharded(x: jax.Array) -> bool:
+  """Whether ``x`` is split over an explicit mesh axis (known at trace time)."""
+  sharding = jax.typeof(x).sharding
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or mesh.empty:
+    return False
+  explicit = any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
+  return explicit and any(axis is not None for axis in sharding.spec)
+
+
 def _replicated(x: jax.Array) -> jax.Array:
   """``x`` gathered onto every device if it is sharded over an explicit mesh axis.
 
@@ -73,12 +84,8 @@ def _replicated(x: jax.Array) -> jax.Array:
   row-sharded operands is illegal, so the column operand of a block is
   replicated; under automatic sharding XLA decides and this is a no-op.
   """
-  sharding = jax.typeof(x).sharding
-  mesh = getattr(sharding, "mesh", None)
-  if mesh is None or mesh.empty:
-    return x
-  explicit = any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
-  if explicit and any(axis is not None for axis in sharding.spec):
+  if _explicitly_sharded(x):
+    mesh = jax.typeof(x).sharding.mesh
     return jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   return x
 
@@ -98,8 +105,7 @@ def kernel_sum(a: jax.Array, b: jax.Array, kernel: Kernel, *,
     Scalar sum.
   """
   n, m = a.shape[0], b.shape[0]
-  if block_size is None:
-    block_size = n if n * m <= _FULL_MATRIX_MAX_ENTRIES else _DEFAULT_BLOCK_ROWS
+  block_size = _choose_block_size(n, m, block_size)
   if block_size >= n:
     return jnp.sum(kernel_matrix(a, _replicated(b), kernel))
   b = _replicated(b)
@@ -119,6 +125,48 @@ def kernel_sum(a: jax.Array, b: jax.Array, kernel: Kernel, *,
     return jnp.sum(jnp.where(mask[:, None], k, 0.0))
 
   return jnp.sum(jax.lax.map(block_sum, (blocks, masks)))
+
+
+def _choose_block_size(n: int, m: int, block_size: int | None) -> int:
+  if block_size is None:
+    return n if n * m <= _FULL_MATRIX_MAX_ENTRIES else _DEFAULT_BLOCK_ROWS
+  return block_size
+
+
+def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = None) -> jax.Array:
+  """``sum_ij k(a_i, a_j)`` from the tiles on and above the diagonal only.
+
+  The kernel matrix is symmetric, so each off-diagonal tile ``(I, J)``,
+  ``I < J``, is computed once and counted twice: ``nb (nb + 1) / 2`` tiles
+  instead of ``nb^2``. Rows sharded over an explicit mesh take the row-block
+  path of :func:`kernel_sum` instead, so every device works on its own rows.
+
+  Args:
+    a: ``[n, d]``.
+    kernel: the kernel.
+    block_size: tile side; ``None`` as in :func:`kernel_sum`.
+
+  Returns:
+    Scalar sum.
+  """
+  n = a.shape[0]
+  block_size = _choose_block_size(n, n, block_size)
+  if block_size >= n or _explicitly_sharded(a):
+    return kernel_sum(a, a, kernel, block_size=block_size)
+  num_blocks = math.ceil(n / block_size)
+  padded = jnp.pad(a, ((0, num_blocks * block_size - n), (0, 0)))
+  valid = jnp.arange(num_blocks * block_size) < n
+  rows, cols = np.triu_indices(num_blocks)
+
+  @jax.checkpoint
+  def tile_sum(pair):
+    i, j = pair
+    take = lambda x, k: jax.lax.dynamic_slice_in_dim(x, k * block_size, block_size)
+    k = kernel_matrix(take(padded, i), take(padded, j), kernel)
+    mask = take(valid, i)[:, None] & take(valid, j)[None, :]
+    return jnp.where(i == j, 1.0, 2.0) * jnp.sum(jnp.where(mask, k, 0.0))
+
+  return jnp.sum(jax.lax.map(tile_sum, (jnp.asarray(rows), jnp.asarray(cols))))
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:

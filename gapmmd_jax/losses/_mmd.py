@@ -82,8 +82,9 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
   centre = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (x.shape[0] + y.shape[0])
   x, y = x - centre, y - centre
   n, m = x.shape[0], y.shape[0]
-  ksum = lambda a, b: _kernels.kernel_sum(a, b, kernel, block_size=block_size)
-  sxx, syy, sxy = ksum(x, x), ksum(y, y), ksum(x, y)
+  sxx = _kernels.self_kernel_sum(x, kernel, block_size=block_size)
+  syy = _kernels.self_kernel_sum(y, kernel, block_size=block_size)
+  sxy = _kernels.kernel_sum(x, y, kernel, block_size=block_size)
   if estimator == "biased":
     return sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
   diagonal = jnp.sum(kernel.weights)  # k(a, a) = sum of weights

@@ -358,3 +358,12 @@ def test_doubling_chain_equals_separate_exponentials():
   chained = jax.jit(lambda s: _kernels.gaussian_kernel(s, _kernels.Kernel(inv, jnp.ones(5),
                                                                          doubling=True)))(sq)
   np.testing.assert_allclose(chained, general, rtol=5e-6, atol=1e-7)
+
+
+def test_large_mmd_and_its_gradient_never_hold_an_n_by_n_matrix():
+  n = 16384  # one [n, n] float32 matrix would be 1 GiB
+  spec = jax.ShapeDtypeStruct((n, 64), jnp.float32)
+  for fn in (lambda a, b: g.mmd2(a, b),
+             jax.grad(lambda a, b: g.mmd2(a, b, estimator="unbiased"), argnums=(0, 1))):
+    compiled = jax.jit(fn).lower(spec, spec).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < 0.3 * 2**30

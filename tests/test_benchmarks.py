@@ -1,0 +1,34 @@
+"""Smoke runs of the benchmarks on tiny sizes: every cell reported, files written."""
+
+import json
+
+import pytest
+
+from gapmmd_jax import cli
+
+
+def test_mmd_throughput_smoke(tmp_path, capsys):
+  assert cli.main(["bench", "mmd", "--n", "128", "--d", "3", "--impls", "ours-auto", "ours-tiled",
+                   "jax-naive", "yardstick", "--max-seconds", "1", "--out", str(tmp_path)]) == 0
+  result = json.loads((tmp_path / "mmd_throughput.json").read_text())
+  rows = {r["impl"]: r for r in result["rows"]}
+  assert set(rows) == {"ours-auto", "ours-tiled", "jax-naive", "yardstick"}
+  for name in ("ours-auto", "ours-tiled", "jax-naive"):
+    assert rows[name]["status"] == "ok" and rows[name]["seconds"] > 0
+    assert rows[name]["relative_error"] < 1e-4
+    assert rows[name]["vs_yardstick"] > 0
+  assert (tmp_path / "mmd_throughput.md").read_text().count("| ours-") == 2
+  assert (tmp_path / "mmd_throughput.png").is_file()
+
+
+def test_mmd_throughput_reports_out_of_memory(tmp_path):
+  assert cli.main(["bench", "mmd", "--n", "2048", "--d", "64", "--impls", "jax-naive",
+                   "--memory-limit-gib", "0.3", "--float64-max-n", "0", "--out",
+                   str(tmp_path)]) == 0
+  row = json.loads((tmp_path / "mmd_throughput.json").read_text())["rows"][0]
+  assert row["status"].startswith("out of memory")
+
+
+def test_bench_rejects_unknown_names():
+  with pytest.raises(SystemExit):
+    cli.main(["bench", "nope"])
