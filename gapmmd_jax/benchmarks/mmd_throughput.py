@@ -64,7 +64,7 @@ def _jax_impl(name: str, x: np.ndarray, y: np.ndarray):
       z = jnp.concatenate([a, b])
       total = z.shape[0]
       l2 = jnp.sum((z[None, :, :] - z[:, None, :]) ** 2, axis=2)
-      bandwidth = jnp.sum(l2) / (total * total - total) / KERNEL_MUL ** (KERNEL_NUM // 2)
+      bandwidth = jnp.sum(l2) / (float(total) * total - total) / KERNEL_MUL ** (KERNEL_NUM // 2)
       k = sum(jnp.exp(-l2 / (bandwidth * KERNEL_MUL ** i)) for i in range(KERNEL_NUM))
       n = a.shape[0]
       return jnp.mean(k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n])
@@ -212,7 +212,8 @@ def _run_child(args: list[str], timeout: float, memory_limit_gib: float) -> dict
       return {"status": "out of memory"}
     if "No module named" in err:
       return {"status": "not installed: " + err.strip().splitlines()[-1]}
-    return {"status": "failed: " + (err.strip().splitlines() or ["?"])[-1][:200]}
+    errors = [line for line in err.splitlines() if "Error" in line] or err.splitlines() or ["?"]
+    return {"status": "failed: " + errors[-1].strip()[:200]}
   return {"status": "ok", **json.loads(out.strip().splitlines()[-1])}
 
 

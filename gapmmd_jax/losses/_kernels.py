@@ -185,7 +185,7 @@ def mean_squared_distance(z: jax.Array) -> jax.Array:
   """
   n = z.shape[0]
   centred = z - jnp.mean(z, axis=0)
-  return 2.0 * n * jnp.sum(centred * centred) / (n * n - n)
+  return 2.0 * n * jnp.sum(centred * centred) / (float(n) * n - n)  # float: no int32 overflow
 
 
 def median_squared_distance(z: jax.Array) -> jax.Array:

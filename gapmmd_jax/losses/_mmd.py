@@ -81,7 +81,7 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
   # distance formula accurate in float32.
   centre = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (x.shape[0] + y.shape[0])
   x, y = x - centre, y - centre
-  n, m = x.shape[0], y.shape[0]
+  n, m = float(x.shape[0]), float(y.shape[0])  # n * n overflows int32 from n = 46341
   sxx = _kernels.self_kernel_sum(x, kernel, block_size=block_size)
   syy = _kernels.self_kernel_sum(y, kernel, block_size=block_size)
   sxy = _kernels.kernel_sum(x, y, kernel, block_size=block_size)
@@ -247,6 +247,7 @@ def _indicator_statistics(kmat: jax.Array, in_x: jax.Array, n: int, m: int,
                           estimator: str) -> jax.Array:
   """MMD^2 for each row of ``in_x`` ``[P, N]`` (1 = in X) from the pooled kernel matrix."""
   a = in_x.astype(kmat.dtype)
+  n, m = float(n), float(m)
   row_sums = jnp.sum(kmat, axis=1)
   total = jnp.sum(row_sums)
   aka = jnp.sum(jnp.matmul(a, kmat, precision=jax.lax.Precision.HIGHEST) * a, axis=1)

@@ -367,3 +367,9 @@ def test_large_mmd_and_its_gradient_never_hold_an_n_by_n_matrix():
              jax.grad(lambda a, b: g.mmd2(a, b, estimator="unbiased"), argnums=(0, 1))):
     compiled = jax.jit(fn).lower(spec, spec).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < 0.3 * 2**30
+
+
+def test_sizes_whose_square_overflows_int32_trace():
+  spec = jax.ShapeDtypeStruct((65536, 2), jnp.float32)  # 65536^2 > 2^31
+  for estimator in ("biased", "unbiased"):
+    jax.jit(lambda a, b: g.mmd2(a, b, estimator=estimator)).lower(spec, spec)
