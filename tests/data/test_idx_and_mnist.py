@@ -93,3 +93,46 @@ def test_cache_directory_is_read(mnist_dir, tmp_path, monkeypatch):
   shutil.copytree(mnist_dir, tmp_path / "mnist")
   images, _ = data.load_mnist("test")
   assert images.shape == (10000, 28, 28)
+
+
+class _FakeResponse:
+  def __init__(self, payload):
+    self.payload = payload
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+  def read(self):
+    return self.payload
+
+
+def test_download_verifies_checksums(mnist_dir, tmp_path, monkeypatch):
+  """The download path, served from local files (these machines have no network)."""
+  import hashlib
+  import urllib.request
+
+  monkeypatch.delenv("GAPMMD_DATA_DIR", raising=False)
+  monkeypatch.setenv("GAPMMD_CACHE_DIR", str(tmp_path))
+  monkeypatch.setattr(data._mnist, "_load_tfds", lambda *args: None)
+  requested = []
+
+  def fake_urlopen(url, timeout):
+    requested.append((url, timeout))
+    return _FakeResponse((mnist_dir / url.rsplit("/", 1)[1]).read_bytes())
+
+  monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+  # The shared copies were recompressed, so the published checksums reject them ...
+  with pytest.raises(ValueError, match="has SHA-256"):
+    data.load_mnist("test", timeout=5.0)
+  assert not list(tmp_path.glob("mnist/*.gz"))  # nothing unverified is kept
+  # ... and with their own checksums the download lands in the cache and loads.
+  sums = {name: hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest()
+          for name in data._mnist.idx_file_names("test")}
+  monkeypatch.setattr(data._mnist, "_MNIST_SHA256", sums)
+  images, labels = data.load_mnist("test", timeout=5.0)
+  assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+  assert all(timeout == 5.0 for _, timeout in requested)
+  assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(sums)
