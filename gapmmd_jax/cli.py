@@ -1,4 +1,4 @@
-"""The ``gapmmd`` command: one subcommand per experiment."""
+"""The ``gapmmd`` command: one subcommand per experiment, and ``gapmmd bench NAME``."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
   module = args.module
   try:
     cfg = config_lib.from_arguments(args, module.VARIANTS)
-  except (TypeError, ValueError) as e:
+    module.run(cfg, args.variant)
+  except (OSError, TypeError, ValueError) as e:  # bad options, missing data, resume mismatch
     print(f"gapmmd {args.command}: error: {e}", file=sys.stderr)
     return 2
-  module.run(cfg, args.variant)
   return 0
 
 

@@ -35,6 +35,13 @@ def test_typos_and_bad_values_are_rejected(capsys):
   assert "seeds must be distinct" in capsys.readouterr().err
 
 
+def test_missing_data_is_a_message_not_a_traceback(tmp_path, capsys):
+  assert cli.main(["gap-mmd", "--variant", "quick", "--data-dir", str(tmp_path / "none"),
+                   "--out-dir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "train-images-idx3-ubyte.gz" in err and "no such directory" in err
+
+
 def test_help_lists_every_option_with_variant_values(capsys):
   with pytest.raises(SystemExit):
     parse(["gap-mmd", "--help"])

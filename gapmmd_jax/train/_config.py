@@ -12,7 +12,7 @@ from gapmmd_jax.config import option
 class TrainConfig:
   """Loop, seeds, data and output options; experiments subclass this."""
 
-  seeds: tuple[int, ...] = option((0,), "independent replicas trained together (vmapped)")
+  seeds: tuple[int, ...] = option((0,), "independent replicas trained together in one compiled step")
   batch_size: int = option(128, "global batch size per seed (split across devices)")
   epochs: float = option(1.0, "passes over the training set (fractions allowed)")
   max_train_examples: int | None = option(None, "use only the first N training examples")
