@@ -141,6 +141,32 @@ def _choose_block_size(n: int, m: int, block_size: int | None) -> int:
   return block_size
 
 
+def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
+  """Sums ``tile_fn`` over the tiles ``I <= J`` of row-aligned ``[n, d]`` arrays.
+
+  ``tile_fn(rows_I, rows_J, mask)`` gets, for each array, its rows of tile
+  ``I`` and of tile ``J`` (padded to ``block_size``) and the ``[bs, bs]`` mask
+  of real pairs, and returns a tuple of sums; tiles ``I < J`` count twice.
+  Each tile runs under ``jax.checkpoint``, so the gradient keeps no tile.
+  """
+  n = arrays[0].shape[0]
+  num_blocks = math.ceil(n / block_size)
+  pad = ((0, num_blocks * block_size - n), (0, 0))
+  padded = tuple(jnp.pad(a, pad) for a in arrays)
+  valid = jnp.arange(num_blocks * block_size) < n
+  rows, cols = np.triu_indices(num_blocks)
+
+  @jax.checkpoint
+  def one_tile(pair):
+    i, j = pair
+    take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
+    mask = take(valid, i)[:, None] & take(valid, j)[None, :]
+    sums = tile_fn(tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask)
+    return tuple(jnp.where(i == j, 1.0, 2.0) * total for total in sums)
+
+  return tuple(jnp.sum(t) for t in jax.lax.map(one_tile, (jnp.asarray(rows), jnp.asarray(cols))))
+
+
 def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = None) -> jax.Array:
   """``sum_ij (k(a_i, a_j) - peak)`` from the tiles on and above the diagonal only.
 
@@ -161,20 +187,11 @@ def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = No
   block_size = _choose_block_size(n, n, block_size)
   if block_size >= n or is_explicitly_sharded(a):
     return kernel_sum(a, a, kernel, block_size=block_size)
-  num_blocks = math.ceil(n / block_size)
-  padded = jnp.pad(a, ((0, num_blocks * block_size - n), (0, 0)))
-  valid = jnp.arange(num_blocks * block_size) < n
-  rows, cols = np.triu_indices(num_blocks)
 
-  @jax.checkpoint
-  def tile_sum(pair):
-    i, j = pair
-    take = lambda x, k: jax.lax.dynamic_slice_in_dim(x, k * block_size, block_size)
-    k = kernel_matrix(take(padded, i), take(padded, j), kernel)
-    mask = take(valid, i)[:, None] & take(valid, j)[None, :]
-    return jnp.where(i == j, 1.0, 2.0) * jnp.sum(jnp.where(mask, k, 0.0))
+  def tile(rows_i, rows_j, mask):
+    return (jnp.sum(jnp.where(mask, kernel_matrix(rows_i[0], rows_j[0], kernel), 0.0)),)
 
-  return jnp.sum(jax.lax.map(tile_sum, (jnp.asarray(rows), jnp.asarray(cols))))
+  return _sum_upper_tiles((a,), block_size, tile)[0]
 
 
 def paired_mmd_sums(x: jax.Array, y: jax.Array, kernel: Kernel, *,
@@ -196,26 +213,15 @@ def paired_mmd_sums(x: jax.Array, y: jax.Array, kernel: Kernel, *,
   """
   n = x.shape[0]
   block_size = min(_choose_block_size(n, n, block_size), n)
-  num_blocks = math.ceil(n / block_size)
-  pad = ((0, num_blocks * block_size - n), (0, 0))
-  xp, yp = jnp.pad(x, pad), jnp.pad(y, pad)
-  valid = jnp.arange(num_blocks * block_size) < n
-  rows, cols = np.triu_indices(num_blocks)
 
-  @jax.checkpoint
-  def tile_sums(pair):
-    i, j = pair
-    take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
-    xi, xj, yi, yj = take(xp, i), take(xp, j), take(yp, i), take(yp, j)
-    mask = take(valid, i)[:, None] & take(valid, j)[None, :]
+  def tile(rows_i, rows_j, mask):
+    (xi, yi), (xj, yj) = rows_i, rows_j
     kxy, kyx = kernel_matrix(xi, yj, kernel), kernel_matrix(yi, xj, kernel)
     h = kernel_matrix(xi, xj, kernel) + kernel_matrix(yi, yj, kernel) - kxy - kyx
-    weight = jnp.where(i == j, 1.0, 2.0)
-    masked_sum = lambda a: jnp.sum(jnp.where(mask, a, 0.0))
-    return weight * masked_sum(h), 0.5 * weight * (masked_sum(kxy) + masked_sum(kyx))
+    masked_sum = lambda values: jnp.sum(jnp.where(mask, values, 0.0))
+    return masked_sum(h), 0.5 * (masked_sum(kxy) + masked_sum(kyx))
 
-  sums_h, sums_xy = jax.lax.map(tile_sums, (jnp.asarray(rows), jnp.asarray(cols)))
-  return jnp.sum(sums_h), jnp.sum(sums_xy)
+  return _sum_upper_tiles((x, y), block_size, tile)
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:
