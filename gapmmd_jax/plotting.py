@@ -85,17 +85,26 @@ def image_grid(images: np.ndarray, overlays: np.ndarray | None, titles: Sequence
   return True
 
 
-def lines_with_bands(x: Sequence[float], series: dict[str, tuple[np.ndarray, np.ndarray]],
+def lines_with_bands(x: Sequence[float],
+                     series: dict[str, tuple[np.ndarray, np.ndarray | None]],
                      path: pathlib.Path, *, xlabel: str, ylabel: str, title: str,
-                     log_x: bool = False) -> bool:
-  """Mean lines with +-std bands, one per named series ``(mean, std)``."""
+                     log_x: bool = False,
+                     reference: tuple[Sequence[float], Sequence[float], str] | None = None) -> bool:
+  """Mean lines with +-std bands, one per named series ``(mean, std or None)``.
+
+  ``reference=(x, y, label)`` adds a dashed black line (e.g. a closed form).
+  """
   plt = _pyplot()
   if plt is None:
     return False
   fig, ax = plt.subplots(figsize=(6, 4))
+  marker = "o" if len(x) <= 50 else None
   for name, (mean, std) in series.items():
-    ax.plot(x, mean, marker="o", label=name)
-    ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.25)
+    ax.plot(x, mean, marker=marker, label=name)
+    if std is not None:
+      ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.25)
+  if reference is not None:
+    ax.plot(reference[0], reference[1], "k--", label=reference[2])
   if log_x:
     ax.set_xscale("log")
   ax.set_xlabel(xlabel)
@@ -130,7 +139,7 @@ def scatter_by_class(points: np.ndarray, labels: np.ndarray, path: pathlib.Path,
 
 
 def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
-  """Training loss and every evaluation metric against step, one line per seed.
+  """Every training and evaluation metric against step, one panel each, one line per seed.
 
   Args:
     rows: the run's ``metrics.jsonl`` rows (``step``, ``seed``, ``split``, metrics).
@@ -138,10 +147,18 @@ def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
   plt = _pyplot()
   if plt is None:
     return False
-  eval_keys = sorted({k for r in rows if r["split"] == "eval" for k in r} - {"step", "seed", "split"})
-  panels = [("train", "loss")] + [("eval", k) for k in eval_keys]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-  for ax, (split, key) in zip(axes[0], panels):
+
+  def keys(split):
+    found = {k for r in rows if r["split"] == split for k in r} - {"step", "seed", "split"}
+    return sorted(found, key=lambda k: (k != "loss", k))
+
+  panels = [("train", k) for k in keys("train")] + [("eval", k) for k in keys("eval")]
+  if not panels:
+    return False
+  fig, axes = _grid(plt, len(panels), 4, (4.5, 3.4))
+  for ax in axes[len(panels):]:
+    ax.axis("off")
+  for ax, (split, key) in zip(axes, panels):
     for seed in sorted({r["seed"] for r in rows}):
       pts = [(r["step"], r[key]) for r in rows
              if r["split"] == split and r["seed"] == seed and key in r]
@@ -150,8 +167,8 @@ def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
     ax.set_xlabel("step")
     ax.set_title(f"{split} {key}")
     ax.grid(alpha=0.3)
-  if axes[0][0].get_legend_handles_labels()[0]:
-    axes[0][0].legend(fontsize=8)
+  if axes[0].get_legend_handles_labels()[0]:
+    axes[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

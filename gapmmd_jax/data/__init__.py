@@ -1,5 +1,6 @@
 """Datasets: the IDX reader, MNIST sources, generated variants and batching."""
 
+from gapmmd_jax.data._augment import random_translate
 from gapmmd_jax.data._batching import epoch_permutations, put_replicated, take_batch
 from gapmmd_jax.data._generated import (
     BSDS_DIR_ENV,
@@ -26,6 +27,7 @@ __all__ = [
     "mnist_m",
     "parse_idx",
     "put_replicated",
+    "random_translate",
     "read_idx",
     "take_batch",
 ]

@@ -1,8 +1,8 @@
 """The experiments, each a module with ``NAME``, ``Config``, ``VARIANTS``,
 ``DEFAULT_VARIANT`` and ``run``."""
 
-from gapmmd_jax.experiments import gap_mmd, metric_survey
+from gapmmd_jax.experiments import adapt, gap_mmd, metric_survey, mine, vat
 
-EXPERIMENTS = {module.NAME: module for module in (gap_mmd, metric_survey)}
+EXPERIMENTS = {module.NAME: module for module in (gap_mmd, metric_survey, adapt, mine, vat)}
 
-__all__ = ["EXPERIMENTS", "gap_mmd", "metric_survey"]
+__all__ = ["EXPERIMENTS", "adapt", "gap_mmd", "metric_survey", "mine", "vat"]

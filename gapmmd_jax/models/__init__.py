@@ -1,5 +1,7 @@
 """Flax NNX models of the experiments."""
 
+from gapmmd_jax.models._dann_net import DomainAdaptationNet
 from gapmmd_jax.models._gap_lenet import GapLeNet
+from gapmmd_jax.models._vat_cnn import VatCNN
 
-__all__ = ["GapLeNet"]
+__all__ = ["DomainAdaptationNet", "GapLeNet", "VatCNN"]

@@ -43,6 +43,11 @@ class Task:
     eval_step: pure ``(state, batch) -> metrics`` with per-example ``[B]`` values.
     train_data: dict of host arrays with a leading example axis.
     eval_data: the same for evaluation.
+    host_update: optional ``(states, step) -> states``, run outside ``jit``
+      every ``host_update_every`` steps on the states of all seeds (NumPy,
+      leading seed axis); for work that cannot be traced, such as DAN's
+      kernel-weight quadratic program.
+    host_update_every: steps between calls of ``host_update``.
   """
 
   name: str
@@ -51,6 +56,8 @@ class Task:
   eval_step: Callable[[PyTree, dict], Metrics]
   train_data: dict[str, np.ndarray]
   eval_data: dict[str, np.ndarray]
+  host_update: Callable[[PyTree, int], PyTree] | None = None
+  host_update_every: int = 1
 
 
 @dataclasses.dataclass
@@ -245,6 +252,13 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     batch = take_fn(train_data, permutations, step % steps_per_epoch, cfg.batch_size)
     states, metrics = step_fn(states, batch, step_keys)
     done = step + 1
+    if step == start:  # the first step compiles: keep it out of the throughput
+      jax.block_until_ready(states)
+      first_step_seconds = time.perf_counter() - wall_start
+    if task.host_update is not None and done % task.host_update_every == 0:
+      host_states = _to_host(states)
+      host_states["state"] = task.host_update(host_states["state"], done)
+      states = _batching.put_replicated(host_states, mesh)
     if done % cfg.log_every == 0 or done == end:
       host = _to_host(metrics)
       run.append_metrics([{"step": done, "seed": seed, "split": "train",
@@ -261,6 +275,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if bar is not None:
     bar.close()
   train_seconds = time.perf_counter() - wall_start
+  steady_steps = end - start - 1
   if eval_metrics is None:  # resumed a run that had already finished
     eval_metrics = log_eval(end)
 
@@ -271,7 +286,9 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       "steps_per_epoch": steps_per_epoch,
       "resumed_from_step": start if cfg.resume else None,
       "train_seconds": train_seconds,
-      "steps_per_second": (end - start) / train_seconds if end > start else None,
+      "first_step_seconds": first_step_seconds if end > start else None,
+      "steps_per_second": (steady_steps / (train_seconds - first_step_seconds)
+                           if steady_steps > 0 else None),
       "devices": [str(d) for d in jax.devices()],
       "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
   }

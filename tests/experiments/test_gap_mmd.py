@@ -14,7 +14,7 @@ def gap_run(mnist_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("runs")
   assert cli.main(["gap-mmd", "--variant", "quick", "--data-dir", str(mnist_dir), "--out-dir",
                    str(out), "--run-name", "quick", "--no-progress", "--seeds", "0", "1",
-                   "--mmd-reg", "0.5"]) == 0
+                   "--mmd-reg", "0.5", "--max-shift", "1"]) == 0
   return out / "quick"
 
 

@@ -1,5 +1,6 @@
 """The shared training loop: resume, data parallelism, vmapped seeds, one compilation."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -96,3 +97,17 @@ def test_seed_axis_modes_agree(task, reference, tmp_path, seed_axis):
   np.testing.assert_allclose(result.state["state"]["params"]["w"],
                              reference.state["state"]["params"]["w"], rtol=1e-5, atol=1e-6)
   assert result.num_traces == 1
+
+
+def test_host_update_runs_between_steps_on_every_seed(task, tmp_path):
+  calls = []
+
+  def host_update(states, step):
+    calls.append(step)
+    assert states["params"]["b"].shape == (2, 10)  # NumPy, every seed
+    return {**states, "params": {**states["params"], "b": states["params"]["b"] * 0.0}}
+
+  hooked = dataclasses.replace(task, host_update=host_update, host_update_every=10)
+  result = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), epochs=2.0))
+  assert calls == [10, 20]
+  np.testing.assert_array_equal(result.state["state"]["params"]["b"], 0.0)

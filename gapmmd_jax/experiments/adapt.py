@@ -1,0 +1,279 @@
+"""Experiment 3: domain adaptation MNIST -> MNIST-M with DANN, DDC and DAN.
+
+The network of the DANN paper (conv 32 - conv 48 features, label head
+100-100-10, domain head 100-2 behind a gradient reversal layer), trained on
+labelled MNIST (source) and unlabelled MNIST-M (target), every batch half
+source, half target; SGD with momentum 0.9, learning rate
+``0.01 / (1 + 10 p)^0.75`` and adaptation weight ``2 / (1 + exp(-10 p)) - 1``
+(p = training progress in [0, 1]), per-channel pixel-mean normalisation.
+Methods, all in the same code path:
+
+  source-only  cross-entropy on the source only
+  dann         + domain classification through the gradient reversal layer
+  ddc          + single-kernel MMD^2 between source and target of the last hidden layer
+  dan          + MK-MMD^2 on both hidden layers and the logits, with kernel weights
+               re-learned every --dan-update-every steps (``mk_mmd_kernel_weights``)
+
+  gapmmd adapt --method dann                # one method, 1 seed, 10 epochs
+  gapmmd adapt --variant quick --compare    # smoke run of all four methods
+  gapmmd adapt --variant full --compare     # the comparison table, seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from gapmmd_jax import data, plotting
+from gapmmd_jax.config import option
+from gapmmd_jax.losses import mk_mmd2, mk_mmd_kernel_weights, mmd2
+from gapmmd_jax.losses._kernels import mean_squared_distance
+from gapmmd_jax.models import DomainAdaptationNet
+from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps
+
+NAME = "adapt"
+METHODS = ("source-only", "ddc", "dan", "dann")
+DAN_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidths, times the mean squared distance
+DAN_PROBE = 256  # source and target examples for each kernel-weight estimate
+FILES = {
+    "samples.png": "MNIST (source) and MNIST-M (target) training images",
+    "table.md": "target and source test accuracy per method (mean +- std and per seed)",
+    "table.json": "the same as JSON, with each method's run directory",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+  """Domain adaptation options; ``batch_size`` counts source images (as many target ones)."""
+
+  method: Literal["source-only", "ddc", "dan", "dann"] = option("dann", "adaptation method")
+  compare: bool = option(False, "run every method and write the comparison table")
+  learning_rate: float = option(0.01, "initial learning rate mu_0 of 0.01 / (1 + 10 p)^0.75")
+  momentum: float = option(0.9, "SGD momentum")
+  adaptation_weight: float = option(1.0, "weight of the domain loss (dann) or MMD term "
+                                    "(ddc, dan), times the 2 / (1 + exp(-10 p)) - 1 ramp")
+  dan_update_every: int = option(500, "steps between DAN kernel-weight re-estimates")
+  mnist_m_seed: int = option(0, "seed of the MNIST-M generator")
+  pairing_seed: int = option(0, "seed of the random source/target pairing")
+  bsds_dir: str | None = option(None, "BSDS500 training photos (else $GAPMMD_BSDS_DIR)")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.adaptation_weight < 0:
+      raise ValueError("need learning_rate > 0, 0 <= momentum < 1, adaptation_weight >= 0; got "
+                       f"{self.learning_rate}, {self.momentum}, {self.adaptation_weight}.")
+    if self.dan_update_every < 1:
+      raise ValueError(f"dan_update_every must be >= 1, got {self.dan_update_every}.")
+
+
+VARIANTS = {
+    "quick": Config(epochs=1.0, batch_size=32, max_train_examples=2048, max_eval_examples=1000,
+                    eval_every=32, log_every=8, checkpoint_every=32, dan_update_every=16),
+    "default": Config(epochs=10.0, batch_size=32),
+    "full": Config(epochs=10.0, batch_size=32, seeds=(0, 1, 2), eval_every=2000,
+                   log_every=100, checkpoint_every=2000),
+}
+DEFAULT_VARIANT = "default"
+
+
+def schedules(progress: jax.Array, learning_rate: float = 0.01) -> tuple[jax.Array, jax.Array]:
+  """``(mu_p, lambda_p)`` of the DANN paper at training progress ``p`` in [0, 1]."""
+  progress = jnp.asarray(progress, jnp.float32)
+  return (learning_rate / (1.0 + 10.0 * progress) ** 0.75,
+          2.0 / (1.0 + jnp.exp(-10.0 * progress)) - 1.0)
+
+
+def _as_rgb(images: np.ndarray) -> np.ndarray:
+  return np.repeat(images[..., None], 3, axis=-1) if images.ndim == 3 else images
+
+
+def load_data(cfg: Config) -> tuple[dict, dict, np.ndarray]:
+  """``(train, eval, channel_mean)``: paired source/target training rows, both test sets."""
+  splits = {}
+  for split, limit in (("train", cfg.max_train_examples), ("test", cfg.max_eval_examples)):
+    source, labels = data.load_mnist(split, data_dir=cfg.data_dir)
+    target, target_labels = data.load_mnist_m(split, seed=cfg.mnist_m_seed, data_dir=cfg.data_dir,
+                                              bsds_dir=cfg.bsds_dir)
+    splits[split] = (_as_rgb(source[:limit]), labels[:limit], target[:limit],
+                     target_labels[:limit])
+  source, labels, target, _ = splits["train"]
+  # Each source image meets a fixed random target image, never its own MNIST-M version.
+  target = target[np.random.default_rng(cfg.pairing_seed).permutation(len(target))]
+  channel_mean = np.concatenate([source, target]).reshape(-1, 3).mean(0) / 255.0
+  train = {"source": source, "label": labels, "target": target}
+  test_source, test_labels, test_target, test_target_labels = splits["test"]
+  evaluation = {"source": test_source, "source_label": test_labels, "target": test_target,
+                "target_label": test_target_labels}
+  return train, evaluation, channel_mean.astype(np.float32)
+
+
+def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = None) -> Task:
+  """The adaptation task of ``cfg.method`` (``prepared``: the result of :func:`load_data`)."""
+  train_data, eval_data, channel_mean = prepared or load_data(cfg)
+  _, total_steps = num_steps(cfg, len(train_data["label"]))
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: DomainAdaptationNet(rngs=nnx.Rngs(0))))
+  tx = optax.sgd(lambda count: schedules(count / total_steps, cfg.learning_rate)[0],
+                 momentum=cfg.momentum)
+  num_layers = 3  # DAN: hidden1, hidden2, logits
+
+  def normalise(images):
+    return images.astype(jnp.float32) / 255.0 - channel_mean
+
+  def init(key):
+    params = nnx.state(DomainAdaptationNet(rngs=nnx.Rngs(key)))
+    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    if cfg.method == "dan":
+      state["kernel_weights"] = jnp.full((num_layers, len(DAN_MULTIPLIERS)),
+                                         1.0 / len(DAN_MULTIPLIERS))
+    return state
+
+  def dan_layers(logits, hidden):
+    return (*hidden, logits)
+
+  def loss_fn(params, state, batch, lam):
+    model = nnx.merge(graphdef, params)
+    n = batch["label"].shape[0]
+    features = model.features(normalise(jnp.concatenate([batch["source"], batch["target"]])))
+    logits, hidden = model.classify(features)
+    label_loss = optax.softmax_cross_entropy_with_integer_labels(logits[:n], batch["label"]).mean()
+    metrics = {"label_loss": label_loss,
+               "source_accuracy": jnp.mean(jnp.argmax(logits[:n], -1) == batch["label"])}
+    loss = label_loss
+    if cfg.method == "dann":
+      domain_logits = model.domain(features, lam)
+      domains = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
+      domain_loss = optax.softmax_cross_entropy_with_integer_labels(domain_logits, domains).mean()
+      metrics.update(domain_loss=domain_loss,
+                     domain_accuracy=jnp.mean(jnp.argmax(domain_logits, -1) == domains))
+      loss = loss + cfg.adaptation_weight * domain_loss  # the GRL applies lambda and the sign
+    elif cfg.method == "ddc":
+      mmd = mmd2(hidden[1][:n], hidden[1][n:], kernel_num=1)
+      metrics["mmd"] = mmd
+      loss = loss + cfg.adaptation_weight * lam * mmd
+    elif cfg.method == "dan":
+      mmd = 0.0
+      for layer, weights in zip(dan_layers(logits, hidden), state["kernel_weights"]):
+        scale = jax.lax.stop_gradient(mean_squared_distance(layer))
+        bandwidths = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
+        mmd = mmd + mk_mmd2(layer[:n], layer[n:], bandwidths=bandwidths, weights=weights,
+                            estimator="unbiased")
+      metrics["mmd"] = mmd
+      loss = loss + cfg.adaptation_weight * lam * mmd
+    return loss, metrics
+
+  def train_step(state, batch, key):
+    del key  # deterministic model and schedules
+    learning_rate, lam = schedules(state["step"] / total_steps, cfg.learning_rate)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state,
+                                                                       batch, lam)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_state = {**state, "params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state, "step": state["step"] + 1}
+    return new_state, {"loss": loss, "learning_rate": learning_rate, "lambda": lam, **metrics}
+
+  def eval_step(state, batch):
+    model = nnx.merge(graphdef, state["params"])
+    out = {}
+    for domain in ("source", "target"):
+      features = model.features(normalise(batch[domain]))
+      logits, _ = model.classify(features)
+      labels = batch[f"{domain}_label"]
+      out[f"{domain}_accuracy"] = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+      if domain == "target":
+        out["target_loss"] = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      if cfg.method == "dann":
+        predicted = jnp.argmax(model.domain(features, 0.0), -1)
+        out[f"domain_accuracy_{domain}"] = (predicted == (domain == "target")).astype(jnp.float32)
+    return out
+
+  host_update = None
+  if cfg.method == "dan":
+    probe = {k: train_data[k][:DAN_PROBE] for k in ("source", "target")}
+
+    @jax.jit
+    def probe_layers(params):
+      model = nnx.merge(graphdef, params)
+      features = model.features(normalise(jnp.concatenate([probe["source"], probe["target"]])))
+      logits, hidden = model.classify(features)
+      return dan_layers(logits, hidden)
+
+    def host_update(states, step):
+      del step
+      weights = np.array(states["kernel_weights"])
+      for s in range(weights.shape[0]):
+        params = jax.tree.map(lambda a, s=s: a[s], states["params"])
+        for layer_index, layer in enumerate(probe_layers(params)):
+          scale = max(float(mean_squared_distance(layer)), 1e-6)
+          n = len(probe["source"])
+          weights[s, layer_index] = np.asarray(mk_mmd_kernel_weights(
+              layer[:n], layer[n:], bandwidths=scale * np.asarray(DAN_MULTIPLIERS)))
+      return {**states, "kernel_weights": weights}
+
+  return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
+              train_data=train_data, eval_data=eval_data, host_update=host_update,
+              host_update_every=cfg.dan_update_every)
+
+
+def _sample_grid(train: dict, path: pathlib.Path, count: int = 8) -> None:
+  images = np.concatenate([train["source"][:count], train["target"][:count]])
+  titles = [f"MNIST {label}" for label in train["label"][:count]] + ["MNIST-M"] * count
+  plotting.image_grid(images, None, titles, path, columns=count)
+
+
+def _accuracy_cells(summary: dict, key: str) -> str:
+  values = summary["final_eval"][key]
+  per_seed = " / ".join(f"{100 * v:.2f}" for v in values["per_seed"])
+  return f"{100 * values['mean']:.2f} +- {100 * values['std']:.2f}% | {per_seed}"
+
+
+def _table(results: dict[str, Result], title: str) -> str:
+  lines = [title, "",
+           "| method | target accuracy (MNIST-M test) | per seed | source accuracy (MNIST test) "
+           "| per seed |", "| --- | --- | --- | --- | --- |"]
+  for method, result in results.items():
+    lines.append(f"| {method} | {_accuracy_cells(result.summary, 'target_accuracy')} | "
+                 f"{_accuracy_cells(result.summary, 'source_accuracy')} |")
+  return "\n".join(lines)
+
+
+def run(cfg: Config, variant: str = "custom") -> Result | dict[str, Result]:
+  """Trains ``cfg.method`` (or, with ``compare``, every method) and reports accuracies."""
+  prepared = load_data(cfg)
+  methods = METHODS if cfg.compare else (cfg.method,)
+  seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
+  root = pathlib.Path(cfg.out_dir)
+  if cfg.compare:
+    root = root / (cfg.run_name or f"{NAME}-compare-{variant}-{seeds_tag}")
+  results = {}
+  for method in methods:
+    sub = dataclasses.replace(cfg, method=method, compare=False, out_dir=str(root),
+                              run_name=method if cfg.compare else cfg.run_name)
+    result = fit(build_task(sub, prepared), sub, variant=variant)
+    result.run_dir.descriptions.update({k: v for k, v in FILES.items() if k == "samples.png"})
+    _sample_grid(prepared[0], result.run_dir.file("samples.png"))
+    result.run_dir.write_readme(f"{NAME} {method} ({variant}), seeds {list(cfg.seeds)}")
+    results[method] = result
+    print(f"{method}: target accuracy {_accuracy_cells(result.summary, 'target_accuracy')}",
+          flush=True)
+  title = (f"MNIST -> MNIST-M ({variant}): {cfg.epochs:g} epochs of {cfg.batch_size} source + "
+           f"{cfg.batch_size} target images, seeds {list(cfg.seeds)}")
+  table = _table(results, title)
+  if cfg.compare and jax.process_index() == 0:
+    (root / "table.md").write_text(table + "\n")
+    rows = {m: {"target_accuracy": r.summary["final_eval"]["target_accuracy"],
+                "source_accuracy": r.summary["final_eval"]["source_accuracy"],
+                "run_dir": str(r.run_dir.path)} for m, r in results.items()}
+    (root / "table.json").write_text(json.dumps({"title": title, "methods": rows}, indent=2))
+    (root / "README.txt").write_text(
+        f"{title}\n\nOne run directory per method ({', '.join(methods)}).\n"
+        + "".join(f"{k}: {v}\n" for k, v in FILES.items() if k.startswith("table")))
+  print("\n" + table + f"\n\nwritten to {root if cfg.compare else results[cfg.method].run_dir.path}")
+  return results if cfg.compare else results[cfg.method]
