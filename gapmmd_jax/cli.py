@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from gapmmd_jax import config as config_lib
@@ -20,9 +21,11 @@ def _parser() -> argparse.ArgumentParser:
       "gradient reversal and VAT on MNIST-family data.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
   parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-host runs; "
-                      "coordinator, process count and id come from the cluster environment "
-                      "or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+                      help="call jax.distributed.initialize() first (multi-process runs; "
+                      "the coordinator, process count and id come from the cluster "
+                      "environment (e.g. SLURM) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                      "JAX_PROCESS_ID; on CPU-only hosts also set "
+                      "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in EXPERIMENTS.items():
     doc = (module.__doc__ or "").strip()
@@ -39,11 +42,19 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _initialize_distributed() -> None:
+  """``jax.distributed.initialize``, with the process count and id from the environment if set."""
+  import jax
+  counts = {key: int(os.environ[env]) for key, env in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                         ("process_id", "JAX_PROCESS_ID"))
+            if os.environ.get(env)}
+  jax.distributed.initialize(**counts)
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   if args.distributed:
-    import jax
-    jax.distributed.initialize()
+    _initialize_distributed()
   if args.command == "bench":
     return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
   module = args.module

@@ -82,7 +82,7 @@ VARIANTS = {
     "default": Config(epochs=12.0),
     "full": Config(epochs=12.0, seeds=(0, 1, 2), eval_every=1000),
     "official": Config(epochs=12.0, seeds=(0, 1, 2), eval_every=1000, vat_eps=2.1, vat_xi=1e-6),
-    "semi-supervised": Config(epochs=40.0, seeds=(0, 1, 2), eval_every=2000, dropout=False,
+    "semi-supervised": Config(epochs=20.0, seeds=(0, 1, 2), eval_every=2000, dropout=False,
                               labels_per_class=10, vat_eps=0.3, vat_xi=1e-6),
 }
 DEFAULT_VARIANT = "default"

@@ -190,7 +190,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
 
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(None, "data"))
-  init_keys, data_keys, step_keys = _seed_keys(cfg.seeds)
+  # Made by a jitted call so that every process gets the same global (replicated) keys.
+  init_keys, data_keys, step_keys = jax.jit(lambda: _seed_keys(cfg.seeds), out_shardings=repl)()
   traces = [0]
 
   def replica_step(train_state, batch, step_key):
@@ -212,9 +213,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   perm_fn = jax.jit(_batching.epoch_permutations, static_argnums=2, out_shardings=repl)
   evaluate = _Evaluator(task, mesh, cfg.eval_batch_size, cfg.seed_axis)
   train_data = _batching.put_replicated(task.train_data, mesh)
-  step_keys, data_keys = jax.device_put((step_keys, data_keys), repl)
 
-  states = init_fn(jax.device_put(init_keys, repl))
+  states = init_fn(init_keys)
   start = 0
   if cfg.resume:
     saved = run.read_json(_rundir.CONFIG_FILE)

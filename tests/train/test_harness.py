@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -111,3 +112,39 @@ def test_host_update_runs_between_steps_on_every_seed(task, tmp_path):
   result = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), epochs=2.0))
   assert calls == [10, 20]
   np.testing.assert_array_equal(result.state["state"]["params"]["b"], 0.0)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_on_jax_distributed_match_one(mnist_dir, reference, tmp_path):
+  """2 processes x 2 CPU devices over gloo: the same training run and sharded MMD."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+  out, port = tmp_path / "multiprocess.npz", _free_port()
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_multiprocess_run.py"), str(i),
+                             str(port), str(mnist_dir), str(tmp_path / "runs"), str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  logs = []
+  try:
+    for proc in procs:
+      logs.append(proc.communicate(timeout=600)[0])
+  finally:
+    for proc in procs:
+      proc.kill()
+  if any(proc.returncode == 3 for proc in procs):
+    pytest.skip("CPU collectives are unavailable in this jaxlib: " + logs[0].strip()[-500:])
+  assert all(proc.returncode == 0 for proc in procs), "\n\n".join(log[-3000:] for log in logs)
+  result = np.load(out)
+  assert int(result["num_traces"]) == 1
+  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
+                             rtol=1e-4, atol=1e-5)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4000, 16)).astype(np.float32)
+  y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
+  np.testing.assert_allclose(float(result["mmd"]), g.mmd2(x, y, estimator="unbiased"),
+                             rtol=1e-4, atol=1e-6)
