@@ -29,12 +29,12 @@ import json
 import os
 import pathlib
 import resource
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+
+from gapmmd_jax.benchmarks._cells import run_cell
 
 IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "jax-naive", "torch-reference",
                    "torch-gram", "pykeops", "yardstick")
@@ -200,48 +200,7 @@ def float64_reference(n: int, d: int) -> float:
 
 
 def _run_child(args: list[str], timeout: float, memory_limit_gib: float) -> dict:
-  """Runs a worker process; kills it past ``timeout`` or ``memory_limit_gib`` resident."""
-  env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
-             XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
-  proc = subprocess.Popen([sys.executable, "-m", "gapmmd_jax.benchmarks.mmd_throughput", *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-  killed = {}
-
-  def watch():
-    status = pathlib.Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-      try:
-        rss_kib = next(int(line.split()[1]) for line in status.read_text().splitlines()
-                       if line.startswith("VmRSS"))
-      except (OSError, StopIteration):
-        return
-      if rss_kib > memory_limit_gib * 2**20:
-        killed["reason"] = f"out of memory (> {memory_limit_gib:g} GiB)"
-        proc.kill()
-        return
-      time.sleep(0.05)
-
-  watcher = threading.Thread(target=watch, daemon=True)
-  watcher.start()
-  try:
-    out, err = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.communicate()
-    return {"status": f"time-out (> {timeout:g} s)"}
-  watcher.join()
-  if "reason" in killed:
-    return {"status": killed["reason"]}
-  if proc.returncode != 0:
-    memory_words = ("out of memory", "can't allocate", "resource_exhausted", "bad_alloc",
-                    "memoryerror")
-    if any(word in err.lower() for word in memory_words) or proc.returncode == -9:
-      return {"status": "out of memory"}
-    if "No module named" in err:
-      return {"status": "not installed: " + err.strip().splitlines()[-1]}
-    errors = [line for line in err.splitlines() if "Error" in line] or err.splitlines() or ["?"]
-    return {"status": "failed: " + errors[-1].strip()[:200]}
-  return {"status": "ok", **json.loads(out.strip().splitlines()[-1])}
+  return run_cell("gapmmd_jax.benchmarks.mmd_throughput", args, timeout, memory_limit_gib)
 
 
 def _markdown(rows: list[dict], d: int) -> str:

@@ -115,6 +115,41 @@ def load_data(cfg: Config) -> tuple[dict, dict, np.ndarray]:
   return train, evaluation, channel_mean.astype(np.float32)
 
 
+def _dan_layers(logits: jax.Array, hidden: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+  """The layers DAN adapts: both hidden layers and the logits."""
+  return (*hidden, logits)
+
+
+def _dan_weights_update(graphdef, normalise, train_data: dict):
+  """A harness ``host_update`` that re-learns DAN's kernel weights per seed and layer.
+
+  The weights come from ``mk_mmd_kernel_weights`` on the features of the
+  first ``DAN_PROBE`` source and target training images, with bandwidths
+  ``DAN_MULTIPLIERS`` times the pooled mean squared distance of each layer.
+  """
+  n = min(DAN_PROBE, len(train_data["source"]))
+  probe = jnp.concatenate([train_data["source"][:n], train_data["target"][:n]])
+
+  @jax.jit
+  def probe_layers(params):
+    model = nnx.merge(graphdef, params)
+    logits, hidden = model.classify(model.features(normalise(probe)))
+    return _dan_layers(logits, hidden)
+
+  def update(states, step):
+    del step
+    weights = np.array(states["kernel_weights"])
+    for s in range(weights.shape[0]):
+      params = jax.tree.map(lambda a, s=s: a[s], states["params"])
+      for index, layer in enumerate(probe_layers(params)):
+        scale = max(float(mean_squared_distance(layer)), 1e-6)
+        weights[s, index] = np.asarray(mk_mmd_kernel_weights(
+            layer[:n], layer[n:], bandwidths=scale * np.asarray(DAN_MULTIPLIERS)))
+    return {**states, "kernel_weights": weights}
+
+  return update
+
+
 def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = None) -> Task:
   """The adaptation task of ``cfg.method`` (``prepared``: the result of :func:`load_data`)."""
   train_data, eval_data, channel_mean = prepared or load_data(cfg)
@@ -134,9 +169,6 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       state["kernel_weights"] = jnp.full((num_layers, len(DAN_MULTIPLIERS)),
                                          1.0 / len(DAN_MULTIPLIERS))
     return state
-
-  def dan_layers(logits, hidden):
-    return (*hidden, logits)
 
   def loss_fn(params, state, batch, lam):
     model = nnx.merge(graphdef, params)
@@ -160,7 +192,7 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       loss = loss + cfg.adaptation_weight * lam * mmd
     elif cfg.method == "dan":
       mmd = 0.0
-      for layer, weights in zip(dan_layers(logits, hidden), state["kernel_weights"]):
+      for layer, weights in zip(_dan_layers(logits, hidden), state["kernel_weights"]):
         scale = jax.lax.stop_gradient(mean_squared_distance(layer))
         bandwidths = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
         mmd = mmd + mk_mmd2(layer[:n], layer[n:], bandwidths=bandwidths, weights=weights,
@@ -194,29 +226,8 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
         out[f"domain_accuracy_{domain}"] = (predicted == (domain == "target")).astype(jnp.float32)
     return out
 
-  host_update = None
-  if cfg.method == "dan":
-    probe = {k: train_data[k][:DAN_PROBE] for k in ("source", "target")}
-
-    @jax.jit
-    def probe_layers(params):
-      model = nnx.merge(graphdef, params)
-      features = model.features(normalise(jnp.concatenate([probe["source"], probe["target"]])))
-      logits, hidden = model.classify(features)
-      return dan_layers(logits, hidden)
-
-    def host_update(states, step):
-      del step
-      weights = np.array(states["kernel_weights"])
-      for s in range(weights.shape[0]):
-        params = jax.tree.map(lambda a, s=s: a[s], states["params"])
-        for layer_index, layer in enumerate(probe_layers(params)):
-          scale = max(float(mean_squared_distance(layer)), 1e-6)
-          n = len(probe["source"])
-          weights[s, layer_index] = np.asarray(mk_mmd_kernel_weights(
-              layer[:n], layer[n:], bandwidths=scale * np.asarray(DAN_MULTIPLIERS)))
-      return {**states, "kernel_weights": weights}
-
+  host_update = (_dan_weights_update(graphdef, normalise, train_data)
+                 if cfg.method == "dan" else None)
   return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
               train_data=train_data, eval_data=eval_data, host_update=host_update,
               host_update_every=cfg.dan_update_every)

@@ -16,7 +16,6 @@ a histogram estimate from many samples.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 
 import jax
