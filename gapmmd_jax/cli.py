@@ -10,7 +10,8 @@ import sys
 from gapmmd_jax import config as config_lib
 
 BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
-              "seed-axis": "gapmmd_jax.benchmarks.seed_axis"}
+              "seed-axis": "gapmmd_jax.benchmarks.seed_axis",
+              "train": "gapmmd_jax.benchmarks.train_step"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,3 +32,17 @@ def test_mmd_throughput_reports_out_of_memory(tmp_path):
 def test_bench_rejects_unknown_names():
   with pytest.raises(SystemExit):
     cli.main(["bench", "nope"])
+
+
+def test_train_step_smoke(mnist_dir, tmp_path):
+  assert cli.main(["bench", "train", "--models", "gap-lenet", "--cells", "jax", "jax-2dev",
+                   "torch-eager", "--max-seconds", "0.5", "--data-dir", str(mnist_dir),
+                   "--out", str(tmp_path)]) == 0
+  rows = {r["cell"]: r for r in json.loads((tmp_path / "train_step.json").read_text())["rows"]}
+  for cell, devices in (("jax", 1), ("jax-2dev", 2)):
+    assert rows[cell]["status"] == "ok" and rows[cell]["devices"] == devices
+    assert rows[cell]["images_per_second_per_seed"] == pytest.approx(
+        128 / rows[cell]["seconds"])
+  # PyTorch is an optional extra: measured where installed, reported as missing elsewhere.
+  assert rows["torch-eager"]["status"] == "ok" or "not installed" in rows["torch-eager"]["status"]
+  assert "| gap-lenet |" in (tmp_path / "train_step.md").read_text()

@@ -1,0 +1,270 @@
+"""Train-step throughput: our jitted steps against the same steps in PyTorch.
+
+Models: the GAP-LeNet step (batch 128, Adam), the VAT CNN with dropout without
+and with the VAT loss (batch 128, Adadelta), and the DANN step (32 source + 32
+target images, SGD with momentum, gradient reversal). Every cell runs in its
+own process with 2 threads: ours (the experiment's own ``train_step``, jitted
+with the state donated) on 1 device and 1 seed; PyTorch eager and
+``torch.compile`` (the same model, batch and optimizer); ours with the batch
+sharded over 2 and 4 forced host devices; ours with 4 and 8 seeds in one step
+(``--seed-axis auto``: unrolled on CPU, vmapped elsewhere). Each cell warms up,
+then times steps until 20 or ``--max-seconds``, and reports the median as
+images per second (per seed).
+
+  gapmmd bench train                          # everything (about 10 min on 2 cores)
+  gapmmd bench train --models gap-lenet --cells jax torch-eager
+Writes JSON and markdown to --out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from gapmmd_jax.benchmarks._cells import run_cell
+
+MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
+IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64}
+# cell name -> (implementation, devices, seeds)
+CELLS = {"jax": ("jax", 1, 1), "torch-eager": ("torch-eager", 1, 1),
+         "torch-compile": ("torch-compile", 1, 1), "jax-2dev": ("jax", 2, 1),
+         "jax-4dev": ("jax", 4, 1), "jax-4seeds": ("jax", 1, 4), "jax-8seeds": ("jax", 1, 8)}
+MAX_REPEATS = 20
+
+
+def _time_steps(step, max_seconds: float) -> tuple[float, float]:
+  """``(median seconds, first call seconds)`` of ``step()`` (which must block)."""
+  start = time.perf_counter()
+  step()
+  first = time.perf_counter() - start
+  step()  # a second warm-up: allocations and caches settle
+  times = []
+  while not times or (len(times) < MAX_REPEATS and sum(times) < max_seconds):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)), first
+
+
+# ---------- ours ----------
+
+def _jax_task(model: str, data_dir: str | None):
+  from gapmmd_jax.experiments import adapt, gap_mmd, vat
+  small = dict(data_dir=data_dir, max_eval_examples=100)
+  if model == "gap-lenet":
+    return gap_mmd.build_task(dataclasses.replace(gap_mmd.VARIANTS["default"],
+                                                  max_train_examples=1024, **small))
+  if model in ("vat", "vat+loss"):
+    return vat.build_task(dataclasses.replace(vat.VARIANTS["default"], dropout=True,
+                                              vat=model == "vat+loss", max_train_examples=1024,
+                                              **small))
+  return adapt.build_task(dataclasses.replace(adapt.VARIANTS["default"], method="dann",
+                                              max_train_examples=1024, **small))
+
+
+def jax_worker(model: str, seeds: int, data_dir: str | None, max_seconds: float) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from gapmmd_jax.train._harness import data_mesh, over_seeds
+
+  task = _jax_task(model, data_dir)
+  rows = IMAGES_PER_STEP[model] // (2 if model == "dann" else 1)
+  mesh = data_mesh()
+  repl, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
+  batch = jax.device_put({k: np.stack([v[:rows]] * seeds) for k, v in task.train_data.items()},
+                         sharded)
+  keys = jax.device_put(jax.vmap(jax.random.key)(jnp.arange(seeds)), repl)
+  states = jax.jit(jax.vmap(task.init), out_shardings=repl)(keys)
+  step = jax.jit(over_seeds(task.train_step, "auto", (0, 0, 0)), donate_argnums=0,
+                 in_shardings=(repl, sharded, repl), out_shardings=(repl, repl))
+  holder = [states]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch, keys)
+    jax.block_until_ready(metrics)
+
+  seconds, first = _time_steps(run, max_seconds)
+  return {"seconds": seconds, "first_call_s": first, "devices": jax.device_count()}
+
+
+# ---------- PyTorch: the same models, batches and optimizers ----------
+
+def _torch_model(model: str):
+  import torch
+  from torch import nn
+
+  if model == "gap-lenet":
+    net = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10, bias=False))
+    return net, torch.optim.Adam(net.parameters(), lr=3e-3)
+  if model in ("vat", "vat+loss"):
+    net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(4608, 128),
+                        nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+    return net, torch.optim.Adadelta(net.parameters(), lr=1.0, rho=0.95, eps=1e-7)
+
+  class Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam):
+      ctx.lam = lam
+      return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+      return -ctx.lam * grad, None
+
+  class Dann(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.features = nn.Sequential(nn.Conv2d(3, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                    nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+      self.label = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                                 nn.Linear(100, 10))
+      self.domain = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 2))
+
+    def forward(self, x, lam: float):
+      f = self.features(x)
+      return self.label(f), self.domain(Reverse.apply(f, lam))
+
+  net = Dann()
+  return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+
+def _torch_vat_loss(net, x, logits, eps: float = 1.0, xi: float = 10.0):
+  import torch
+  import torch.nn.functional as F
+
+  def unit(d):
+    return d / (d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)
+
+  p = F.softmax(logits.detach(), dim=1)
+  r = (xi * unit(torch.randn_like(x))).requires_grad_()
+  kl = F.kl_div(F.log_softmax(net(x + r), dim=1), p, reduction="batchmean")
+  (grad,) = torch.autograd.grad(kl, r)
+  r_adv = eps * unit(grad.detach())
+  return F.kl_div(F.log_softmax(net(x + r_adv), dim=1), p, reduction="batchmean")
+
+
+def torch_worker(model: str, compiled: bool, max_seconds: float) -> dict:
+  import torch
+  import torch.nn.functional as F
+
+  torch.set_num_threads(2)
+  torch.manual_seed(0)
+  net, optimizer = _torch_model(model)
+  channels = 3 if model == "dann" else 1
+  x = torch.rand(IMAGES_PER_STEP[model], channels, 28, 28)
+  y = torch.randint(0, 10, (IMAGES_PER_STEP[model],))
+  domains = torch.cat([torch.zeros(32, dtype=torch.long), torch.ones(32, dtype=torch.long)])
+
+  def loss_fn():
+    if model == "dann":
+      logits, domain_logits = net(x, 0.5)
+      return F.cross_entropy(logits[:32], y[:32]) + F.cross_entropy(domain_logits, domains)
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    if model == "vat+loss":
+      loss = loss + _torch_vat_loss(net, x, logits)
+    return loss
+
+  forward = torch.compile(loss_fn) if compiled else loss_fn
+
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    forward().backward()
+    optimizer.step()
+
+  seconds, first = _time_steps(run, max_seconds)
+  return {"seconds": seconds, "first_call_s": first, "torch": torch.__version__}
+
+
+def worker(model: str, cell: str, data_dir: str | None, max_seconds: float) -> dict:
+  impl, _, seeds = CELLS[cell]
+  if impl == "jax":
+    result = jax_worker(model, seeds, data_dir, max_seconds)
+  else:
+    result = torch_worker(model, impl == "torch-compile", max_seconds)
+  result["images_per_second_per_seed"] = IMAGES_PER_STEP[model] / result["seconds"]
+  return result
+
+
+def _markdown(rows: list[dict], cells: list[str]) -> str:
+  lines = ["images / s per seed (median step in ms; relative to torch-eager)", "",
+           "| model | " + " | ".join(cells) + " |", "| --- |" + " --- |" * len(cells)]
+  for model in dict.fromkeys(r["model"] for r in rows):
+    by_cell = {r["cell"]: r for r in rows if r["model"] == model}
+    eager = by_cell.get("torch-eager", {}).get("images_per_second_per_seed")
+    entries = []
+    for cell in cells:
+      r = by_cell.get(cell)
+      if r is None:
+        entries.append("")
+      elif r["status"] != "ok":
+        entries.append(r["status"])
+      else:
+        rate = r["images_per_second_per_seed"]
+        ratio = f"; {rate / eager:.2f}x" if eager else ""
+        entries.append(f"{rate:.0f} ({1e3 * r['seconds']:.0f} ms{ratio})")
+    lines.append(f"| {model} | " + " | ".join(entries) + " |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="gapmmd bench train", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   allow_abbrev=False)
+  parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                      help="train steps to time")
+  parser.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS),
+                      help="implementations / device counts / seed counts to time")
+  parser.add_argument("--data-dir", default=None, help="MNIST IDX directory (else "
+                      "$GAPMMD_DATA_DIR); the DANN step also needs BSDS500 ($GAPMMD_BSDS_DIR)")
+  parser.add_argument("--max-seconds", type=float, default=10.0,
+                      help="stop timing a cell after this many seconds of steps")
+  parser.add_argument("--timeout", type=float, default=600.0, help="seconds per cell")
+  parser.add_argument("--out", default="benchmarks/results", help="output directory")
+  parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CELL"), help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    print(json.dumps(worker(*args.worker, args.data_dir, args.max_seconds)))
+    return 0
+
+  rows = []
+  for model in args.models:
+    for cell in args.cells:
+      devices = CELLS[cell][1]
+      flags = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else None
+      worker_args = ["--worker", model, cell, "--max-seconds", str(args.max_seconds)]
+      if args.data_dir:
+        worker_args += ["--data-dir", args.data_dir]
+      result = run_cell("gapmmd_jax.benchmarks.train_step", worker_args, args.timeout,
+                        xla_flags=flags)
+      rows.append({"model": model, "cell": cell, "devices": devices, "seeds": CELLS[cell][2],
+                   **result})
+      shown = (f"{result['images_per_second_per_seed']:.0f} images/s per seed"
+               if result["status"] == "ok" else result["status"])
+      print(f"{model:10s} {cell:14s} {shown}", flush=True)
+
+  import jax
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  meta = {"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+          "backend": jax.default_backend(), "argv": sys.argv[1:]}
+  (out / "train_step.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+  table = _markdown(rows, args.cells)
+  (out / "train_step.md").write_text(table + "\n")
+  print("\n" + table + f"\n\nwritten to {out}/train_step.{{json,md}}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
