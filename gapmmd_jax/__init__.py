@@ -22,7 +22,7 @@ from gapmmd_jax.losses import (
     vat_loss,
     virtual_adversarial_perturbation,
 )
-from gapmmd_jax.metrics import cluster_accuracy
+from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy
 from gapmmd_jax.ops import gradient_reversal
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "histogram_mutual_information",
     "iic_loss",
     "mahalanobis_distance",
+    "matched_accuracy",
     "mine_bias_corrected_loss",
     "mine_lower_bound",
     "mk_mmd2",

@@ -37,5 +37,22 @@ def cluster_accuracy(y_true, y_pred) -> float:
                      f"{y_true.shape} and {y_pred.shape}.")
   counts = np.zeros((y_pred.max() + 1, y_true.max() + 1), np.int64)
   np.add.at(counts, (y_pred, y_true), 1)
+  return matched_accuracy(counts)
+
+
+def matched_accuracy(counts) -> float:
+  """Accuracy of the best one-to-one cluster-to-label matching of a contingency table.
+
+  Args:
+    counts: ``[clusters, labels]`` non-negative counts (or fractions) of
+      examples per (cluster, label).
+
+  Returns:
+    Matched fraction of all examples, in ``[0, 1]``.
+  """
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 2 or counts.size == 0 or counts.min() < 0 or counts.sum() <= 0:
+    raise ValueError("counts must be a non-empty [clusters, labels] table of non-negative "
+                     f"values with a positive total, got shape {counts.shape}.")
   rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
-  return float(counts[rows, cols].sum() / y_true.size)
+  return float(counts[rows, cols].sum() / counts.sum())

@@ -1,6 +1,6 @@
 """Datasets: the IDX reader, MNIST sources, generated variants and batching."""
 
-from gapmmd_jax.data._augment import random_translate
+from gapmmd_jax.data._augment import centre_crop, random_rotate_or_crop, random_translate
 from gapmmd_jax.data._batching import epoch_permutations, put_replicated, take_batch
 from gapmmd_jax.data._generated import (
     BSDS_DIR_ENV,
@@ -18,6 +18,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "DataNotFoundError",
     "cache_dir",
+    "centre_crop",
     "cluttered_mnist",
     "epoch_permutations",
     "load_backgrounds",
@@ -27,6 +28,7 @@ __all__ = [
     "mnist_m",
     "parse_idx",
     "put_replicated",
+    "random_rotate_or_crop",
     "random_translate",
     "read_idx",
     "take_batch",

@@ -32,3 +32,68 @@ def random_translate(key: jax.Array, images: jax.Array, max_shift: int) -> jax.A
     return jax.lax.dynamic_slice(image, (start[0], start[1], 0), (height, width, channels))
 
   return jax.vmap(crop)(padded, starts)
+
+
+def _affine_sample(image: jax.Array, matrix: jax.Array, offset: jax.Array,
+                   out_size: int) -> jax.Array:
+  """Bilinear samples of ``image [H, W, C]`` at ``matrix @ (i, j) + offset`` for an
+  ``out_size``-square output grid; zero outside the image."""
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(out_size), jnp.arange(out_size), indexing="ij"))
+  coords = jnp.einsum("ab,bhw->ahw", matrix, grid.astype(jnp.float32)) + offset[:, None, None]
+  channels = [jax.scipy.ndimage.map_coordinates(image[..., c], list(coords), order=1,
+                                                mode="constant", cval=0.0)
+              for c in range(image.shape[-1])]
+  return jnp.stack(channels, axis=-1)
+
+
+def centre_crop(images: jax.Array, size: int) -> jax.Array:
+  """``[B, H, W, C]`` -> the central ``[B, size, size, C]``."""
+  top, left = (images.shape[1] - size) // 2, (images.shape[2] - size) // 2
+  return images[:, top:top + size, left:left + size]
+
+
+def random_rotate_or_crop(key: jax.Array, images: jax.Array, *, out_size: int = 24,
+                          max_degrees: float = 20.0,
+                          crop_sizes: tuple[int, ...] = (16, 18, 20)) -> jax.Array:
+  """IIC's random transform of each image, as one bilinear resampling.
+
+  Per image, with equal chance: the central ``out_size`` crop rotated by an
+  angle uniform in ``[-max_degrees, max_degrees]`` about its centre, or a
+  square crop of a side drawn from ``crop_sizes`` at a uniform position,
+  resized to ``out_size``.
+
+  Args:
+    key: PRNG key; the same key gives the same transforms.
+    images: ``[B, H, W, C]`` float images.
+
+  Returns:
+    ``[B, out_size, out_size, C]`` float32 images, values within the input range
+    (bilinear interpolation; zeros enter only where a rotation leaves the image).
+  """
+  if images.ndim != 4:
+    raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}.")
+  batch, height, width, _ = images.shape
+  if out_size > min(height, width) or max(crop_sizes) > min(height, width):
+    raise ValueError(f"out_size={out_size} and crop_sizes={crop_sizes} must fit the "
+                     f"{height}x{width} images.")
+  k_choice, k_angle, k_size, k_pos = jax.random.split(key, 4)
+  rotate = jax.random.bernoulli(k_choice, 0.5, (batch,))
+  angle = jnp.deg2rad(jax.random.uniform(k_angle, (batch,), minval=-max_degrees,
+                                         maxval=max_degrees))
+  sizes = jnp.asarray(crop_sizes, jnp.float32)[
+      jax.random.randint(k_size, (batch,), 0, len(crop_sizes))]
+  corner = jax.random.uniform(k_pos, (batch, 2)) * (jnp.asarray([height, width]) - sizes[:, None])
+  corner = jnp.floor(corner)
+  centre_out = (out_size - 1) / 2.0
+  centre_in = jnp.asarray([(height - 1) / 2.0, (width - 1) / 2.0])
+
+  def one(image, rotate, angle, size, corner):
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    rotation = jnp.asarray([[cos, -sin], [sin, cos]])
+    rot_offset = centre_in - rotation @ jnp.full(2, centre_out)
+    scale = (size - 1) / (out_size - 1)
+    matrix = jnp.where(rotate, rotation, scale * jnp.eye(2))
+    offset = jnp.where(rotate, rot_offset, corner)
+    return _affine_sample(image, matrix, offset, out_size)
+
+  return jax.vmap(one)(images.astype(jnp.float32), rotate, angle, sizes, corner)

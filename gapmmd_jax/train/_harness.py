@@ -40,7 +40,9 @@ class Task:
     train_step: pure ``(state, batch, key) -> (state, metrics)`` for one
       replica; ``batch`` is a dict of ``[B, ...]`` arrays, ``metrics`` a dict of
       scalars that includes ``"loss"``.
-    eval_step: pure ``(state, batch) -> metrics`` with per-example ``[B]`` values.
+    eval_step: pure ``(state, batch) -> metrics`` with per-example ``[B, ...]``
+      values; their means over the evaluation set are logged, scalars as they
+      are, others after ``finish_eval``.
     train_data: dict of host arrays with a leading example axis.
     eval_data: the same for evaluation.
     host_update: optional ``(states, step) -> states``, run outside ``jit``
@@ -48,6 +50,9 @@ class Task:
       leading seed axis); for work that cannot be traced, such as DAN's
       kernel-weight quadratic program.
     host_update_every: steps between calls of ``host_update``.
+    finish_eval: optional map from the evaluation means (NumPy, leading seed
+      axis) to scalar metrics per seed, e.g. a clustering accuracy from the
+      mean contingency table.
   """
 
   name: str
@@ -58,6 +63,7 @@ class Task:
   eval_data: dict[str, np.ndarray]
   host_update: Callable[[PyTree, int], PyTree] | None = None
   host_update_every: int = 1
+  finish_eval: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 @dataclasses.dataclass
@@ -150,7 +156,10 @@ class _Evaluator:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       mask = batch.pop("_mask")
       per_example = over_seeds(task.eval_step, seed_axis, in_axes=(0, None))(states, batch)
-      return {k: jnp.sum(jnp.where(mask, v, 0.0), axis=1) for k, v in per_example.items()}
+      def masked_sum(v):  # v: [S, B, ...] per-example values
+        return jnp.sum(jnp.where(mask.reshape(mask.shape + (1,) * (v.ndim - 2)), v, 0.0), axis=1)
+
+      return {k: masked_sum(v) for k, v in per_example.items()}
 
     self._sums = jax.jit(sums, out_shardings=repl)
 
@@ -235,6 +244,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
 
   def log_eval(step: int) -> dict[str, np.ndarray]:
     metrics = evaluate(states["state"])
+    if task.finish_eval is not None:
+      metrics = task.finish_eval(metrics)
     run.append_metrics([{"step": step, "seed": seed, "split": "eval",
                          **{k: float(v[i]) for k, v in metrics.items()}}
                         for i, seed in enumerate(cfg.seeds)])
