@@ -46,3 +46,13 @@ def test_train_step_smoke(mnist_dir, tmp_path):
   # PyTorch is an optional extra: measured where installed, reported as missing elsewhere.
   assert rows["torch-eager"]["status"] == "ok" or "not installed" in rows["torch-eager"]["status"]
   assert "| gap-lenet |" in (tmp_path / "train_step.md").read_text()
+
+
+def test_seed_axis_smoke(mnist_dir, tmp_path):
+  assert cli.main(["bench", "seed-axis", "--seeds", "2", "--repeats", "1", "--data-dir",
+                   str(mnist_dir), "--out", str(tmp_path)]) == 0
+  rows = {r["variant"]: r for r in json.loads((tmp_path / "seed_axis.json").read_text())["rows"]}
+  assert rows["one seed"]["cost_vs_one_seed"] == 1.0
+  for name in ("vmap", "unroll", "lax.map", "conv2 fwd+bwd, grouped conv",
+               "conv2 fwd+bwd, im2col + batched matmul"):
+    assert rows[name]["seeds"] == 2 and rows[name]["median_ms"] > 0

@@ -4,6 +4,10 @@ Times the GAP-LeNet train step (batch 128, Adam) for one seed and for S seeds
 combined by ``vmap``, by unrolling inside the step (the harness's two
 ``--seed-axis`` modes) and by a ``lax.map`` loop, after warm-up, with
 ``block_until_ready``; reports the median and the cost relative to one seed.
+Then the same for the step's second convolution alone (forward and backward),
+also written as one grouped convolution (``feature_group_count``) and as
+patches plus one batched matmul: the ways a batched convolution could be
+lowered.
 
   gapmmd bench seed-axis --data-dir ../shared/data/mnist --seeds 3
 Writes ``benchmarks/results/seed_axis.json`` and ``.md``.
@@ -36,6 +40,37 @@ def _median_seconds(fn, args, repeats: int) -> float:
   return float(np.median(times))
 
 
+def conv_variants(seeds: int, batch: int) -> tuple[dict, tuple]:
+  """GAP-LeNet's second convolution (5x5, 32 -> 64 channels, 14x14), forward and backward,
+  for one seed and for ``seeds`` seeds written five ways; returns (functions, arguments)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((seeds, batch, 14, 14, 32)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((seeds, 5, 5, 32, 64)), jnp.float32)
+
+  def conv(x, w, groups=1):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", feature_group_count=groups,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def grouped(x, w):  # the seeds as channel groups of one convolution
+    xg = jnp.moveaxis(x, 0, 3).reshape(batch, 14, 14, seeds * 32)
+    wg = jnp.moveaxis(w, 0, 3).reshape(5, 5, 32, seeds * 64)
+    return jnp.moveaxis(conv(xg, wg, seeds).reshape(batch, 14, 14, seeds, 64), 3, 0)
+
+  def im2col(x, w):  # patches, then one batched matmul over seeds
+    patches = jax.lax.conv_general_dilated_patches(
+        x.reshape(seeds * batch, 14, 14, 32), (5, 5), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC")).reshape(seeds, -1, 32 * 25)
+    kernel = jnp.transpose(w, (0, 3, 1, 2, 4)).reshape(seeds, 32 * 25, 64)
+    return jnp.einsum("snk,sko->sno", patches, kernel).reshape(seeds, batch, 14, 14, 64)
+
+  forms = {"one seed": lambda x, w: conv(x[0], w[0]), "vmap": jax.vmap(conv),
+           "unroll": lambda x, w: jnp.stack([conv(x[i], w[i]) for i in range(seeds)]),
+           "grouped conv": grouped, "im2col + batched matmul": im2col}
+  grads = {f"conv2 fwd+bwd, {name}": jax.jit(jax.grad(lambda w, x, f=f: jnp.sum(f(x, w) ** 2)))
+           for name, f in forms.items()}
+  return grads, (w, x)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="gapmmd bench seed-axis", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
   rows = [{"variant": name, "seeds": 1 if name == "one seed" else args.seeds,
            "median_ms": 1e3 * t, "cost_vs_one_seed": t / seconds["one seed"]}
           for name, t in seconds.items()]
+  convs, conv_args = conv_variants(args.seeds, cfg.batch_size)
+  conv_seconds = {name: _median_seconds(fn, conv_args, args.repeats) for name, fn in convs.items()}
+  one = conv_seconds["conv2 fwd+bwd, one seed"]
+  rows += [{"variant": name, "seeds": 1 if name.endswith("one seed") else args.seeds,
+            "median_ms": 1e3 * t, "cost_vs_one_seed": t / one}
+           for name, t in conv_seconds.items()]
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   meta = {"devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
