@@ -2,7 +2,7 @@
 
 from gapmmd_jax.models._dann_net import DomainAdaptationNet
 from gapmmd_jax.models._gap_lenet import GapLeNet
-from gapmmd_jax.models._iic_net import IICNet
+from gapmmd_jax.models._vgg import IICNet, MineEncoder, VGGBackbone
 from gapmmd_jax.models._vat_cnn import VatCNN
 
-__all__ = ["DomainAdaptationNet", "GapLeNet", "IICNet", "VatCNN"]
+__all__ = ["DomainAdaptationNet", "GapLeNet", "IICNet", "MineEncoder", "VGGBackbone", "VatCNN"]

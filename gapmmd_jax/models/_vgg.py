@@ -1,0 +1,77 @@
+"""VGG-style networks of the mutual-information experiments: IIC heads and the MINE encoder."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+WIDTHS = (64, 128, 256, 512)
+
+
+class VGGBackbone(nnx.Module):
+  """64-M-128-M-256-M-512 (3x3 conv, BatchNorm, ReLU; M = max-pool 2), flattened.
+
+  ``train=True`` normalises with the batch statistics and updates the running
+  ones; ``train=False`` uses the running statistics.
+  """
+
+  def __init__(self, in_channels: int = 1, *, rngs: nnx.Rngs):
+    self.convs = nnx.List([nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False,
+                                    rngs=rngs)
+                           for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)])
+    self.norms = nnx.List([nnx.BatchNorm(c, momentum=0.9, rngs=rngs) for c in WIDTHS])
+
+  @staticmethod
+  def output_size(input_size: int) -> int:
+    """Length of the flattened features for square ``input_size`` images."""
+    return (input_size // 8) ** 2 * WIDTHS[-1]
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """``[B, S, S, C]`` -> ``[B, (S / 8)^2 * 512]``."""
+    for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = nnx.relu(norm(conv(x), use_running_average=not train))
+      if index < len(self.convs) - 1:
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    return x.reshape(x.shape[0], -1)
+
+
+class IICNet(nnx.Module):
+  """The backbone, then ``num_heads`` linear heads of ``num_clusters`` and
+  ``overcluster_heads`` heads of ``overcluster_clusters``."""
+
+  def __init__(self, *, num_heads: int = 5, num_clusters: int = 10, overcluster_heads: int = 5,
+               overcluster_clusters: int = 50, in_channels: int = 1, input_size: int = 24,
+               rngs: nnx.Rngs):
+    self.backbone = VGGBackbone(in_channels, rngs=rngs)
+    flat = VGGBackbone.output_size(input_size)
+    self.heads = nnx.List([nnx.Linear(flat, num_clusters, rngs=rngs) for _ in range(num_heads)])
+    self.overcluster = nnx.List([nnx.Linear(flat, overcluster_clusters, rngs=rngs)
+                                 for _ in range(overcluster_heads)])
+
+  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
+    """``[B, 24, 24, C]`` -> ``(logits [heads, B, clusters], over-clustering logits or None)``."""
+    x = self.backbone(x, train=train)
+    main = jnp.stack([head(x) for head in self.heads])
+    over = jnp.stack([head(x) for head in self.overcluster]) if len(self.overcluster) else None
+    return main, over
+
+
+class MineEncoder(nnx.Module):
+  """The backbone and a dense latent layer, plus MINE's statistics network on latent pairs."""
+
+  def __init__(self, *, latent_dim: int = 10, hidden: int = 1024, in_channels: int = 1,
+               input_size: int = 24, rngs: nnx.Rngs):
+    self.backbone = VGGBackbone(in_channels, rngs=rngs)
+    self.latent = nnx.Linear(VGGBackbone.output_size(input_size), latent_dim, rngs=rngs)
+    self.statistic_hidden = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)
+    self.statistic_out = nnx.Linear(hidden, 1, rngs=rngs)
+
+  def encode(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """``[B, 24, 24, C]`` -> ``[B, latent_dim]``."""
+    return self.latent(self.backbone(x, train=train))
+
+  def statistic(self, z: jax.Array, z_other: jax.Array) -> jax.Array:
+    """``T(z, z_other)``: ``[B, latent]`` twice -> ``[B]``."""
+    hidden = nnx.relu(self.statistic_hidden(jnp.concatenate([z, z_other], axis=-1)))
+    return self.statistic_out(hidden)[:, 0]
