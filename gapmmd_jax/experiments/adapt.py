@@ -34,10 +34,11 @@ from flax import nnx
 
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
+from gapmmd_jax.experiments._common import gradient_step, to_unit_float
 from gapmmd_jax.losses import mk_mmd2, mk_mmd_kernel_weights, mmd2
 from gapmmd_jax.losses._kernels import mean_squared_distance
 from gapmmd_jax.models import DomainAdaptationNet
-from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps
+from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps, seeds_tag
 
 NAME = "adapt"
 METHODS = ("source-only", "ddc", "dan", "dann")
@@ -160,17 +161,17 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
   num_layers = 3  # DAN: hidden1, hidden2, logits
 
   def normalise(images):
-    return images.astype(jnp.float32) / 255.0 - channel_mean
+    return to_unit_float(images) - channel_mean
 
   def init(key):
     params = nnx.state(DomainAdaptationNet(rngs=nnx.Rngs(key)))
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    state = {"params": params, "opt_state": tx.init(params)}
     if cfg.method == "dan":
       state["kernel_weights"] = jnp.full((num_layers, len(DAN_MULTIPLIERS)),
                                          1.0 / len(DAN_MULTIPLIERS))
     return state
 
-  def loss_fn(params, state, batch, lam):
+  def loss_fn(params, kernel_weights, batch, lam):
     model = nnx.merge(graphdef, params)
     n = batch["label"].shape[0]
     features = model.features(normalise(jnp.concatenate([batch["source"], batch["target"]])))
@@ -192,7 +193,7 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       loss = loss + cfg.adaptation_weight * lam * mmd
     elif cfg.method == "dan":
       mmd = 0.0
-      for layer, weights in zip(_dan_layers(logits, hidden), state["kernel_weights"]):
+      for layer, weights in zip(_dan_layers(logits, hidden), kernel_weights):
         scale = jax.lax.stop_gradient(mean_squared_distance(layer))
         bandwidths = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
         mmd = mmd + mk_mmd2(layer[:n], layer[n:], bandwidths=bandwidths, weights=weights,
@@ -203,13 +204,12 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
 
   def train_step(state, batch, key):
     del key  # deterministic model and schedules
-    learning_rate, lam = schedules(state["step"] / total_steps, cfg.learning_rate)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state,
-                                                                       batch, lam)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new_state = {**state, "params": optax.apply_updates(state["params"], updates),
-                 "opt_state": opt_state, "step": state["step"] + 1}
-    return new_state, {"loss": loss, "learning_rate": learning_rate, "lambda": lam, **metrics}
+    # The step count of the learning-rate schedule drives lambda too.
+    progress = optax.tree_utils.tree_get(state["opt_state"], "count") / total_steps
+    learning_rate, lam = schedules(progress, cfg.learning_rate)
+    state, loss, metrics, _ = gradient_step(tx, loss_fn, state,
+                                            state.get("kernel_weights"), batch, lam)
+    return state, {"loss": loss, "learning_rate": learning_rate, "lambda": lam, **metrics}
 
   def eval_step(state, batch):
     model = nnx.merge(graphdef, state["params"])
@@ -259,10 +259,9 @@ def run(cfg: Config, variant: str = "custom") -> Result | dict[str, Result]:
   """Trains ``cfg.method`` (or, with ``compare``, every method) and reports accuracies."""
   prepared = load_data(cfg)
   methods = METHODS if cfg.compare else (cfg.method,)
-  seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
   root = pathlib.Path(cfg.out_dir)
   if cfg.compare:
-    root = root / (cfg.run_name or f"{NAME}-compare-{variant}-{seeds_tag}")
+    root = root / (cfg.run_name or f"{NAME}-compare-{variant}-{seeds_tag(cfg.seeds)}")
   results = {}
   for method in methods:
     sub = dataclasses.replace(cfg, method=method, compare=False, out_dir=str(root),

@@ -26,6 +26,7 @@ from flax import nnx
 
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
+from gapmmd_jax.experiments._common import gradient_step, image_split, to_unit_float
 from gapmmd_jax.losses import class_gap_loss, class_mmd_matrix, diagonal_separability, mmd_test
 from gapmmd_jax.models import GapLeNet
 from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps
@@ -75,16 +76,8 @@ DEFAULT_VARIANT = "default"
 
 def _load(cfg: Config, split: str) -> dict[str, np.ndarray]:
   if cfg.dataset == "mnist":
-    images, labels = data.load_mnist(split, data_dir=cfg.data_dir)
-  else:
-    images, labels = data.load_cluttered_mnist(split, seed=cfg.clutter_seed,
-                                               data_dir=cfg.data_dir)
-  limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
-  return {"image": images[:limit, ..., None], "label": labels[:limit]}
-
-
-def _to_float(images: jax.Array) -> jax.Array:
-  return images.astype(jnp.float32) / 255.0
+    return image_split(cfg, split)
+  return image_split(cfg, split, data.load_cluttered_mnist, seed=cfg.clutter_seed)
 
 
 def _graphdef(in_channels: int = 1):
@@ -104,7 +97,7 @@ def build_task(cfg: Config) -> Task:
 
   def loss_fn(params, batch, key):
     images = data.random_translate(key, batch["image"], cfg.max_shift)
-    logits, features = nnx.merge(graphdef, params)(_to_float(images))
+    logits, features = nnx.merge(graphdef, params)(to_unit_float(images))
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     metrics = {"cross_entropy": cross_entropy,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
@@ -116,15 +109,11 @@ def build_task(cfg: Config) -> Task:
     return loss, metrics
 
   def train_step(state, batch, key):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch,
-                                                                       key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-    return {"params": params, "opt_state": opt_state}, metrics
+    state, loss, metrics, grads = gradient_step(tx, loss_fn, state, batch, key)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
   def eval_step(state, batch):
-    logits, _ = nnx.merge(graphdef, state["params"])(_to_float(batch["image"]))
+    logits, _ = nnx.merge(graphdef, state["params"])(to_unit_float(batch["image"]))
     return {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
             "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])}
 
@@ -193,7 +182,7 @@ def analyse(result: Result, task: Task, cfg: Config) -> dict:
   @jax.jit
   def features_and_cams(params, batch):
     model = nnx.merge(graphdef, params)
-    maps = model.feature_maps(_to_float(batch))
+    maps = model.feature_maps(to_unit_float(batch))
     logits = model.classifier(maps.mean(axis=(1, 2)))
     predicted = jnp.argmax(logits, -1)
     weights = model.classifier.kernel[...][:, predicted].T  # [B, 64]

@@ -26,6 +26,12 @@ from flax import nnx
 
 from gapmmd_jax import data
 from gapmmd_jax.config import option
+from gapmmd_jax.experiments._common import (
+    augmented_pairs,
+    gradient_step,
+    image_split,
+    to_unit_float,
+)
 from gapmmd_jax.losses import iic_loss
 from gapmmd_jax.metrics import matched_accuracy
 from gapmmd_jax.models import IICNet
@@ -63,12 +69,6 @@ VARIANTS = {
 DEFAULT_VARIANT = "default"
 
 
-def _load(cfg: Config, split: str) -> dict[str, np.ndarray]:
-  images, labels = data.load_mnist(split, data_dir=cfg.data_dir)
-  limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
-  return {"image": images[:limit, ..., None], "label": labels[:limit]}
-
-
 def _make_net(cfg: Config, key) -> IICNet:
   return IICNet(num_heads=cfg.heads, overcluster_heads=cfg.overcluster_heads,
                 input_size=INPUT_SIZE, rngs=nnx.Rngs(key))
@@ -76,7 +76,7 @@ def _make_net(cfg: Config, key) -> IICNet:
 
 def build_task(cfg: Config) -> Task:
   """The IIC clustering task of ``cfg``."""
-  train_data, eval_data = _load(cfg, "train"), _load(cfg, "test")
+  train_data, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
   train_data = {"image": train_data["image"]}  # unsupervised: labels never reach training
   tx = optax.adam(cfg.learning_rate)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
@@ -86,8 +86,7 @@ def build_task(cfg: Config) -> Task:
     return {"params": params, "batch_stats": stats, "opt_state": tx.init(params)}
 
   def loss_fn(params, stats, images, key):
-    x = data.centre_crop(images, INPUT_SIZE)
-    x_bar = data.random_rotate_or_crop(key, images, out_size=INPUT_SIZE)
+    x, x_bar = augmented_pairs(key, images, INPUT_SIZE)
     model = nnx.merge(graphdef, params, stats, copy=True)  # fresh Variables in this trace
     main, over = model(jnp.concatenate([x, x_bar]), train=True)
     n = images.shape[0]
@@ -102,15 +101,12 @@ def build_task(cfg: Config) -> Task:
     return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
   def train_step(state, batch, key):
-    images = batch["image"].astype(jnp.float32) / 255.0
-    (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["batch_stats"], images, key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return ({"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
-             "opt_state": opt_state}, {"loss": loss, **metrics})
+    state, loss, (metrics, stats), _ = gradient_step(tx, loss_fn, state, state["batch_stats"],
+                                                     batch["image"], key)
+    return {**state, "batch_stats": stats}, {"loss": loss, **metrics}
 
   def eval_step(state, batch):
-    x = data.centre_crop(batch["image"].astype(jnp.float32) / 255.0, INPUT_SIZE)
+    x = data.centre_crop(to_unit_float(batch["image"]), INPUT_SIZE)
     main, _ = nnx.merge(graphdef, state["params"], state["batch_stats"])(x, train=False)
     clusters = jax.nn.one_hot(jnp.argmax(main, -1), NUM_CLASSES)  # [heads, B, clusters]
     labels = jax.nn.one_hot(batch["label"], NUM_CLASSES)  # [B, classes]

@@ -26,6 +26,12 @@ from flax import nnx
 
 from gapmmd_jax import data
 from gapmmd_jax.config import option
+from gapmmd_jax.experiments._common import (
+    augmented_pairs,
+    gradient_step,
+    image_split,
+    to_unit_float,
+)
 from gapmmd_jax.losses import mine_lower_bound
 from gapmmd_jax.models import MineEncoder
 from gapmmd_jax.train import Result, Task, TrainConfig, fit
@@ -63,16 +69,6 @@ VARIANTS = {
 DEFAULT_VARIANT = "default"
 
 
-def _load(cfg: Config, split: str) -> dict[str, np.ndarray]:
-  images, labels = data.load_mnist(split, data_dir=cfg.data_dir)
-  limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
-  return {"image": images[:limit, ..., None], "label": labels[:limit]}
-
-
-def _crops(images: jax.Array) -> jax.Array:
-  return data.centre_crop(images.astype(jnp.float32) / 255.0, INPUT_SIZE)
-
-
 def _make_net(cfg: Config, key) -> MineEncoder:
   return MineEncoder(latent_dim=cfg.latent_dim, hidden=cfg.statistic_hidden,
                      input_size=INPUT_SIZE, rngs=nnx.Rngs(key))
@@ -80,16 +76,14 @@ def _make_net(cfg: Config, key) -> MineEncoder:
 
 def build_task(cfg: Config) -> Task:
   """The MINE-clustering task of ``cfg``."""
-  train_data, eval_data = _load(cfg, "train"), _load(cfg, "test")
+  train_data, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
   train_data = {"image": train_data["image"]}  # unsupervised
   tx = optax.adam(cfg.learning_rate)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
 
   def statistics(model, images, key, *, train):
     transform_key, shuffle_key = jax.random.split(key)
-    x = _crops(images)
-    x_bar = data.random_rotate_or_crop(transform_key, images.astype(jnp.float32) / 255.0,
-                                       out_size=INPUT_SIZE)
+    x, x_bar = augmented_pairs(transform_key, images, INPUT_SIZE)
     z = model.encode(jnp.concatenate([x, x_bar]), train=train)
     z, z_bar = z[:len(x)], z[len(x):]
     return model.statistic(z, z_bar), model.statistic(z, jax.random.permutation(shuffle_key,
@@ -105,11 +99,9 @@ def build_task(cfg: Config) -> Task:
     return -bound, (bound, nnx.state(model, nnx.BatchStat))
 
   def train_step(state, batch, key):
-    (loss, (bound, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["batch_stats"], batch["image"], key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return ({"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
-             "opt_state": opt_state}, {"loss": loss, "mi_bound": bound})
+    state, loss, (bound, stats), _ = gradient_step(tx, loss_fn, state, state["batch_stats"],
+                                                   batch["image"], key)
+    return {**state, "batch_stats": stats}, {"loss": loss, "mi_bound": bound}
 
   def eval_step(state, batch):
     model = nnx.merge(graphdef, state["params"], state["batch_stats"])
@@ -161,11 +153,12 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   task = build_task(cfg)
   result = fit(task, cfg, variant=variant)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
-  train_split, test_split = _load(cfg, "train"), task.eval_data
+  train_split, test_split = image_split(cfg, "train"), task.eval_data
 
   @jax.jit
   def encode(params, stats, images):
-    return nnx.merge(graphdef, params, stats).encode(_crops(images), train=False)
+    crops = data.centre_crop(to_unit_float(images), INPUT_SIZE)
+    return nnx.merge(graphdef, params, stats).encode(crops, train=False)
 
   probes = []
   for i, seed in enumerate(cfg.seeds):

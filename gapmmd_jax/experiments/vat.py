@@ -27,11 +27,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gapmmd_jax import data
 from gapmmd_jax.config import option
+from gapmmd_jax.experiments._common import gradient_step, image_split, to_unit_float
 from gapmmd_jax.losses import vat_loss
 from gapmmd_jax.models import VatCNN
-from gapmmd_jax.train import Result, Task, TrainConfig, fit
+from gapmmd_jax.train import Result, Task, TrainConfig, fit, seeds_tag
 
 NAME = "vat"
 NUM_CLASSES = 10
@@ -88,12 +88,6 @@ VARIANTS = {
 DEFAULT_VARIANT = "default"
 
 
-def _load(cfg: Config, split: str) -> dict[str, np.ndarray]:
-  images, labels = data.load_mnist(split, data_dir=cfg.data_dir)
-  limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
-  return {"image": images[:limit, ..., None], "label": labels[:limit]}
-
-
 def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
   """Indices of ``per_class`` examples of each class, drawn with ``seed``: ``[10 * per_class]``."""
   rng = np.random.default_rng(seed)
@@ -107,13 +101,9 @@ def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
   return np.sort(np.concatenate(chosen))
 
 
-def _to_float(images: jax.Array) -> jax.Array:
-  return images.astype(jnp.float32) / 255.0
-
-
 def build_task(cfg: Config) -> Task:
   """The VAT classification task of ``cfg`` (supervised or semi-supervised)."""
-  train_data, eval_data = _load(cfg, "train"), _load(cfg, "test")
+  train_data, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
   tx = optax.adadelta(cfg.learning_rate, rho=0.95, eps=1e-7)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: VatCNN(cfg.dropout, rngs=nnx.Rngs(0))))
   labelled = None
@@ -135,7 +125,7 @@ def build_task(cfg: Config) -> Task:
     else:
       rows = jax.random.randint(label_key, (cfg.labelled_batch_size,), 0, len(labelled["label"]))
       supervised = jax.tree.map(lambda a: a[rows], labelled)
-    logits = model(_to_float(supervised["image"]), dropout_key)
+    logits = model(to_unit_float(supervised["image"]), dropout_key)
     labels = supervised["label"]
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     metrics = {"cross_entropy": cross_entropy,
@@ -144,21 +134,18 @@ def build_task(cfg: Config) -> Task:
     if cfg.vat:
       # One dropout mask for the clean and the perturbed passes: the KL then
       # measures the perturbation, not two different sub-networks.
-      vat = vat_loss(lambda x: model(x, dropout_key), _to_float(batch["image"]), vat_key,
+      vat = vat_loss(lambda x: model(x, dropout_key), to_unit_float(batch["image"]), vat_key,
                      xi=cfg.vat_xi, eps=cfg.vat_eps, num_iterations=cfg.vat_iterations)
       metrics["vat"] = vat
       loss = loss + cfg.vat_weight * vat
     return loss, metrics
 
   def train_step(state, batch, key):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch,
-                                                                       key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    return {"params": params, "opt_state": opt_state}, {"loss": loss, **metrics}
+    state, loss, metrics, _ = gradient_step(tx, loss_fn, state, batch, key)
+    return state, {"loss": loss, **metrics}
 
   def eval_step(state, batch):
-    logits = nnx.merge(graphdef, state["params"])(_to_float(batch["image"]))
+    logits = nnx.merge(graphdef, state["params"])(to_unit_float(batch["image"]))
     return {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
             "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])}
 
@@ -201,8 +188,8 @@ def _markdown(rows: list[dict], title: str) -> str:
 
 def run_table(cfg: Config, variant: str = "custom") -> list[dict]:
   """Runs the four dropout x VAT configurations of ``cfg``; writes and returns the table rows."""
-  seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
-  table_dir = pathlib.Path(cfg.out_dir) / (cfg.run_name or f"{NAME}-table-{variant}-{seeds_tag}")
+  table_dir = pathlib.Path(cfg.out_dir) / (cfg.run_name
+                                           or f"{NAME}-table-{variant}-{seeds_tag(cfg.seeds)}")
   rows = []
   for label, dropout, use_vat in TABLE_ROWS:
     sub = dataclasses.replace(cfg, dropout=dropout, vat=use_vat, table=False,

@@ -171,6 +171,11 @@ class _Evaluator:
     return {k: v / self.num for k, v in _to_host(totals).items()}
 
 
+def seeds_tag(seeds: tuple[int, ...]) -> str:
+  """``s0-1-2`` for seeds (0, 1, 2): the seeds part of default run-directory names."""
+  return "s" + "-".join(str(s) for s in seeds)
+
+
 def num_steps(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
   """``(steps_per_epoch, total_steps)`` of a run: full batches only, ``epochs`` rounded."""
   steps_per_epoch = num_train // cfg.batch_size
@@ -192,9 +197,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if num_train < cfg.batch_size:
     raise ValueError(f"batch_size={cfg.batch_size} exceeds the {num_train} training examples.")
   steps_per_epoch, total_steps = num_steps(cfg, num_train)
-  seeds_tag = "s" + "-".join(str(s) for s in cfg.seeds)
   run = _rundir.RunDir(_rundir.resolve_run_dir(
-      cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag}", cfg.resume))
+      cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag(cfg.seeds)}", cfg.resume))
   resolved = {"experiment": task.name, "variant": variant, **config_lib.to_dict(cfg)}
 
   repl = NamedSharding(mesh, P())

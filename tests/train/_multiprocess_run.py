@@ -30,9 +30,7 @@ assert jax.device_count() == 4 and jax.local_device_count() == 2, jax.devices()
 result = fit(tiny_task.make_task(data_dir), tiny_task.config(out_dir, seeds=(0, 1)))
 
 # MMD of sample sets whose rows live on the two processes (each holds its own half).
-rng = np.random.default_rng(0)
-x = rng.normal(size=(4000, 16)).astype(np.float32)
-y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
+x, y = tiny_task.mmd_samples()
 mesh = jax.make_mesh((4,), ("data",))
 sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 mine = slice(int(process_id) * 2000, (int(process_id) + 1) * 2000), \

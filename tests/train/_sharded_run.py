@@ -13,9 +13,7 @@ data_dir, out_dir, result_path = sys.argv[1:4]
 assert jax.device_count() == 4, jax.devices()
 result = fit(tiny_task.make_task(data_dir), tiny_task.config(out_dir, seeds=(0, 1)))
 
-rng = np.random.default_rng(0)
-x = rng.normal(size=(4000, 16)).astype(np.float32)
-y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
+x, y = tiny_task.mmd_samples()
 mmd_values = []
 for mesh in (jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)),  # automatic sharding
              jax.make_mesh((4,), ("data",))):  # explicit sharding

@@ -70,21 +70,23 @@ def test_vmapped_seeds_equal_single_seed_runs(task, reference, tmp_path):
                                                           abs=1 / 300)
 
 
+def _assert_matches_single_process(result, reference) -> None:
+  """A sharded run's saved result equals the 1-device run and the unsharded MMD."""
+  assert int(result["num_traces"]) == 1
+  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
+                             rtol=1e-4, atol=1e-5)
+  x, y = tiny_task.mmd_samples()
+  np.testing.assert_allclose(result["mmd"], g.mmd2(x, y, estimator="unbiased"), rtol=1e-4,
+                             atol=1e-6)
+
+
 def test_data_parallel_on_four_devices_matches_one(mnist_dir, reference, tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
   out = tmp_path / "sharded.npz"
   subprocess.run([sys.executable, os.path.join(HERE, "_sharded_run.py"), str(mnist_dir),
                   str(tmp_path), str(out)], env=env, check=True, timeout=600)
-  result = np.load(out)
-  assert int(result["num_traces"]) == 1
-  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
-                             rtol=1e-4, atol=1e-5)
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(4000, 16)).astype(np.float32)
-  y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
-  np.testing.assert_allclose(result["mmd"], g.mmd2(x, y, estimator="unbiased"), rtol=1e-4,
-                             atol=1e-6)
+  _assert_matches_single_process(np.load(out), reference)
 
 
 def test_bad_batch_size(task, tmp_path):
@@ -139,12 +141,4 @@ def test_two_processes_on_jax_distributed_match_one(mnist_dir, reference, tmp_pa
   if any(proc.returncode == 3 for proc in procs):
     pytest.skip("CPU collectives are unavailable in this jaxlib: " + logs[0].strip()[-500:])
   assert all(proc.returncode == 0 for proc in procs), "\n\n".join(log[-3000:] for log in logs)
-  result = np.load(out)
-  assert int(result["num_traces"]) == 1
-  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
-                             rtol=1e-4, atol=1e-5)
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(4000, 16)).astype(np.float32)
-  y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
-  np.testing.assert_allclose(float(result["mmd"]), g.mmd2(x, y, estimator="unbiased"),
-                             rtol=1e-4, atol=1e-6)
+  _assert_matches_single_process(np.load(out), reference)

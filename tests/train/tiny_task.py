@@ -46,3 +46,11 @@ def config(out_dir, **overrides) -> TrainConfig:
   base = TrainConfig(batch_size=64, epochs=2.5, eval_every=7, log_every=3, checkpoint_every=4,
                      eval_batch_size=128, out_dir=str(out_dir), run_name="run", progress=False)
   return dataclasses.replace(base, **overrides)
+
+
+def mmd_samples() -> tuple[np.ndarray, np.ndarray]:
+  """The two sample sets (4000 x 16 and 3000 x 16, float32) of the sharded-MMD checks."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4000, 16)).astype(np.float32)
+  y = (rng.normal(size=(3000, 16)) + 0.1).astype(np.float32)
+  return x, y

@@ -1,0 +1,55 @@
+"""Pieces every experiment uses: its data split, pixel scaling and the optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gapmmd_jax import data
+from gapmmd_jax.train import TrainConfig
+
+
+def image_split(cfg: TrainConfig, split: str,
+                load: Callable[..., tuple[np.ndarray, np.ndarray]] = data.load_mnist,
+                **load_options) -> dict[str, np.ndarray]:
+  """``{"image": [N, H, W, 1] uint8, "label": [N] int32}`` of ``split``.
+
+  ``load(split, data_dir=..., **load_options)`` reads the grey-scale images
+  (MNIST by default); the split is cut to ``cfg.max_train_examples`` or
+  ``cfg.max_eval_examples``.
+  """
+  images, labels = load(split, data_dir=cfg.data_dir, **load_options)
+  limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
+  return {"image": images[:limit, ..., None], "label": labels[:limit]}
+
+
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 pixels -> float32 in [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def augmented_pairs(key: jax.Array, images: jax.Array,
+                    size: int = 24) -> tuple[jax.Array, jax.Array]:
+  """IIC-style pairs of uint8 ``[B, H, W, C]`` images: the ``size`` centre crops, and a random
+  rotation or crop-and-resize of each (:func:`gapmmd_jax.data.random_rotate_or_crop`), float32."""
+  images = to_unit_float(images)
+  return (data.centre_crop(images, size),
+          data.random_rotate_or_crop(key, images, out_size=size))
+
+
+def gradient_step(tx: optax.GradientTransformation, loss_fn: Callable, state: dict,
+                  *args) -> tuple[dict, jax.Array, Any, Any]:
+  """One optimizer step on ``state["params"]`` for ``loss_fn(params, *args) -> (loss, aux)``.
+
+  Returns:
+    ``(state, loss, aux, grads)``: ``state`` with ``params`` and ``opt_state``
+    updated and every other entry kept.
+  """
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], *args)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  return ({**state, "params": optax.apply_updates(state["params"], updates),
+           "opt_state": opt_state}, loss, aux, grads)
