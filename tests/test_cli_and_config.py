@@ -1,6 +1,7 @@
 """Config variants and overrides, the CLI, and the README's code example."""
 
 import dataclasses
+import os
 import pathlib
 import re
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from gapmmd_jax import cli
+from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.experiments import gap_mmd
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -40,6 +42,16 @@ def test_missing_data_is_a_message_not_a_traceback(tmp_path, capsys):
                    "--out-dir", str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "train-images-idx3-ubyte.gz" in err and "no such directory" in err
+
+
+def test_ynn_dots_is_an_opt_in_added_to_xla_flags(monkeypatch, capsys):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  assert cli.main(["gap-mmd", "--seeds", "1", "1"]) == 2  # fails after the flags are settled
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+  assert cli.main(["--ynn-dots", "gap-mmd", "--seeds", "1", "1"]) == 2
+  assert os.environ["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {YNN_DOTS}"
+  assert with_xla_flags(YNN_DOTS, "", base=f"-a {YNN_DOTS}") == f"-a {YNN_DOTS}"
+  capsys.readouterr()
 
 
 def test_help_lists_every_option_with_variant_values(capsys):

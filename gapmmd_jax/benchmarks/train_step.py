@@ -7,11 +7,13 @@ own process with 2 threads: ours (the experiment's own ``train_step``, jitted
 with the state donated) on 1 device and 1 seed; PyTorch eager and
 ``torch.compile`` (the same model, batch and optimizer); ours with the batch
 sharded over 2 and 4 forced host devices; ours with 4 and 8 seeds in one step
-(``--seed-axis auto``: unrolled on CPU, vmapped elsewhere). Each cell warms up,
+(``--seed-axis auto``: unrolled on CPU, vmapped elsewhere); the ``-ynn`` cells
+add the opt-in XLA flag of ``gapmmd --ynn-dots`` (YNNPACK dots and convolution
+gradients on CPU). Each cell warms up,
 then times steps until 20 or ``--max-seconds``, and reports the median as
 images per second (per seed).
 
-  gapmmd bench train                          # everything (about 10 min on 2 cores)
+  gapmmd bench train                          # everything (about 8 min on 2 cores)
   gapmmd bench train --models gap-lenet --cells jax torch-eager
 Writes JSON and markdown to --out (default benchmarks/results).
 """
@@ -27,14 +29,18 @@ import time
 
 import numpy as np
 
+from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.benchmarks._cells import run_cell
 
 MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
 IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64}
-# cell name -> (implementation, devices, seeds)
-CELLS = {"jax": ("jax", 1, 1), "torch-eager": ("torch-eager", 1, 1),
-         "torch-compile": ("torch-compile", 1, 1), "jax-2dev": ("jax", 2, 1),
-         "jax-4dev": ("jax", 4, 1), "jax-4seeds": ("jax", 1, 4), "jax-8seeds": ("jax", 1, 8)}
+# cell name -> (implementation, devices, seeds, with the opt-in YNN_DOTS flag)
+CELLS = {"jax": ("jax", 1, 1, False), "jax-ynn": ("jax", 1, 1, True),
+         "torch-eager": ("torch-eager", 1, 1, False),
+         "torch-compile": ("torch-compile", 1, 1, False), "jax-2dev": ("jax", 2, 1, False),
+         "jax-4dev": ("jax", 4, 1, False), "jax-ynn-4dev": ("jax", 4, 1, True),
+         "jax-4seeds": ("jax", 1, 4, False), "jax-8seeds": ("jax", 1, 8, False),
+         "jax-ynn-8seeds": ("jax", 1, 8, True)}
 MAX_REPEATS = 20
 
 
@@ -188,7 +194,7 @@ def torch_worker(model: str, compiled: bool, max_seconds: float) -> dict:
 
 
 def worker(model: str, cell: str, data_dir: str | None, max_seconds: float) -> dict:
-  impl, _, seeds = CELLS[cell]
+  impl, _, seeds, _ = CELLS[cell]
   if impl == "jax":
     result = jax_worker(model, seeds, data_dir, max_seconds)
   else:
@@ -241,15 +247,16 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for model in args.models:
     for cell in args.cells:
-      devices = CELLS[cell][1]
-      flags = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else None
+      _, devices, seeds, ynn = CELLS[cell]
+      flags = with_xla_flags(f"--xla_force_host_platform_device_count={devices}"
+                             if devices > 1 else "", YNN_DOTS if ynn else "")
       worker_args = ["--worker", model, cell, "--max-seconds", str(args.max_seconds)]
       if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
       result = run_cell("gapmmd_jax.benchmarks.train_step", worker_args, args.timeout,
                         xla_flags=flags)
-      rows.append({"model": model, "cell": cell, "devices": devices, "seeds": CELLS[cell][2],
-                   **result})
+      rows.append({"model": model, "cell": cell, "devices": devices, "seeds": seeds,
+                   "xla_flags": flags, **result})
       shown = (f"{result['images_per_second_per_seed']:.0f} images/s per seed"
                if result["status"] == "ok" else result["status"])
       print(f"{model:10s} {cell:14s} {shown}", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from gapmmd_jax.models._layers import max_pool
 from gapmmd_jax.ops import gradient_reversal
 
 
@@ -26,8 +27,8 @@ class DomainAdaptationNet(nnx.Module):
 
   def features(self, x: jax.Array) -> jax.Array:
     """``[B, 28, 28, C]`` normalised images -> ``[B, 768]`` features."""
-    x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
-    x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
+    x = max_pool(nnx.relu(self.conv1(x)))
+    x = max_pool(nnx.relu(self.conv2(x)))
     return x.reshape(x.shape[0], -1)
 
   def classify(self, features: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from gapmmd_jax.models._layers import max_pool
+
 
 class GapLeNet(nnx.Module):
   """conv5x5(32)-ReLU-pool2-conv5x5(64)-ReLU-pool2-GAP-dense(10, no bias).
@@ -21,8 +23,8 @@ class GapLeNet(nnx.Module):
 
   def feature_maps(self, x: jax.Array) -> jax.Array:
     """``[B, H, W, C_in]`` images -> ``[B, H/4, W/4, 64]`` last conv maps."""
-    x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
-    return nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
+    x = max_pool(nnx.relu(self.conv1(x)))
+    return max_pool(nnx.relu(self.conv2(x)))
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Returns ``(logits [B, classes], gap_features [B, 64])``."""

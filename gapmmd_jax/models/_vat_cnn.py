@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gapmmd_jax.models._layers import max_pool
+
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   """Inverted dropout; the identity when ``key`` is None or ``rate`` is 0."""
@@ -37,7 +39,7 @@ class VatCNN(nnx.Module):
     """``[B, 28, 28, 1]`` float images -> ``[B, classes]`` logits."""
     keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     x = nnx.relu(self.conv2(nnx.relu(self.conv1(x))))
-    x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool(x)
     x = _dropout(x.reshape(x.shape[0], -1), self.dropout_rates[0], keys[0])
     x = _dropout(nnx.relu(self.hidden(x)), self.dropout_rates[1], keys[1])
     return self.out(x)

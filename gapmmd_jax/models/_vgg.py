@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gapmmd_jax.models._layers import max_pool
+
 WIDTHS = (64, 128, 256, 512)
 
 
@@ -32,7 +34,7 @@ class VGGBackbone(nnx.Module):
     for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
       x = nnx.relu(norm(conv(x), use_running_average=not train))
       if index < len(self.convs) - 1:
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x)
     return x.reshape(x.shape[0], -1)
 
 
