@@ -10,9 +10,13 @@ Methods, all in the same code path:
 
   source-only  cross-entropy on the source only
   dann         + domain classification through the gradient reversal layer
-  ddc          + single-kernel MMD^2 between source and target of the last hidden layer
+  ddc          + single-kernel MMD^2 between source and target conv features
   dan          + MK-MMD^2 on both hidden layers and the logits, with kernel weights
                re-learned every --dan-update-every steps (``mk_mmd_kernel_weights``)
+
+--mmd-layers picks other layers for ddc and dan (``features``: the 768 conv
+features the DANN domain head sees; ``hidden1``, ``hidden2`` (the DDC paper's
+choice), ``logits``); --adaptation-weight defaults per method (ddc, dan 3; dann 1).
 
   gapmmd adapt --method dann                # one method, 1 seed, 10 epochs
   gapmmd adapt --variant quick --compare    # smoke run of all four methods
@@ -42,6 +46,12 @@ from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps, seeds_ta
 
 NAME = "adapt"
 METHODS = ("source-only", "ddc", "dan", "dann")
+LAYERS = ("features", "hidden1", "hidden2", "logits")
+# Per-method defaults of --mmd-layers and --adaptation-weight, chosen by the
+# 2-epoch single-seed sweep in the README: DDC on the conv features (the
+# paper's last hidden layer gained nothing), DAN on the paper's layers.
+DEFAULT_LAYERS = {"ddc": ("features",), "dan": ("hidden1", "hidden2", "logits")}
+DEFAULT_WEIGHTS = {"source-only": 0.0, "ddc": 3.0, "dan": 3.0, "dann": 1.0}
 DAN_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidths, times the mean squared distance
 DAN_PROBE = 256  # source and target examples for each kernel-weight estimate
 FILES = {
@@ -59,20 +69,40 @@ class Config(TrainConfig):
   compare: bool = option(False, "run every method and write the comparison table")
   learning_rate: float = option(0.01, "initial learning rate mu_0 of 0.01 / (1 + 10 p)^0.75")
   momentum: float = option(0.9, "SGD momentum")
-  adaptation_weight: float = option(1.0, "weight of the domain loss (dann) or MMD term "
-                                    "(ddc, dan), times the 2 / (1 + exp(-10 p)) - 1 ramp")
+  adaptation_weight: float | None = option(None, "weight of the domain loss (dann) or MMD "
+                                           "term (ddc, dan), times the 2 / (1 + exp(-10 p)) - 1 "
+                                           f"ramp; unset: {DEFAULT_WEIGHTS}")
   dan_update_every: int = option(500, "steps between DAN kernel-weight re-estimates")
+  mmd_layers: tuple[str, ...] = option((), "layers whose source and target activations the "
+                                       f"MMD term of ddc / dan compares, of {LAYERS}; unset: "
+                                       f"{DEFAULT_LAYERS}")
   mnist_m_seed: int = option(0, "seed of the MNIST-M generator")
   pairing_seed: int = option(0, "seed of the random source/target pairing")
   bsds_dir: str | None = option(None, "BSDS500 training photos (else $GAPMMD_BSDS_DIR)")
 
   def __post_init__(self):
     super().__post_init__()
-    if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.adaptation_weight < 0:
+    if (self.learning_rate <= 0 or not 0 <= self.momentum < 1
+        or (self.adaptation_weight or 0) < 0):
       raise ValueError("need learning_rate > 0, 0 <= momentum < 1, adaptation_weight >= 0; got "
                        f"{self.learning_rate}, {self.momentum}, {self.adaptation_weight}.")
     if self.dan_update_every < 1:
       raise ValueError(f"dan_update_every must be >= 1, got {self.dan_update_every}.")
+    unknown = set(self.mmd_layers) - set(LAYERS)
+    if unknown or len(set(self.mmd_layers)) != len(self.mmd_layers):
+      raise ValueError(f"mmd_layers must be distinct names of {LAYERS}, got {self.mmd_layers}.")
+
+  @property
+  def adapted_layers(self) -> tuple[str, ...]:
+    """The layers of the MMD term (ddc, dan), in network order."""
+    chosen = self.mmd_layers or DEFAULT_LAYERS.get(self.method, ())
+    return tuple(name for name in LAYERS if name in chosen)
+
+  @property
+  def weight(self) -> float:
+    """``adaptation_weight``, or the method's default."""
+    return (DEFAULT_WEIGHTS[self.method] if self.adaptation_weight is None
+            else self.adaptation_weight)
 
 
 VARIANTS = {
@@ -116,12 +146,16 @@ def load_data(cfg: Config) -> tuple[dict, dict, np.ndarray]:
   return train, evaluation, channel_mean.astype(np.float32)
 
 
-def _dan_layers(logits: jax.Array, hidden: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
-  """The layers DAN adapts: both hidden layers and the logits."""
-  return (*hidden, logits)
+def _activations(model: DomainAdaptationNet, images: jax.Array,
+                 names: tuple[str, ...]) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  """``(features [B, 768], (activations of each of names))`` of normalised images."""
+  features = model.features(images)
+  logits, (hidden1, hidden2) = model.classify(features)
+  layers = {"features": features, "hidden1": hidden1, "hidden2": hidden2, "logits": logits}
+  return features, tuple(layers[name] for name in names)
 
 
-def _dan_weights_update(graphdef, normalise, train_data: dict):
+def _dan_weights_update(graphdef, normalise, train_data: dict, names: tuple[str, ...]):
   """A harness ``host_update`` that re-learns DAN's kernel weights per seed and layer.
 
   The weights come from ``mk_mmd_kernel_weights`` on the features of the
@@ -133,9 +167,7 @@ def _dan_weights_update(graphdef, normalise, train_data: dict):
 
   @jax.jit
   def probe_layers(params):
-    model = nnx.merge(graphdef, params)
-    logits, hidden = model.classify(model.features(normalise(probe)))
-    return _dan_layers(logits, hidden)
+    return _activations(nnx.merge(graphdef, params), normalise(probe), names)[1]
 
   def update(states, step):
     del step
@@ -158,7 +190,7 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: DomainAdaptationNet(rngs=nnx.Rngs(0))))
   tx = optax.sgd(lambda count: schedules(count / total_steps, cfg.learning_rate)[0],
                  momentum=cfg.momentum)
-  num_layers = 3  # DAN: hidden1, hidden2, logits
+  adapted = cfg.adapted_layers
 
   def normalise(images):
     return to_unit_float(images) - channel_mean
@@ -167,15 +199,15 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
     params = nnx.state(DomainAdaptationNet(rngs=nnx.Rngs(key)))
     state = {"params": params, "opt_state": tx.init(params)}
     if cfg.method == "dan":
-      state["kernel_weights"] = jnp.full((num_layers, len(DAN_MULTIPLIERS)),
+      state["kernel_weights"] = jnp.full((len(adapted), len(DAN_MULTIPLIERS)),
                                          1.0 / len(DAN_MULTIPLIERS))
     return state
 
   def loss_fn(params, kernel_weights, batch, lam):
     model = nnx.merge(graphdef, params)
     n = batch["label"].shape[0]
-    features = model.features(normalise(jnp.concatenate([batch["source"], batch["target"]])))
-    logits, hidden = model.classify(features)
+    images = normalise(jnp.concatenate([batch["source"], batch["target"]]))
+    features, (*layers, logits) = _activations(model, images, (*adapted, "logits"))
     label_loss = optax.softmax_cross_entropy_with_integer_labels(logits[:n], batch["label"]).mean()
     metrics = {"label_loss": label_loss,
                "source_accuracy": jnp.mean(jnp.argmax(logits[:n], -1) == batch["label"])}
@@ -186,20 +218,20 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       domain_loss = optax.softmax_cross_entropy_with_integer_labels(domain_logits, domains).mean()
       metrics.update(domain_loss=domain_loss,
                      domain_accuracy=jnp.mean(jnp.argmax(domain_logits, -1) == domains))
-      loss = loss + cfg.adaptation_weight * domain_loss  # the GRL applies lambda and the sign
+      loss = loss + cfg.weight * domain_loss  # the GRL applies lambda and the sign
     elif cfg.method == "ddc":
-      mmd = mmd2(hidden[1][:n], hidden[1][n:], kernel_num=1)
+      mmd = sum(mmd2(layer[:n], layer[n:], kernel_num=1) for layer in layers)
       metrics["mmd"] = mmd
-      loss = loss + cfg.adaptation_weight * lam * mmd
+      loss = loss + cfg.weight * lam * mmd
     elif cfg.method == "dan":
       mmd = 0.0
-      for layer, weights in zip(_dan_layers(logits, hidden), kernel_weights):
+      for layer, weights in zip(layers, kernel_weights):
         scale = jax.lax.stop_gradient(mean_squared_distance(layer))
         bandwidths = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
         mmd = mmd + mk_mmd2(layer[:n], layer[n:], bandwidths=bandwidths, weights=weights,
                             estimator="unbiased")
       metrics["mmd"] = mmd
-      loss = loss + cfg.adaptation_weight * lam * mmd
+      loss = loss + cfg.weight * lam * mmd
     return loss, metrics
 
   def train_step(state, batch, key):
@@ -226,7 +258,7 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
         out[f"domain_accuracy_{domain}"] = (predicted == (domain == "target")).astype(jnp.float32)
     return out
 
-  host_update = (_dan_weights_update(graphdef, normalise, train_data)
+  host_update = (_dan_weights_update(graphdef, normalise, train_data, adapted)
                  if cfg.method == "dan" else None)
   return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
               train_data=train_data, eval_data=eval_data, host_update=host_update,

@@ -79,10 +79,10 @@ def test_dan_kernel_weights_are_learned_between_steps(mnist_dir, bsds_dir, tmp_p
   cfg = type(cfg)(**{**cfg.__dict__, "method": "dan", "data_dir": str(mnist_dir),
                      "bsds_dir": str(bsds_dir), "max_train_examples": 512,
                      "max_eval_examples": 200, "dan_update_every": 4, "out_dir": str(tmp_path),
-                     "run_name": "dan", "progress": False})
+                     "run_name": "dan", "progress": False, "mmd_layers": ("hidden2", "features")})
   result = adapt.run(cfg, "quick")
   weights = result.state["state"]["kernel_weights"]  # [seeds, layers, kernels]
-  assert weights.shape == (1, 3, len(adapt.DAN_MULTIPLIERS))
+  assert weights.shape == (1, 2, len(adapt.DAN_MULTIPLIERS))
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
   assert np.all(weights >= 0) and not np.allclose(weights, 1 / len(adapt.DAN_MULTIPLIERS))
 
@@ -93,3 +93,15 @@ def test_bad_options(capsys):
   with pytest.raises(SystemExit):
     cli.main(["adapt", "--method", "coral"])
   assert "invalid choice: 'coral'" in capsys.readouterr().err
+  assert cli.main(["adapt", "--method", "ddc", "--mmd-layers", "features", "fc7"]) == 2
+  assert "mmd_layers must be distinct names" in capsys.readouterr().err
+
+
+def test_adapted_layers():
+  assert adapt.Config(method="ddc").adapted_layers == ("features",)
+  assert adapt.Config(method="ddc").weight == 3.0
+  assert adapt.Config(method="dann", adaptation_weight=0.5).weight == 0.5
+  assert adapt.Config(method="dan").adapted_layers == ("hidden1", "hidden2", "logits")
+  assert adapt.Config(method="dann").adapted_layers == ()
+  chosen = adapt.Config(method="dan", mmd_layers=("logits", "features"))
+  assert chosen.adapted_layers == ("features", "logits")  # network order
