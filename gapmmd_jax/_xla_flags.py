@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-# XLA's CPU backend runs dots, including the weight and input gradients of
-# convolutions, through YNNPACK: 1.5-3x faster train steps on the 2-core
-# development machine (README, "Train-step throughput"). Experimental in
-# jaxlib 0.10, hence opt-in.
+# XLA's CPU backend runs dots, including the weight gradients of convolutions,
+# through YNNPACK: 1.8-3.5x faster VAT and DANN train steps on the 2-core
+# development machine, slower GAP-LeNet ones (README, "Train-step throughput").
+# Experimental in jaxlib 0.10, hence opt-in.
 YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
 

@@ -30,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                       "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)")
   parser.add_argument("--ynn-dots", action="store_true",
                       help=f"opt into XLA's experimental YNNPACK kernels for dots and "
-                      f"convolution gradients on CPU (adds {YNN_DOTS} to XLA_FLAGS): 1.5-3x "
-                      "faster train steps on a 2-core CPU (README, 'Train-step throughput')")
+                      f"convolution weight gradients on CPU (adds {YNN_DOTS} to XLA_FLAGS): 1.8-3.5x "
+                      "faster VAT and DANN steps on a 2-core CPU, slower GAP-LeNet ones (README, "
+                      "'Train-step throughput')")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in EXPERIMENTS.items():
     doc = (module.__doc__ or "").strip()
