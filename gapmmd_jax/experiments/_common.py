@@ -32,13 +32,17 @@ def to_unit_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
+def centre_crops(images: jax.Array, size: int = 24) -> jax.Array:
+  """uint8 ``[B, H, W, C]`` -> float32 ``[B, size, size, C]`` centre crops in [0, 1]."""
+  return data.centre_crop(to_unit_float(images), size)
+
+
 def augmented_pairs(key: jax.Array, images: jax.Array,
                     size: int = 24) -> tuple[jax.Array, jax.Array]:
   """IIC-style pairs of uint8 ``[B, H, W, C]`` images: the ``size`` centre crops, and a random
   rotation or crop-and-resize of each (:func:`gapmmd_jax.data.random_rotate_or_crop`), float32."""
-  images = to_unit_float(images)
-  return (data.centre_crop(images, size),
-          data.random_rotate_or_crop(key, images, out_size=size))
+  return (centre_crops(images, size),
+          data.random_rotate_or_crop(key, to_unit_float(images), out_size=size))
 
 
 def gradient_step(tx: optax.GradientTransformation, loss_fn: Callable, state: dict,

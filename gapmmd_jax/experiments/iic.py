@@ -24,13 +24,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gapmmd_jax import data
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
     augmented_pairs,
+    centre_crops,
     gradient_step,
     image_split,
-    to_unit_float,
 )
 from gapmmd_jax.losses import iic_loss
 from gapmmd_jax.metrics import matched_accuracy
@@ -106,7 +105,7 @@ def build_task(cfg: Config) -> Task:
     return {**state, "batch_stats": stats}, {"loss": loss, **metrics}
 
   def eval_step(state, batch):
-    x = data.centre_crop(to_unit_float(batch["image"]), INPUT_SIZE)
+    x = centre_crops(batch["image"], INPUT_SIZE)
     main, _ = nnx.merge(graphdef, state["params"], state["batch_stats"])(x, train=False)
     clusters = jax.nn.one_hot(jnp.argmax(main, -1), NUM_CLASSES)  # [heads, B, clusters]
     labels = jax.nn.one_hot(batch["label"], NUM_CLASSES)  # [B, classes]

@@ -24,13 +24,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gapmmd_jax import data
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
     augmented_pairs,
+    centre_crops,
     gradient_step,
     image_split,
-    to_unit_float,
 )
 from gapmmd_jax.losses import mine_lower_bound
 from gapmmd_jax.models import MineEncoder
@@ -157,8 +156,8 @@ def run(cfg: Config, variant: str = "custom") -> Result:
 
   @jax.jit
   def encode(params, stats, images):
-    crops = data.centre_crop(to_unit_float(images), INPUT_SIZE)
-    return nnx.merge(graphdef, params, stats).encode(crops, train=False)
+    return nnx.merge(graphdef, params, stats).encode(centre_crops(images, INPUT_SIZE),
+                                                     train=False)
 
   probes = []
   for i, seed in enumerate(cfg.seeds):
