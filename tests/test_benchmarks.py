@@ -8,16 +8,18 @@ from gapmmd_jax import cli
 
 
 def test_mmd_throughput_smoke(tmp_path, capsys):
-  assert cli.main(["bench", "mmd", "--n", "128", "--d", "3", "--impls", "ours-auto", "ours-tiled",
-                   "jax-naive", "yardstick", "--max-seconds", "1", "--out", str(tmp_path)]) == 0
+  ours = ("ours-auto", "ours-tiled", "ours-auto-ynn-off")
+  assert cli.main(["bench", "mmd", "--n", "128", "--d", "3", "--impls", *ours, "jax-naive",
+                   "yardstick", "--max-seconds", "1", "--out", str(tmp_path)]) == 0
   result = json.loads((tmp_path / "mmd_throughput.json").read_text())
   rows = {r["impl"]: r for r in result["rows"]}
-  assert set(rows) == {"ours-auto", "ours-tiled", "jax-naive", "yardstick"}
-  for name in ("ours-auto", "ours-tiled", "jax-naive"):
+  assert set(rows) == {*ours, "jax-naive", "yardstick"}
+  for name in (*ours, "jax-naive"):
     assert rows[name]["status"] == "ok" and rows[name]["seconds"] > 0
     assert rows[name]["relative_error"] < 1e-4
     assert rows[name]["vs_yardstick"] > 0
-  assert (tmp_path / "mmd_throughput.md").read_text().count("| ours-") == 2
+  assert rows["ours-auto-ynn-off"]["xla_flags"].endswith("=-reduce")
+  assert (tmp_path / "mmd_throughput.md").read_text().count("| ours-") == 3
   assert (tmp_path / "mmd_throughput.png").is_file()
 
 

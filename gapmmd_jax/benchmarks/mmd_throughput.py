@@ -11,6 +11,8 @@ child above ``--memory-limit-gib``) and time-outs are reported as such.
 
 Implementations:
   ours-auto, ours-full, ours-tiled  gapmmd_jax.mmd2 (automatic, one full matrix, tiles of 1024)
+  ours-auto-ynn-off   ours-auto with XLA's default YNNPACK reduce fusion turned off
+  ours-auto-ynn-dots  ours-auto under the --ynn-dots flag the train steps opt into
   jax-naive        the reference code ported to JAX as written ([N, N, d] differences)
   torch-reference  the widely copied PyTorch mmd_rbf, step by step
   torch-gram       PyTorch with the Gram matrix (one matmul) instead of differences
@@ -34,10 +36,16 @@ import time
 
 import numpy as np
 
+from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.benchmarks._cells import run_cell
 
-IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "jax-naive", "torch-reference",
-                   "torch-gram", "pykeops", "yardstick")
+IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "ours-auto-ynn-off",
+                   "ours-auto-ynn-dots", "jax-naive", "torch-reference", "torch-gram", "pykeops",
+                   "yardstick")
+# Cells run under XLA flags of their own (appended to $XLA_FLAGS); jaxlib 0.10's
+# CPU backend fuses reductions into YNNPACK by default, which "-reduce" undoes.
+XLA_FLAGS_BY_IMPL = {"ours-auto-ynn-off": "--xla_cpu_experimental_ynn_fusion_type=-reduce",
+                     "ours-auto-ynn-dots": YNN_DOTS}
 KERNEL_MUL, KERNEL_NUM = 2.0, 5
 MAX_REPEATS = 20
 
@@ -73,7 +81,7 @@ def _jax_impl(name: str, x: np.ndarray, y: np.ndarray):
       return jnp.mean(k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n])
     f = jax.jit(naive)
   else:
-    block = {"ours-auto": None, "ours-full": 1 << 30, "ours-tiled": 1024}[name]
+    block = {"ours-full": 1 << 30, "ours-tiled": 1024}.get(name)  # None: automatic
     f = jax.jit(lambda a, b: gapmmd_jax.mmd2(a, b, kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM,
                                              block_size=block))
   return lambda: f(xj, yj), jax.block_until_ready
@@ -199,8 +207,10 @@ def float64_reference(n: int, d: int) -> float:
                                kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM))
 
 
-def _run_child(args: list[str], timeout: float, memory_limit_gib: float) -> dict:
-  return run_cell("gapmmd_jax.benchmarks.mmd_throughput", args, timeout, memory_limit_gib)
+def _run_child(args: list[str], timeout: float, memory_limit_gib: float,
+               xla_flags: str | None = None) -> dict:
+  return run_cell("gapmmd_jax.benchmarks.mmd_throughput", args, timeout, memory_limit_gib,
+                  xla_flags=xla_flags)
 
 
 def _markdown(rows: list[dict], d: int) -> str:
@@ -294,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         exact = result.get("value")
       for impl in args.impls:
         result = _run_child(["--worker", impl, str(n), str(d), "--max-seconds",
-                             str(args.max_seconds)], args.timeout, args.memory_limit_gib)
+                             str(args.max_seconds)], args.timeout, args.memory_limit_gib,
+                            xla_flags=with_xla_flags(XLA_FLAGS_BY_IMPL.get(impl, "")))
         row = {"impl": impl, "n": n, "d": d, **result}
+        if impl in XLA_FLAGS_BY_IMPL:
+          row["xla_flags"] = XLA_FLAGS_BY_IMPL[impl]
         if exact is not None and row.get("value") is not None:
           row["relative_error"] = abs(row["value"] - exact) / abs(exact)
         rows.append(row)

@@ -105,6 +105,17 @@ def test_row_blocks_equal_full_matrix(estimator):
                                rtol=1e-5, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_paired_tiles_match_float64(estimator):
+  # n == m: symmetric tiles of stacked [x_I; y_I] rows, padded where the tile
+  # side does not divide n (300 = 256 + 44 in the automatic choice).
+  x, y = samples(9, 300, 300, d=5, shift=0.3)
+  expected = ref_estimate(x, y, ref_bandwidths(x, y), [1.0] * 5, estimator)
+  for block in (None, 1, 7, 150, 300):
+    np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, block_size=block), expected,
+                               rtol=1e-5, err_msg=f"block_size={block}")
+
 def test_large_input_uses_blocks_and_stays_accurate():
   x, y = samples(4, 2500, 2000, d=3, shift=0.2)  # 2500 * 2500 > 4M entries: row blocks
   x_far, y_far = x + 1000.0, y + 1000.0  # translation must not cost accuracy
