@@ -105,7 +105,6 @@ def test_row_blocks_equal_full_matrix(estimator):
                                rtol=1e-5, atol=1e-7)
 
 
-
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 def test_paired_tiles_match_float64(estimator):
   # n == m: symmetric tiles of stacked [x_I; y_I] rows, padded where the tile
@@ -115,6 +114,7 @@ def test_paired_tiles_match_float64(estimator):
   for block in (None, 1, 7, 150, 300):
     np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, block_size=block), expected,
                                rtol=1e-5, err_msg=f"block_size={block}")
+
 
 def test_large_input_uses_blocks_and_stays_accurate():
   x, y = samples(4, 2500, 2000, d=3, shift=0.2)  # 2500 * 2500 > 4M entries: row blocks
