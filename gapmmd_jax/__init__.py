@@ -1,6 +1,7 @@
 """gapmmd_jax: measure and shape the gap between feature distributions in JAX."""
 
 from gapmmd_jax.losses import (
+    DSN_BANDWIDTHS,
     class_gap_loss,
     class_mmd_matrix,
     class_pair_matrix,
@@ -28,6 +29,7 @@ from gapmmd_jax.ops import gradient_reversal
 __version__ = "0.1.0"
 
 __all__ = [
+    "DSN_BANDWIDTHS",
     "class_gap_loss",
     "class_mmd_matrix",
     "class_pair_matrix",

@@ -7,8 +7,8 @@ import importlib
 import os
 import sys
 
+from gapmmd_jax import _xla_flags
 from gapmmd_jax import config as config_lib
-from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 
 BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
               "seed-axis": "gapmmd_jax.benchmarks.seed_axis",
@@ -28,11 +28,18 @@ def _parser() -> argparse.ArgumentParser:
                       "environment (e.g. SLURM) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                       "JAX_PROCESS_ID; on CPU-only hosts also set "
                       "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)")
+  settings = ", ".join(f"{name} = {' '.join(_xla_flags.setting_flags(s)) or 'no flags'}"
+                       for name, s in _xla_flags.SETTINGS.items())
+  parser.add_argument("--xla", choices=_xla_flags.CHOICES,
+                      default=os.environ.get("GAPMMD_XLA", "auto"),
+                      help="XLA settings of an experiment, added to XLA_FLAGS before JAX starts: "
+                      f"{settings}; auto: per experiment, the fastest that `gapmmd bench train` "
+                      f"measured on a CPU ({_xla_flags.FASTEST}; others default), nothing on a "
+                      "GPU; host devices are cut to divide the batch size. Recorded in the run's "
+                      "config.json and summary.json. Changes float rounding, not results "
+                      "(default: $GAPMMD_XLA or auto)")
   parser.add_argument("--ynn-dots", action="store_true",
-                      help=f"opt into XLA's experimental YNNPACK kernels for dots and "
-                      f"convolution weight gradients on CPU (adds {YNN_DOTS} to XLA_FLAGS): 1.8-3.5x "
-                      "faster VAT and DANN steps on a 2-core CPU, slower GAP-LeNet ones (README, "
-                      "'Train-step throughput')")
+                      help="the same as --xla ynn (kept for older commands)")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in EXPERIMENTS.items():
     doc = (module.__doc__ or "").strip()
@@ -60,16 +67,25 @@ def _initialize_distributed() -> None:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  if args.ynn_dots:  # read when JAX creates its CPU client, which nothing above has done
-    os.environ["XLA_FLAGS"] = with_xla_flags(YNN_DOTS)
-  if args.distributed:
-    _initialize_distributed()
-  if args.command == "bench":
+  if args.command == "bench":  # each benchmark cell sets its own flags
+    if args.distributed:
+      _initialize_distributed()
     return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
+  from gapmmd_jax.train import NonFiniteError
+
   module = args.module
   try:
     cfg = config_lib.from_arguments(args, module.VARIANTS)
+    # XLA reads its flags when JAX creates its backends, which nothing above has done.
+    print(_xla_flags.configure("ynn" if args.ynn_dots else args.xla, args.command,
+                               batch_size=getattr(cfg, "batch_size", None),
+                               distributed=args.distributed), file=sys.stderr, flush=True)
+    if args.distributed:
+      _initialize_distributed()
     module.run(cfg, args.variant)
+  except NonFiniteError as e:
+    print(f"gapmmd {args.command}: error: {e}", file=sys.stderr)
+    return 1
   except (OSError, TypeError, ValueError) as e:  # bad options, missing data, resume mismatch
     print(f"gapmmd {args.command}: error: {e}", file=sys.stderr)
     return 2

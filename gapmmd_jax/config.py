@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -20,6 +21,16 @@ def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
   if isinstance(default, (list, dict, set)):
     raise TypeError("use a tuple for sequence defaults (configs are immutable).")
   return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_finite(config: Any) -> None:
+  """Raises ``ValueError`` naming the first float field (or float in a tuple) that is NaN or
+  infinite: such an option would train to the end on NaN losses."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    values = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+      raise ValueError(f"{field.name} must be finite, got {value}.")
 
 
 def _flag(name: str) -> str:

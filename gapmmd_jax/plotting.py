@@ -138,6 +138,50 @@ def scatter_by_class(points: np.ndarray, labels: np.ndarray, path: pathlib.Path,
   return True
 
 
+def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray | None:
+  """t-SNE (scikit-learn, PCA initialisation) of ``[N, d]`` points -> ``[N, 2]``; None without
+  scikit-learn."""
+  try:
+    from sklearn.manifold import TSNE
+  except ImportError:
+    return None
+  return TSNE(n_components=2, init="pca", random_state=seed,
+              perplexity=min(30.0, len(points) / 4)).fit_transform(points)
+
+
+def scatter_by_domain_and_class(points: np.ndarray, domains: np.ndarray, labels: np.ndarray,
+                                path: pathlib.Path, *, domain_names: Sequence[str],
+                                title: str) -> bool:
+  """Two panels of the same 2-D points: coloured by domain, and by class (marker = domain)."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  fig, (by_domain, by_class) = plt.subplots(1, 2, figsize=(11, 5.5))
+  markers = ("o", "^", "s", "D")
+  for d, name in enumerate(domain_names):
+    pts = points[domains == d]
+    by_domain.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, label=name)
+  by_domain.legend(markerscale=3, fontsize=8)
+  by_domain.set_title("by domain", fontsize=10)
+  cmap = plt.get_cmap("tab10")
+  for d, name in enumerate(domain_names):
+    for c in np.unique(labels):
+      pts = points[(domains == d) & (labels == c)]
+      by_class.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(int(c) % 10), marker=markers[d % 4],
+                       alpha=0.6, label=str(c) if d == 0 else None)
+  by_class.legend(markerscale=3, fontsize=8, ncols=2)
+  by_class.set_title("by class (" + ", ".join(f"{m} {n}" for m, n in zip(markers, domain_names))
+                     + ")", fontsize=10)
+  for ax in (by_domain, by_class):
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
   """Every training and evaluation metric against step, one panel each, one line per seed.
 

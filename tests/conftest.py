@@ -5,6 +5,11 @@ import pathlib
 
 import pytest
 
+# In-process `gapmmd` calls must not change XLA_FLAGS under the tests' JAX backend
+# (which may not exist yet when the first such call runs): --xla defaults to
+# `default` here; tests/test_cli_and_config.py checks `auto` explicitly.
+os.environ.setdefault("GAPMMD_XLA", "default")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gapmmd_jax import cli
+from gapmmd_jax import _xla_flags, cli
 
 
 def test_mmd_throughput_smoke(tmp_path, capsys):
@@ -36,18 +36,37 @@ def test_bench_rejects_unknown_names():
     cli.main(["bench", "nope"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["mmd", "--n", "0"], "argument --n: must be >= 1 and finite, got '0'"),
+    (["mmd", "--n", "-5"], "argument --n: must be >= 1 and finite, got '-5'"),
+    (["mmd", "--n", "1.5"], "argument --n: must be an integer, got '1.5'"),
+    (["mmd", "--d", "64", "--impls", "ours-fast"], "argument --impls: invalid choice: 'ours-fast'"),
+    (["mmd", "--max-seconds", "nan"], "argument --max-seconds: must be >= 0.0 and finite"),
+    (["train", "--timeout", "0"], "argument --timeout: must be > 0, got '0'"),
+    (["seed-axis", "--seeds", "0"], "argument --seeds: must be >= 1 and finite, got '0'"),
+])
+def test_bench_rejects_bad_arguments(argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["bench", *argv])
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
+
+
 def test_train_step_smoke(mnist_dir, tmp_path):
   assert cli.main(["bench", "train", "--models", "gap-lenet", "--cells", "jax", "jax-2dev",
-                   "torch-eager", "--max-seconds", "0.5", "--data-dir", str(mnist_dir),
-                   "--out", str(tmp_path)]) == 0
+                   "jax-auto", "jax-8steps", "torch-eager", "--max-seconds", "0.5",
+                   "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
   rows = {r["cell"]: r for r in json.loads((tmp_path / "train_step.json").read_text())["rows"]}
-  for cell, devices in (("jax", 1), ("jax-2dev", 2)):
+  auto_devices = _xla_flags.choose("auto", "gap-mmd", batch_size=128)[1].host_devices
+  for cell, devices in (("jax", 1), ("jax-2dev", 2), ("jax-auto", auto_devices),
+                        ("jax-8steps", 1)):
     assert rows[cell]["status"] == "ok" and rows[cell]["devices"] == devices
     assert rows[cell]["images_per_second_per_seed"] == pytest.approx(
         128 / rows[cell]["seconds"])
   # PyTorch is an optional extra: measured where installed, reported as missing elsewhere.
   assert rows["torch-eager"]["status"] == "ok" or "not installed" in rows["torch-eager"]["status"]
   assert "| gap-lenet |" in (tmp_path / "train_step.md").read_text()
+  assert "auto / fastest" in (tmp_path / "train_step.md").read_text()
 
 
 def test_seed_axis_smoke(mnist_dir, tmp_path):

@@ -1,16 +1,20 @@
 """Config variants and overrides, the CLI, and the README's code example."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from gapmmd_jax import cli
+from gapmmd_jax import _xla_flags
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
-from gapmmd_jax.experiments import gap_mmd
+from gapmmd_jax.experiments import gap_mmd, vat
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,14 +48,56 @@ def test_missing_data_is_a_message_not_a_traceback(tmp_path, capsys):
   assert "train-images-idx3-ubyte.gz" in err and "no such directory" in err
 
 
-def test_ynn_dots_is_an_opt_in_added_to_xla_flags(monkeypatch, capsys):
+def test_xla_choice_is_added_to_xla_flags(monkeypatch, capsys):
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
-  assert cli.main(["gap-mmd", "--seeds", "1", "1"]) == 2  # fails after the flags are settled
+  monkeypatch.setattr(_xla_flags, "_backends_initialized", lambda: False)
+  assert cli.main(["--xla", "default", "gap-mmd", "--seeds", "1", "1"]) == 2  # bad option first
   assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
-  assert cli.main(["--ynn-dots", "gap-mmd", "--seeds", "1", "1"]) == 2
+  assert cli.main(["--xla", "default", "gap-mmd", "--data-dir", "/nonexistent"]) == 2
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+  assert cli.main(["--ynn-dots", "gap-mmd", "--data-dir", "/nonexistent"]) == 2
   assert os.environ["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {YNN_DOTS}"
+  assert "XLA: ynn (chosen with --xla)" in capsys.readouterr().err
   assert with_xla_flags(YNN_DOTS, "", base=f"-a {YNN_DOTS}") == f"-a {YNN_DOTS}"
-  capsys.readouterr()
+
+
+def test_auto_xla_is_the_measured_fastest_and_divides_the_batch(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: "0.10.2")
+  for command, name in _xla_flags.FASTEST.items():
+    chosen = _xla_flags.choose("auto", command, batch_size=128)
+    assert chosen[:2] == (name, _xla_flags.SETTINGS[name])
+  assert _xla_flags.choose("auto", "mine")[1] == _xla_flags.SETTINGS["default"]
+  # Host devices divide the batch; none forced under --distributed or when XLA_FLAGS has them.
+  assert _xla_flags.choose("auto", "vat", batch_size=6)[1] == _xla_flags.Setting(3, True)
+  assert _xla_flags.choose("auto", "vat", batch_size=128, distributed=True)[1].host_devices == 1
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert _xla_flags.choose("auto", "vat", batch_size=128)[1].host_devices == 1
+  monkeypatch.delenv("XLA_FLAGS")
+  # The experimental YNNPACK flag only on the jaxlib series it was measured on; nothing on GPUs.
+  monkeypatch.setattr(_xla_flags, "_jaxlib_version", lambda: "0.11.0")
+  assert _xla_flags.choose("auto", "vat", batch_size=128)[1] == _xla_flags.Setting(4, False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  assert _xla_flags.choose("auto", "vat", batch_size=128)[1] == _xla_flags.SETTINGS["default"]
+  with pytest.raises(ValueError, match="--xla must be one of"):
+    _xla_flags.choose("fast", "vat")
+
+
+def test_auto_xla_applies_in_a_fresh_process_and_is_recorded(mnist_dir, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", GAPMMD_XLA="auto")
+  env.pop("XLA_FLAGS", None)
+  subprocess.run([sys.executable, "-m", "gapmmd_jax.cli", "vat", "--variant", "quick",
+                  "--epochs", "0.1", "--max-eval-examples", "200", "--data-dir", str(mnist_dir),
+                  "--out-dir", str(tmp_path), "--run-name", "r", "--no-progress"],
+                 env=env, check=True, timeout=600, capture_output=True)
+  batch_size = vat.VARIANTS["quick"].batch_size
+  name, setting, _ = _xla_flags.choose("auto", "vat", batch_size=batch_size)
+  assert setting.host_devices > 1 or setting.ynn_dots  # something to check
+  summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+  config = json.loads((tmp_path / "r" / "config.json").read_text())
+  assert summary["xla_flags"] == config["xla_flags"] == " ".join(_xla_flags.setting_flags(setting))
+  assert len(summary["devices"]) == setting.host_devices
 
 
 def test_help_lists_every_option_with_variant_values(capsys):
@@ -69,3 +115,14 @@ def test_readme_example_runs():
   namespace = {}
   exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102 - our own README
   assert namespace["loss"].shape == () and np.isfinite(float(namespace["loss"]))
+
+
+def test_diverging_run_stops_with_an_error_and_no_nan_checkpoint(mnist_dir, tmp_path, capsys):
+  assert cli.main(["gap-mmd", "--learning-rate", "nan"]) == 2
+  assert "learning_rate must be finite, got nan" in capsys.readouterr().err
+  assert cli.main(["gap-mmd", "--variant", "quick", "--learning-rate", "1e30", "--epochs", "0.5",
+                   "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path), "--run-name", "big",
+                   "--no-progress"]) == 1
+  err = capsys.readouterr().err
+  assert "training diverged at step 8: non-finite training metric:" in err and "loss" in err
+  assert not (tmp_path / "big" / "checkpoint.msgpack").exists()

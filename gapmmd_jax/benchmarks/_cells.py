@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import pathlib
 import subprocess
 import sys
 import threading
 import time
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  return _number(text, int, 1)
+
+
+def non_negative_int(text: str) -> int:
+  """argparse type: an integer >= 0."""
+  return _number(text, int, 0)
+
+
+def positive_float(text: str) -> float:
+  """argparse type: a finite number > 0."""
+  value = _number(text, float, 0.0)
+  if value == 0:
+    raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+  return value
+
+
+def _number(text: str, kind: type, minimum: float):
+  try:
+    value = kind(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+  if not math.isfinite(value) or value < minimum:
+    raise argparse.ArgumentTypeError(f"must be >= {minimum} and finite, got {text!r}")
+  return value
 
 
 def run_cell(module: str, args: list[str], timeout: float, memory_limit_gib: float = 16.0,

@@ -37,7 +37,12 @@ import time
 import numpy as np
 
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
-from gapmmd_jax.benchmarks._cells import run_cell
+from gapmmd_jax.benchmarks._cells import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cell,
+)
 
 IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "ours-auto-ynn-off",
                    "ours-auto-ynn-dots", "jax-naive", "torch-reference", "torch-gram", "pykeops",
@@ -270,17 +275,18 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="gapmmd bench mmd", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    allow_abbrev=False)
-  parser.add_argument("--n", type=int, nargs="+", default=[256, 1024, 4096, 16384, 65536],
+  parser.add_argument("--n", type=positive_int, nargs="+", default=[256, 1024, 4096, 16384, 65536],
                       help="samples per set (n = m)")
-  parser.add_argument("--d", type=int, nargs="+", default=[2, 64, 512], help="feature dimensions")
+  parser.add_argument("--d", type=positive_int, nargs="+", default=[2, 64, 512],
+                      help="feature dimensions")
   parser.add_argument("--impls", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
                       help="implementations to run")
-  parser.add_argument("--timeout", type=float, default=180.0, help="seconds per cell")
-  parser.add_argument("--max-seconds", type=float, default=10.0,
+  parser.add_argument("--timeout", type=positive_float, default=180.0, help="seconds per cell")
+  parser.add_argument("--max-seconds", type=positive_float, default=10.0,
                       help="stop repeating a cell after this many seconds")
-  parser.add_argument("--memory-limit-gib", type=float, default=16.0,
+  parser.add_argument("--memory-limit-gib", type=positive_float, default=16.0,
                       help="kill a cell whose resident memory exceeds this")
-  parser.add_argument("--float64-max-n", type=int, default=16384,
+  parser.add_argument("--float64-max-n", type=non_negative_int, default=16384,
                       help="largest n for which the float64 reference is computed")
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   parser.add_argument("--worker", nargs=3, metavar=("IMPL", "N", "D"), help=argparse.SUPPRESS)

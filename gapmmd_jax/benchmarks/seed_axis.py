@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gapmmd_jax.benchmarks._cells import positive_int
 from gapmmd_jax.experiments import gap_mmd
 from gapmmd_jax.train._harness import over_seeds
 
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    allow_abbrev=False)
   parser.add_argument("--data-dir", default=None, help="MNIST IDX directory")
-  parser.add_argument("--seeds", type=int, default=3, help="number of seeds S")
-  parser.add_argument("--repeats", type=int, default=7, help="timed calls per variant")
+  parser.add_argument("--seeds", type=positive_int, default=3, help="number of seeds S")
+  parser.add_argument("--repeats", type=positive_int, default=7, help="timed calls per variant")
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   args = parser.parse_args(argv)
 

@@ -1,17 +1,20 @@
 """Train-step throughput: our jitted steps against the same steps in PyTorch.
 
 Models: the GAP-LeNet step (batch 128, Adam), the VAT CNN with dropout without
-and with the VAT loss (batch 128, Adadelta), and the DANN step (32 source + 32
-target images, SGD with momentum, gradient reversal). Every cell runs in its
-own process with 2 threads: ours (the experiment's own ``train_step``, jitted
-with the state donated) on 1 device and 1 seed; PyTorch eager and
-``torch.compile`` (the same model, batch and optimizer); ours with the batch
-sharded over 2 and 4 forced host devices; ours with 4 and 8 seeds in one step
-(``--seed-axis auto``: unrolled on CPU, vmapped elsewhere); the ``-ynn`` cells
-add the opt-in XLA flag of ``gapmmd --ynn-dots`` (YNNPACK dots and convolution
-gradients on CPU). Each cell warms up,
-then times steps until 20 or ``--max-seconds``, and reports the median as
-images per second (per seed).
+and with the VAT loss (batch 128, Adadelta), the DANN step (32 source + 32
+target images, SGD with momentum, gradient reversal), and the IIC and
+MINE-clustering steps (VGG with BatchNorm, 256 image pairs, Adam; no PyTorch
+cells). Every cell runs in its own process with 2 threads: ours (the
+experiment's own ``train_step``, jitted with the state donated) on 1 device
+and 1 seed with XLA's default flags (``jax``) and with what ``gapmmd --xla
+auto`` chooses for the experiment (``jax-auto``: what a plain ``gapmmd``
+command runs); PyTorch eager and ``torch.compile`` (the same model, batch and
+optimizer); ours with the batch sharded over 2 and 4 forced host devices; with
+4 and 8 seeds in one step (``--seed-axis auto``: unrolled on CPU, vmapped
+elsewhere); 8 steps per jitted call (``jax-8steps``, the harness's
+``--steps-per-call 8`` loop); the ``-ynn`` cells add the YNNPACK flag of
+``gapmmd --xla ynn``. Each cell warms up, then times calls until 20 or
+``--max-seconds``, and reports the median as images per second (per seed).
 
   gapmmd bench train                          # everything (about 8 min on 2 cores)
   gapmmd bench train --models gap-lenet --cells jax torch-eager
@@ -29,18 +32,37 @@ import time
 
 import numpy as np
 
-from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
-from gapmmd_jax.benchmarks._cells import run_cell
+from typing import NamedTuple
 
-MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
-IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64}
-# cell name -> (implementation, devices, seeds, with the opt-in YNN_DOTS flag)
-CELLS = {"jax": ("jax", 1, 1, False), "jax-ynn": ("jax", 1, 1, True),
-         "torch-eager": ("torch-eager", 1, 1, False),
-         "torch-compile": ("torch-compile", 1, 1, False), "jax-2dev": ("jax", 2, 1, False),
-         "jax-4dev": ("jax", 4, 1, False), "jax-ynn-4dev": ("jax", 4, 1, True),
-         "jax-4seeds": ("jax", 1, 4, False), "jax-8seeds": ("jax", 1, 8, False),
-         "jax-ynn-8seeds": ("jax", 1, 8, True)}
+from gapmmd_jax import _xla_flags
+from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
+from gapmmd_jax.benchmarks._cells import positive_float, run_cell
+
+MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "mine-cluster")
+IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64, "iic": 256,
+                   "mine-cluster": 256}
+EXPERIMENT = {"gap-lenet": "gap-mmd", "vat": "vat", "vat+loss": "vat", "dann": "adapt",
+              "iic": "iic", "mine-cluster": "mine-cluster"}
+TORCH_MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
+
+
+class Cell(NamedTuple):
+  implementation: str
+  devices: int = 1
+  seeds: int = 1
+  ynn_dots: bool = False
+  steps_per_call: int = 1
+  auto: bool = False  # devices and flags from `gapmmd --xla auto` for the model's experiment
+
+
+CELLS = {"jax": Cell("jax"), "jax-auto": Cell("jax", auto=True),
+         "jax-ynn": Cell("jax", ynn_dots=True),
+         "torch-eager": Cell("torch-eager"), "torch-compile": Cell("torch-compile"),
+         "jax-2dev": Cell("jax", devices=2), "jax-4dev": Cell("jax", devices=4),
+         "jax-ynn-4dev": Cell("jax", devices=4, ynn_dots=True),
+         "jax-8steps": Cell("jax", steps_per_call=8),
+         "jax-4seeds": Cell("jax", seeds=4), "jax-8seeds": Cell("jax", seeds=8),
+         "jax-ynn-8seeds": Cell("jax", seeds=8, ynn_dots=True)}
 MAX_REPEATS = 20
 
 
@@ -61,8 +83,12 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
 # ---------- ours ----------
 
 def _jax_task(model: str, data_dir: str | None):
-  from gapmmd_jax.experiments import adapt, gap_mmd, vat
+  from gapmmd_jax.experiments import adapt, gap_mmd, iic, mine_cluster, vat
   small = dict(data_dir=data_dir, max_eval_examples=100)
+  if model in ("iic", "mine-cluster"):
+    module = iic if model == "iic" else mine_cluster
+    return module.build_task(dataclasses.replace(module.VARIANTS["default"],
+                                                 max_train_examples=2048, **small))
   if model == "gap-lenet":
     return gap_mmd.build_task(dataclasses.replace(gap_mmd.VARIANTS["default"],
                                                   max_train_examples=1024, **small))
@@ -71,34 +97,46 @@ def _jax_task(model: str, data_dir: str | None):
                                               vat=model == "vat+loss", max_train_examples=1024,
                                               **small))
   return adapt.build_task(dataclasses.replace(adapt.VARIANTS["default"], method="dann",
-                                              max_train_examples=1024, **small))
+                                              max_train_examples=1024, validation_size=100,
+                                              **small))
 
 
-def jax_worker(model: str, seeds: int, data_dir: str | None, max_seconds: float) -> dict:
+def jax_worker(model: str, seeds: int, steps_per_call: int, data_dir: str | None,
+               max_seconds: float) -> dict:
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from gapmmd_jax.train._harness import data_mesh, over_seeds
+  from gapmmd_jax.train._harness import data_mesh, multi_step, over_seeds
 
   task = _jax_task(model, data_dir)
   rows = IMAGES_PER_STEP[model] // (2 if model == "dann" else 1)
   mesh = data_mesh()
   repl, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
-  batch = jax.device_put({k: np.stack([v[:rows]] * seeds) for k, v in task.train_data.items()},
-                         sharded)
   keys = jax.device_put(jax.vmap(jax.random.key)(jnp.arange(seeds)), repl)
   states = jax.jit(jax.vmap(task.init), out_shardings=repl)(keys)
-  step = jax.jit(over_seeds(task.train_step, "auto", (0, 0, 0)), donate_argnums=0,
-                 in_shardings=(repl, sharded, repl), out_shardings=(repl, repl))
+  seeded = over_seeds(task.train_step, "auto", (0, 0, 0))
+  if steps_per_call == 1:
+    batch = jax.device_put({k: np.stack([v[:rows]] * seeds) for k, v in task.train_data.items()},
+                           sharded)
+    step = jax.jit(seeded, donate_argnums=0, in_shardings=(repl, sharded, repl),
+                   out_shardings=(repl, repl))
+    call = lambda states: step(states, batch, keys)
+  else:  # steps_per_call different batches, gathered on device inside one call
+    data = jax.device_put(task.train_data, repl)
+    order = jax.device_put(np.tile(np.arange(steps_per_call * rows), (seeds, 1)), repl)
+    steps = jax.jit(multi_step(seeded, rows, sharded), donate_argnums=0,
+                    out_shardings=(repl, repl), static_argnums=5)
+    call = lambda states: steps(states, data, order, 0, keys, steps_per_call)
   holder = [states]
 
   def run():
-    holder[0], metrics = step(holder[0], batch, keys)
+    holder[0], metrics = call(holder[0])
     jax.block_until_ready(metrics)
 
   seconds, first = _time_steps(run, max_seconds)
-  return {"seconds": seconds, "first_call_s": first, "devices": jax.device_count()}
+  return {"seconds": seconds / steps_per_call, "first_call_s": first,
+          "devices": jax.device_count()}
 
 
 # ---------- PyTorch: the same models, batches and optimizers ----------
@@ -194,21 +232,25 @@ def torch_worker(model: str, compiled: bool, max_seconds: float) -> dict:
 
 
 def worker(model: str, cell: str, data_dir: str | None, max_seconds: float) -> dict:
-  impl, _, seeds, _ = CELLS[cell]
-  if impl == "jax":
-    result = jax_worker(model, seeds, data_dir, max_seconds)
+  spec = CELLS[cell]
+  if spec.implementation == "jax":
+    result = jax_worker(model, spec.seeds, spec.steps_per_call, data_dir, max_seconds)
   else:
-    result = torch_worker(model, impl == "torch-compile", max_seconds)
+    result = torch_worker(model, spec.implementation == "torch-compile", max_seconds)
   result["images_per_second_per_seed"] = IMAGES_PER_STEP[model] / result["seconds"]
   return result
 
 
 def _markdown(rows: list[dict], cells: list[str]) -> str:
-  lines = ["images / s per seed (median step in ms; relative to torch-eager)", "",
-           "| model | " + " | ".join(cells) + " |", "| --- |" + " --- |" * len(cells)]
+  compare = "jax-auto" in cells
+  lines = ["images / s per seed (median step in ms; relative to torch-eager)"
+           + ("; last column: jax-auto against the fastest one-seed jax cell" if compare else ""),
+           "", "| model | " + " | ".join(cells) + " |" + (" auto / fastest |" if compare else ""),
+           "| --- |" + " --- |" * (len(cells) + compare)]
   for model in dict.fromkeys(r["model"] for r in rows):
     by_cell = {r["cell"]: r for r in rows if r["model"] == model}
     eager = by_cell.get("torch-eager", {}).get("images_per_second_per_seed")
+    ok = {c: r["images_per_second_per_seed"] for c, r in by_cell.items() if r["status"] == "ok"}
     entries = []
     for cell in cells:
       r = by_cell.get(cell)
@@ -220,6 +262,14 @@ def _markdown(rows: list[dict], cells: list[str]) -> str:
         rate = r["images_per_second_per_seed"]
         ratio = f"; {rate / eager:.2f}x" if eager else ""
         entries.append(f"{rate:.0f} ({1e3 * r['seconds']:.0f} ms{ratio})")
+    if compare:
+      single = {c: rate for c, rate in ok.items()
+                if CELLS[c].implementation == "jax" and CELLS[c].seeds == 1}
+      if "jax-auto" in ok and single:
+        fastest = max(single, key=single.get)
+        entries.append(f"{ok['jax-auto'] / single[fastest]:.2f} ({fastest})")
+      else:
+        entries.append("")
     lines.append(f"| {model} | " + " | ".join(entries) + " |")
   return "\n".join(lines)
 
@@ -234,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="implementations / device counts / seed counts to time")
   parser.add_argument("--data-dir", default=None, help="MNIST IDX directory (else "
                       "$GAPMMD_DATA_DIR); the DANN step also needs BSDS500 ($GAPMMD_BSDS_DIR)")
-  parser.add_argument("--max-seconds", type=float, default=10.0,
+  parser.add_argument("--max-seconds", type=positive_float, default=10.0,
                       help="stop timing a cell after this many seconds of steps")
-  parser.add_argument("--timeout", type=float, default=600.0, help="seconds per cell")
+  parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per cell")
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CELL"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -247,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for model in args.models:
     for cell in args.cells:
-      _, devices, seeds, ynn = CELLS[cell]
+      spec = CELLS[cell]
+      if spec.implementation != "jax" and model not in TORCH_MODELS:
+        continue
+      devices, ynn, seeds = spec.devices, spec.ynn_dots, spec.seeds
+      if spec.auto:
+        _, setting, _ = _xla_flags.choose("auto", EXPERIMENT[model],
+                                          batch_size=IMAGES_PER_STEP[model])
+        devices, ynn = setting
       flags = with_xla_flags(f"--xla_force_host_platform_device_count={devices}"
                              if devices > 1 else "", YNN_DOTS if ynn else "")
       worker_args = ["--worker", model, cell, "--max-seconds", str(args.max_seconds)]

@@ -101,14 +101,11 @@ def survey(features: np.ndarray, cfg: Config) -> list[dict]:
 
 
 def _tsne(features: np.ndarray, cfg: Config, path: pathlib.Path) -> str:
-  try:
-    from sklearn.manifold import TSNE
-  except ImportError:
-    return "skipped: scikit-learn is not installed (pip install 'gapmmd-jax[plot]')"
   subset = features[:, :cfg.tsne_points_per_class]
   labels = np.repeat(np.arange(len(features)), subset.shape[1])
-  points = TSNE(n_components=2, init="pca", random_state=cfg.demo_seed,
-                perplexity=min(30.0, len(labels) / 4)).fit_transform(subset.reshape(len(labels), -1))
+  points = plotting.tsne_2d(subset.reshape(len(labels), -1), seed=cfg.demo_seed)
+  if points is None:
+    return "skipped: scikit-learn is not installed (pip install 'gapmmd-jax[plot]')"
   plotting.scatter_by_class(points, labels, path, title="t-SNE of GAP features")
   return "written"
 

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from gapmmd_jax import plotting
-from gapmmd_jax.config import option, to_dict
+from gapmmd_jax.config import check_finite, option, to_dict
 from gapmmd_jax.losses import (
     gaussian_mutual_information,
     histogram_mutual_information,
@@ -63,6 +63,7 @@ class Config:
   progress: bool = option(True, "show a progress bar")
 
   def __post_init__(self):
+    check_finite(self)
     if not self.rhos or any(not -1.0 < r < 1.0 for r in self.rhos):
       raise ValueError(f"rhos must be non-empty and lie in (-1, 1), got {self.rhos}.")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -13,6 +13,7 @@ from gapmmd_jax.losses._distances import (
     standardized_euclidean_distance,
 )
 from gapmmd_jax.losses._mmd import (
+    DSN_BANDWIDTHS,
     class_gap_loss,
     class_mmd_matrix,
     mk_mmd2,
@@ -30,6 +31,7 @@ from gapmmd_jax.losses._mutual_info import (
 from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
 
 __all__ = [
+    "DSN_BANDWIDTHS",
     "class_gap_loss",
     "class_halves",
     "class_mmd_matrix",

@@ -3,11 +3,14 @@
 Squared distances come from the closed form ``|a|^2 + |b|^2 - 2 a b^T`` (one
 matmul), never from an ``[n, m, d]`` difference tensor. Large inputs are
 processed in row blocks under ``jax.checkpoint`` so that neither the forward
-pass nor the gradient holds an ``[n, m]`` matrix.
+pass nor the gradient holds an ``[n, m]`` matrix. The symmetric tile walks
+(:func:`paired_mmd_statistic`, :func:`self_kernel_sum`) have a gradient of
+their own that walks the same tiles (:func:`_tile_cotangents`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -77,6 +80,11 @@ def kernel_matrix(a: jax.Array, b: jax.Array, kernel: Kernel) -> jax.Array:
   return gaussian_kernel(squared_distances(a, b), kernel)
 
 
+def self_kernel_matrix(a: jax.Array, kernel: Kernel) -> jax.Array:
+  """``kernel_matrix(a, a, kernel)`` ``[n, n]`` with its diagonal exactly 0 (see below)."""
+  return _without_self_pairs(kernel_matrix(a, a, kernel), True)
+
+
 def is_explicitly_sharded(x: jax.Array) -> bool:
   """Whether ``x`` is split over an explicit mesh axis (known at trace time)."""
   sharding = jax.typeof(x).sharding
@@ -143,14 +151,138 @@ def _choose_block_size(n: int, m: int, block_size: int | None) -> int:
   return block_size
 
 
+def _tile_cotangents(p: jax.Array, q: jax.Array, kernel: Kernel, coef: jax.Array):
+  """Gradients of ``S = sum(coef * (kernel_matrix(p, q) - peak))`` for one tile.
+
+  With ``D`` the squared distances and ``e_k = exp(-s_k D)``:
+  ``dS/dD = coef * sum_k w_k (-s_k) e_k =: G``, so ``dS/dp = 2 (p * G 1 - G q)``
+  and ``dS/dq = 2 (q * G^T 1 - G^T p)`` (two matmuls), ``dS/ds_k = -w_k
+  sum(coef D e_k)`` and ``dS/dw_k = sum(coef (e_k - 1))``. Entries whose
+  distance rounds to <= 0 (a point and itself) have zero gradient.
+
+  Args:
+    p: ``[P, d]``, q: ``[Q, d]`` rows.
+    coef: ``[P, Q]`` weight of each kernel entry in ``S`` (0 on excluded pairs).
+
+  Returns:
+    ``(dS/dp [P, d], dS/dq [Q, d], dS/dinv_bandwidths [K], dS/dweights [K])``.
+  """
+  cross = jnp.matmul(p, q.T, precision=jax.lax.Precision.HIGHEST)
+  sq = jnp.sum(p * p, axis=1)[:, None] + jnp.sum(q * q, axis=1)[None, :] - 2.0 * cross
+  coef = jnp.where(sq > 0, coef, 0.0)
+  sq = jnp.maximum(sq, 0.0)
+  num = kernel.inv_bandwidths.shape[0]
+  if kernel.doubling:  # the forward's chain: expm1 of the widest, then m (m + 2)
+    shifted = [jnp.minimum(jnp.expm1(-sq * kernel.inv_bandwidths[num - 1]), 0.0)]
+    for _ in range(num - 1):
+      shifted.append(shifted[-1] * (shifted[-1] + 2.0))
+    shifted = shifted[::-1]  # shifted[k] = expm1(-s_k D)
+  else:
+    shifted = [jnp.expm1(-sq * kernel.inv_bandwidths[k]) for k in range(num)]
+  slope = sum(kernel.weights[k] * kernel.inv_bandwidths[k] * (shifted[k] + 1.0)
+              for k in range(num))
+  g = -coef * slope
+  weighted_sq = coef * sq
+  d_inv = -kernel.weights * jnp.stack([jnp.sum(weighted_sq * (m + 1.0)) for m in shifted])
+  d_weights = jnp.stack([jnp.sum(coef * m) for m in shifted])
+  matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+  dp = 2.0 * (p * jnp.sum(g, axis=1)[:, None] - matmul(g, q))
+  dq = 2.0 * (q * jnp.sum(g, axis=0)[:, None] - matmul(g.T, p))
+  return dp, dq, d_inv, d_weights
+
+
+def _symmetric_tile_sums(arrays: tuple[jax.Array, ...], kernel: Kernel, block_size: int,
+                         tile_fn, patterns: tuple, combination: tuple[float, ...]) -> jax.Array:
+  """``sum_o combination[o] * _sum_upper_tiles(arrays, block_size, tile_fn)[o]``, with a
+  gradient that walks the same tiles.
+
+  ``patterns[o]`` is the ``[R, R]`` block weight of output ``o`` (``R =
+  len(arrays)``): each tile's output ``o`` is ``sum_rs patterns[o][r][s]`` times
+  the kernel sum between the rows of array ``r`` in tile ``I`` and of array ``s``
+  in tile ``J``, self pairs excluded; ``tile_fn(..., kernel=)`` must compute
+  exactly that. Under differentiation one pass computes the value and its
+  gradient together: per tile the distances (one matmul), the exponentials and
+  two matmuls with the tile's coefficients, the rows' gradients accumulated in
+  ``O(n d)``; the backward pass only scales them. Without differentiation the
+  forward pass is ``_sum_upper_tiles`` unchanged.
+  """
+  return _symmetric_statistic(arrays, kernel.inv_bandwidths, kernel.weights, kernel.doubling,
+                              block_size, tile_fn, patterns, combination)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _symmetric_statistic(arrays, inv_bandwidths, weights, doubling, block_size, tile_fn,
+                         patterns, combination):
+  kernel = Kernel(inv_bandwidths, weights, doubling)
+  sums = _sum_upper_tiles(arrays, block_size, functools.partial(tile_fn, kernel=kernel))
+  return sum(c * total for c, total in zip(combination, sums) if c)
+
+
+def _symmetric_statistic_fwd(arrays, inv_bandwidths, weights, doubling, block_size, tile_fn,
+                             patterns, combination):
+  """The value and its gradient in one walk over the tiles ``I <= J``."""
+  del tile_fn
+  kernel = Kernel(inv_bandwidths, weights, doubling)
+  num_arrays, (n, d) = len(arrays), arrays[0].shape
+  b = block_size
+  num_blocks = math.ceil(n / b)
+  padded = jnp.stack([jnp.pad(a, ((0, num_blocks * b - n), (0, 0))) for a in arrays])
+  valid = jnp.tile(jnp.arange(num_blocks * b) < n, (num_arrays,)).reshape(num_arrays, -1)
+  block_coef = sum(c * np.asarray(pattern) for c, pattern in zip(combination, patterns))
+  tile_coef = jnp.asarray(np.kron(block_coef, np.ones((b, b))), padded.dtype)  # [R b, R b]
+  eye = jnp.eye(num_arrays * b, dtype=bool)
+  rows, cols = np.triu_indices(num_blocks)
+
+  def take(k):  # the rows of tile k of every array, stacked: [R b, d], and their mask
+    rows_k = jax.lax.dynamic_slice_in_dim(padded, k * b, b, axis=1)
+    return (rows_k.reshape(num_arrays * b, d),
+            jax.lax.dynamic_slice_in_dim(valid, k * b, b, axis=1).reshape(-1))
+
+  def add(grads, k, rows_grad):
+    block = jax.lax.dynamic_slice_in_dim(grads, k * b, b, axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(
+        grads, block + rows_grad.reshape(num_arrays, b, d), k * b, axis=1)
+
+  def one_tile(carry, pair):
+    grads, d_inv, d_weights = carry
+    i, j = pair
+    (zi, valid_i), (zj, valid_j) = take(i), take(j)
+    coef = jnp.where(i == j, 1.0, 2.0) * tile_coef
+    coef = jnp.where(valid_i[:, None] & valid_j[None, :] & ~(eye & (i == j)), coef, 0.0)
+    dzi, dzj, di, dw = _tile_cotangents(zi, zj, kernel, coef)
+    grads = add(grads, i, dzi)
+    return (add(grads, j, dzj), d_inv + di, d_weights + dw), None
+
+  zeros = (jnp.zeros_like(padded), jnp.zeros_like(inv_bandwidths), jnp.zeros_like(weights))
+  if num_blocks == 1:
+    (grads, d_inv, d_weights), _ = one_tile(zeros, (0, 0))
+  else:
+    (grads, d_inv, d_weights), _ = jax.lax.scan(one_tile, zeros,
+                                                (jnp.asarray(rows), jnp.asarray(cols)))
+  # The statistic is linear in the weights: sum_k w_k dS/dw_k.
+  value = jnp.sum(weights * d_weights)
+  return value, (tuple(grads[r, :n] for r in range(num_arrays)), d_inv, d_weights)
+
+
+def _symmetric_statistic_bwd(doubling, block_size, tile_fn, patterns, combination, residuals,
+                             cotangent):
+  del doubling, block_size, tile_fn, patterns, combination
+  grads, d_inv, d_weights = residuals
+  return tuple(cotangent * g for g in grads), cotangent * d_inv, cotangent * d_weights
+
+
+_symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd)
+
+
 def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   """Sums ``tile_fn`` over the tiles ``I <= J`` of row-aligned ``[n, d]`` arrays.
 
-  ``tile_fn(rows_I, rows_J, mask)`` gets, for each array, its rows of tile
-  ``I`` and of tile ``J`` (padded to ``block_size``) and the ``[bs, bs]`` mask
-  of real pairs (``None`` when ``block_size`` divides ``n``: no padding), and
-  returns a tuple of sums; tiles ``I < J`` count twice. Each tile runs under
-  ``jax.checkpoint``, so the gradient keeps no tile.
+  ``tile_fn(rows_I, rows_J, mask, diagonal)`` gets, for each array, its rows of
+  tile ``I`` and of tile ``J`` (padded to ``block_size``), the ``[bs, bs]`` mask
+  of real pairs (``None`` when ``block_size`` divides ``n``: no padding) and
+  whether ``I == J`` (a traced bool), and returns a tuple of sums; tiles
+  ``I < J`` count twice. Each tile runs under ``jax.checkpoint``, so the
+  gradient keeps no tile.
   """
   n = arrays[0].shape[0]
   num_blocks = math.ceil(n / block_size)
@@ -164,7 +296,8 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
     i, j = pair
     take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
     mask = take(valid, i)[:, None] & take(valid, j)[None, :] if pad[0][1] else None
-    sums = tile_fn(tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask)
+    sums = tile_fn(tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask,
+                   i == j)
     return tuple(jnp.where(i == j, 1.0, 2.0) * total for total in sums)
 
   if num_blocks == 1:
@@ -190,13 +323,26 @@ def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = No
   """
   n = a.shape[0]
   block_size = _choose_block_size(n, n, block_size)
-  if block_size >= n or is_explicitly_sharded(a):
+  if is_explicitly_sharded(a):
     return kernel_sum(a, a, kernel, block_size=block_size)
+  block_size = min(block_size, n)
 
-  def tile(rows_i, rows_j, mask):
-    return (_masked_sum(kernel_matrix(rows_i[0], rows_j[0], kernel), mask),)
+  return _symmetric_tile_sums((a,), kernel, block_size, _self_tile, (((1.0,),),), (1.0,))
 
-  return _sum_upper_tiles((a,), block_size, tile)[0]
+
+def _self_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
+  k = _without_self_pairs(kernel_matrix(rows_i[0], rows_j[0], kernel), diagonal)
+  return (_masked_sum(k, mask),)
+
+
+def _without_self_pairs(k: jax.Array, diagonal: jax.Array | bool) -> jax.Array:
+  """``k`` with its diagonal set to exactly 0 (the shifted ``k(a, a)``) if ``diagonal``.
+
+  The one-matmul distance of a point to itself is a rounding error of order
+  ``eps |a|^2``, which a narrow bandwidth turns into a visible kernel error.
+  """
+  eye = jnp.eye(k.shape[0], k.shape[1], dtype=bool)
+  return jnp.where(eye & diagonal, 0.0, k)
 
 
 def _masked_sum(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -204,7 +350,7 @@ def _masked_sum(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def _paired_block_size(n: int, block_size: int | None) -> int:
-  """Tile side of :func:`paired_mmd_sums`, never more than ``n``: 256 rows up to
+  """Tile side of :func:`paired_mmd_statistic`, never more than ``n``: 256 rows up to
   ``n = 2048`` (the stacked ``[512, 512]`` kernel tile, 1 MiB, stays in a
   core's L2 cache), 512 beyond (fewer tiles; measured fastest from n = 4096)."""
   if block_size is None:
@@ -212,9 +358,9 @@ def _paired_block_size(n: int, block_size: int | None) -> int:
   return min(block_size, n)
 
 
-def paired_mmd_sums(x: jax.Array, y: jax.Array, kernel: Kernel, *,
-                    block_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """For ``n == m``: ``sum_ij h_ij`` and ``sum_ij k(x_i, y_j)``, tile by tile.
+def paired_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, h_weight: float,
+                         xy_weight: float, block_size: int | None = None) -> jax.Array:
+  """For ``n == m``: ``h_weight * sum_ij h_ij + xy_weight * sum_ij k(x_i, y_j)``, tile by tile.
 
   ``h_ij = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(y_i, x_j)`` is reduced
   as one quantity, so the near-equal within- and between-sample sums cancel
@@ -226,22 +372,30 @@ def paired_mmd_sums(x: jax.Array, y: jax.Array, kernel: Kernel, *,
   Args:
     x, y: ``[n, d]`` each.
     kernel: the kernel.
+    h_weight, xy_weight: the two sums' coefficients (static; an estimator's).
     block_size: rows of ``x`` (and of ``y``) per tile; ``None``: 256 up to
       ``n = 2048``, else 512.
 
   Returns:
-    ``(sum_h, sum_xy)``, two scalars (of peak-shifted kernel values).
+    Scalar (of peak-shifted kernel values).
   """
   b = _paired_block_size(x.shape[0], block_size)
+  return _symmetric_tile_sums((x, y), kernel, b, _paired_tile, _PAIRED_PATTERNS,
+                              (h_weight, xy_weight))
 
-  def tile(rows_i, rows_j, mask):
-    k = kernel_matrix(jnp.concatenate(rows_i), jnp.concatenate(rows_j), kernel)
-    if mask is not None:
-      k = jnp.where(jnp.tile(mask, (2, 2)), k, 0.0)
-    kxx, kxy, kyx, kyy = k[:b, :b], k[:b, b:], k[b:, :b], k[b:, b:]
-    return jnp.sum(kxx + kyy - kxy - kyx), 0.5 * (jnp.sum(kxy) + jnp.sum(kyx))
 
-  return _sum_upper_tiles((x, y), b, tile)
+# Block weights of the paired tile's two sums: h = xx + yy - xy - yx, and (xy + yx) / 2.
+_PAIRED_PATTERNS = (((1.0, -1.0), (-1.0, 1.0)), ((0.0, 0.5), (0.5, 0.0)))
+
+
+def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
+  b = rows_i[0].shape[0]
+  k = kernel_matrix(jnp.concatenate(rows_i), jnp.concatenate(rows_j), kernel)
+  k = _without_self_pairs(k, diagonal)  # k(x_i, x_i) and k(y_i, y_i); k(x_i, y_i) stays
+  if mask is not None:
+    k = jnp.where(jnp.tile(mask, (2, 2)), k, 0.0)
+  kxx, kxy, kyx, kyy = k[:b, :b], k[:b, b:], k[b:, :b], k[b:, b:]
+  return jnp.sum(kxx + kyy - kxy - kyx), 0.5 * (jnp.sum(kxy) + jnp.sum(kyx))
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:

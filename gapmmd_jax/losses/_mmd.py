@@ -16,13 +16,24 @@ from gapmmd_jax.losses._class_matrix import class_pair_matrix
 ESTIMATORS = ("biased", "unbiased", "linear")
 BANDWIDTH_RULES = ("mean", "median")
 
+# The fixed bank of the Domain Separation Networks code (Bousmalis et al.,
+# NeurIPS 2016; tensorflow/models research/domain_adaptation, utils.py): 19
+# Gaussians exp(-|a - b|^2 / (2 sigma)) with these sigma and unit weights.
+DSN_SIGMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0,
+              100.0, 1e3, 1e4, 1e5, 1e6)
+# The same bank in the ``exp(-|a - b|^2 / bandwidth)`` convention of
+# :func:`mk_mmd2`: ``mk_mmd2(x, y, bandwidths=DSN_BANDWIDTHS)`` is DSN's kernel.
+DSN_BANDWIDTHS = tuple(2.0 * sigma for sigma in DSN_SIGMAS)
+
 
 def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, fix_sigma,
-                      bandwidth: str) -> _kernels.Kernel:
+                      bandwidth: str, stop_bandwidth_gradient: bool = False) -> _kernels.Kernel:
   """The reference ``mmd_rbf`` kernel: unit weights, geometric bandwidths.
 
   Args:
     pooled: ``[N, d]``, both samples stacked (the data-driven scale uses them all).
+    stop_bandwidth_gradient: treat the data-driven scale as a constant in the
+      gradient (as the reference's ``.data`` does).
   """
   v.check_int("kernel_num", kernel_num, 1)
   v.check_positive("kernel_mul", kernel_mul)
@@ -38,6 +49,8 @@ def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, 
     # Identical points give a zero scale; every distance is then zero too, so
     # any positive bandwidth yields the same (correct) kernel values.
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    if stop_bandwidth_gradient:
+      scale = jax.lax.stop_gradient(scale)
   base = scale / kernel_mul ** (kernel_num // 2)
   powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], pooled.dtype)
   return _kernels.Kernel(1.0 / (base * powers), jnp.ones((kernel_num,), pooled.dtype),
@@ -84,11 +97,11 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
   n, m = float(x.shape[0]), float(y.shape[0])  # n * n overflows int32 from n = 46341
   if n == m and not (_kernels.is_explicitly_sharded(x) or _kernels.is_explicitly_sharded(y)):
     # Paired tiles: the within/between cancellation happens before rounding.
-    sum_h, sxy = _kernels.paired_mmd_sums(x, y, kernel, block_size=block_size)
-    if estimator == "biased":
-      return sum_h / (n * n)
-    # (Sxx + Syy) / (n (n-1)) - 2 Sxy / n^2 with Sxx + Syy = sum_h + 2 Sxy.
-    return sum_h / (n * (n - 1)) + 2.0 * sxy / (n * n * (n - 1))
+    if estimator == "biased":  # sum_h / n^2
+      weights = dict(h_weight=1.0 / (n * n), xy_weight=0.0)
+    else:  # (Sxx + Syy) / (n (n-1)) - 2 Sxy / n^2 with Sxx + Syy = sum_h + 2 Sxy
+      weights = dict(h_weight=1.0 / (n * (n - 1)), xy_weight=2.0 / (n * n * (n - 1)))
+    return _kernels.paired_mmd_statistic(x, y, kernel, block_size=block_size, **weights)
   sxx = _kernels.self_kernel_sum(x, kernel, block_size=block_size)
   syy = _kernels.self_kernel_sum(y, kernel, block_size=block_size)
   sxy = _kernels.kernel_sum(x, y, kernel, block_size=block_size)
@@ -102,7 +115,7 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
 def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
          kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
          estimator: str = "biased", bandwidth: str = "mean",
-         block_size: int | None = None) -> jax.Array:
+         stop_bandwidth_gradient: bool = False, block_size: int | None = None) -> jax.Array:
   r"""Squared MMD with a sum of Gaussian kernels (the reference ``mmd_rbf``).
 
   .. math:: k(a, b) = \sum_{i<K} \exp(-\|a-b\|^2 / (\beta\,\mu^i)),\quad
@@ -125,6 +138,10 @@ def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
       diagonals excluded) or ``"linear"`` (Gretton et al. 2012 linear-time;
       needs ``n == m`` and uses ``n // 2`` pairs, so an odd last row is unused).
     bandwidth: ``"mean"`` (reference) or ``"median"`` rule for ``S``.
+    stop_bandwidth_gradient: differentiate with the data-driven ``S`` held
+      constant, as the reference does (its ``.data``) and most training code
+      (``.detach()``); by default the gradient also flows through ``S``.
+      No effect with ``fix_sigma``.
     block_size: rows per block of the kernel sums; ``None`` chooses by size.
 
   Returns:
@@ -141,13 +158,14 @@ def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
   kernel = _reference_kernel(jnp.concatenate([x, y]), kernel_mul=kernel_mul,
-                             kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth)
+                             kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth,
+                             stop_bandwidth_gradient=stop_bandwidth_gradient)
   return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
 
 
 def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
   bandwidths = jnp.asarray(bandwidths, dtype)
-  weights = jnp.asarray(weights, dtype)
+  weights = jnp.ones_like(bandwidths) if weights is None else jnp.asarray(weights, dtype)
   if bandwidths.ndim != 1 or bandwidths.shape[0] == 0:
     raise ValueError(f"bandwidths must have shape [K] with K >= 1, got {tuple(bandwidths.shape)}.")
   if weights.shape != bandwidths.shape:
@@ -162,18 +180,23 @@ def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
 
 
 def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-            bandwidths: jax.typing.ArrayLike, weights: jax.typing.ArrayLike,
+            bandwidths: jax.typing.ArrayLike, weights: jax.typing.ArrayLike | None = None,
             estimator: str = "biased", block_size: int | None = None) -> jax.Array:
   r"""Multi-kernel squared MMD with explicit bandwidths and weights (DAN's MK-MMD).
 
   .. math:: k(a, b) = \sum_k w_k \exp(-\|a-b\|^2 / \sigma_k)
+
+  A fixed bank of bandwidths with unit weights is the kernel of Domain
+  Separation Networks (:data:`DSN_BANDWIDTHS`, 19 scales from 2e-6 to 2e6, so
+  no bandwidth needs tuning to the features' scale); learned weights are DAN's.
 
   Args:
     x: ``[n, d]``.
     y: ``[m, d]``.
     bandwidths: ``[K]`` positive bandwidths ``sigma_k`` (same convention as
       :func:`mmd2`: they divide the squared distance).
-    weights: ``[K]`` non-negative weights ``w_k`` (see :func:`mk_mmd_kernel_weights`).
+    weights: ``[K]`` non-negative weights ``w_k`` (see :func:`mk_mmd_kernel_weights`);
+      ``None``: all 1.
     estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
     block_size: rows per block of the kernel sums; ``None`` chooses by size.
 
@@ -182,11 +205,13 @@ def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
 
   References:
     Long et al., "Learning Transferable Features with Deep Adaptation
-    Networks", ICML 2015.
+    Networks", ICML 2015; Bousmalis et al., "Domain Separation Networks",
+    NeurIPS 2016.
 
   Example:
     >>> mk_mmd2(source_features, target_features, bandwidths=[0.5, 1.0, 2.0, 4.0],
     ...         weights=[0.1, 0.4, 0.4, 0.1])  # doctest: +SKIP
+    >>> mk_mmd2(source_features, target_features, bandwidths=DSN_BANDWIDTHS)  # doctest: +SKIP
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
@@ -323,7 +348,7 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
         return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
       return jax.vmap(one)(chunk_keys)
   else:
-    kmat = _kernels.kernel_matrix(pooled, pooled, kernel)
+    kmat = _kernels.self_kernel_matrix(pooled, kernel)
     observed = _indicator_statistics(kmat, base_indicator[None], n, m, estimator)[0]
 
     def chunk_stats(chunk_keys):
@@ -413,10 +438,9 @@ def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
 
   w1, present1 = class_weights(labels[:half])
   w2, present2 = class_weights(labels[half:2 * half])
-  gram = lambda a, b: _kernels.kernel_matrix(a, b, kernel)
-  m11 = w1.T @ gram(first, first) @ w1
-  m22 = w2.T @ gram(second, second) @ w2
-  m12 = w1.T @ gram(first, second) @ w2
+  m11 = w1.T @ _kernels.self_kernel_matrix(first, kernel) @ w1
+  m22 = w2.T @ _kernels.self_kernel_matrix(second, kernel) @ w2
+  m12 = w1.T @ _kernels.kernel_matrix(first, second, kernel) @ w2
   gaps = jnp.diagonal(m11)[:, None] + jnp.diagonal(m22)[None, :] - 2.0 * m12  # [C, C]
   valid = present1[:, None] & present2[None, :]
   eye = jnp.eye(num_classes, dtype=bool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from gapmmd_jax.config import option
+from gapmmd_jax.config import check_finite, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +31,16 @@ class TrainConfig:
   seed_axis: Literal["auto", "vmap", "unroll"] = option(
       "auto", "how seeds share one compiled step: vmap (batched) or unroll (one after "
       "another inside the step: much faster for convolutions on CPU); auto: unroll on CPU")
+  steps_per_call: int = option(1, "training steps per jitted call (a loop on the device; calls "
+                               "end at log, eval and checkpoint steps): fewer Python "
+                               "dispatches for small, fast steps")
 
   def __post_init__(self):
+    check_finite(self)
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
-    for name in ("batch_size", "eval_batch_size", "eval_every", "log_every", "checkpoint_every"):
+    for name in ("batch_size", "eval_batch_size", "eval_every", "log_every", "checkpoint_every",
+                 "steps_per_call"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
     if self.epochs <= 0:
@@ -43,4 +48,5 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir", "seed_axis")
+RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir", "seed_axis",
+                    "steps_per_call", "xla_flags")

@@ -384,3 +384,130 @@ def test_sizes_whose_square_overflows_int32_trace():
   spec = jax.ShapeDtypeStruct((65536, 2), jnp.float32)  # 65536^2 > 2^31
   for estimator in ("biased", "unbiased"):
     jax.jit(lambda a, b: g.mmd2(a, b, estimator=estimator)).lower(spec, spec)
+
+
+# ---------- kernel banks and the bandwidth's gradient ----------
+
+def test_dsn_bank_is_the_dsn_kernel():
+  # DSN's kernel: sum over sigma of exp(-|a - b|^2 / (2 sigma)), unit weights.
+  x, y = samples(11, 30, 26, d=4, shift=0.3)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+
+  def dsn_kernel(a, b):
+    sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return sum(np.exp(-sq / (2.0 * s)) for s in g.losses._mmd.DSN_SIGMAS)
+
+  expected = (dsn_kernel(x64, x64).mean() + dsn_kernel(y64, y64).mean()
+              - 2 * dsn_kernel(x64, y64).mean())
+  assert len(g.DSN_BANDWIDTHS) == 19
+  np.testing.assert_allclose(g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS), expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS),
+      g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS, weights=np.ones(19)), rtol=1e-6)
+
+
+def _central_difference(f, x, coordinates, eps=1e-5):
+  out = []
+  for i, j in coordinates:
+    up, down = x.copy(), x.copy()
+    up[i, j] += eps
+    down[i, j] -= eps
+    out.append((f(up) - f(down)) / (2 * eps))
+  return np.asarray(out)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_stop_bandwidth_gradient_holds_the_scale_constant(estimator):
+  x, y = samples(12, 24, 20, d=3, shift=0.4)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  held = ref_bandwidths(x64, y64)
+  coordinates = [(0, 0), (3, 1), (17, 2), (23, 0)]
+  with_scale_held = _central_difference(
+      lambda a: ref_estimate(a, y64, held, [1.0] * 5, estimator), x64, coordinates)
+  with_scale_moving = _central_difference(
+      lambda a: ref_estimate(a, y64, ref_bandwidths(a, y64), [1.0] * 5, estimator), x64,
+      coordinates)
+  for stop, expected in ((True, with_scale_held), (False, with_scale_moving)):
+    grads = jax.grad(lambda a: g.mmd2(a, y, estimator=estimator,
+                                      stop_bandwidth_gradient=stop))(x)
+    np.testing.assert_allclose([grads[i, j] for i, j in coordinates], expected,
+                               rtol=2e-3, atol=2e-6)
+  # The two gradients differ by 5x the tolerance or more: the test tells them apart.
+  assert np.max(np.abs(with_scale_held - with_scale_moving)) > 1e-4
+  np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, stop_bandwidth_gradient=True),
+                             g.mmd2(x, y, estimator=estimator), rtol=1e-6)
+
+
+# ---------- the tiled gradient ----------
+
+def _dense_reference(estimator, n, m, bandwidths_of, weights):
+  """MMD^2 from full kernel matrices, for float64 autodiff: ``bandwidths_of(x, y) -> [K]``."""
+  def value(a, b, *args):
+    bandwidths = bandwidths_of(a, b, *args)
+    w = weights(*args) if callable(weights) else weights
+
+    def k(p, q):
+      sq = jnp.sum((p[:, None] - q[None]) ** 2, -1)
+      return sum(w[i] * jnp.exp(-sq / bandwidths[i]) for i in range(len(bandwidths)))
+
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    if estimator == "biased":
+      return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+    off = lambda kk: kk.sum() - jnp.trace(kk)
+    return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean()
+  return value
+
+
+def _mean_scale(a, b):
+  z = jnp.concatenate([a, b])
+  centred = z - z.mean(0)
+  return 2 * len(z) * jnp.sum(centred * centred) / (len(z) ** 2 - len(z))
+
+
+@pytest.mark.parametrize("estimator, n, m, block_size, stop", [
+    ("biased", 40, 40, None, False),  # one tile
+    ("unbiased", 300, 300, 128, False),  # 3 x 3 tiles, padded
+    ("biased", 45, 45, 7, True),  # 7 x 7 tiles, padded, bandwidth held constant
+    ("unbiased", 30, 25, 8, True),  # n != m: upper tiles of XX and YY, row blocks of XY
+    ("biased", 30, 25, 8, False),
+])
+def test_tiled_gradient_equals_dense_float64_autodiff(estimator, n, m, block_size, stop):
+  rng = np.random.default_rng(n + m)
+  x, y = rng.normal(size=(n, 5)), rng.normal(size=(m, 5)) + 0.3
+  with jax.enable_x64(True):
+    ours = lambda a, b: g.mmd2(a, b, estimator=estimator, block_size=block_size,
+                               stop_bandwidth_gradient=stop)
+    value, tiled = jax.value_and_grad(ours, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(value, ours(x, y), rtol=1e-12)  # one pass gives both
+
+    def bandwidths(a, b):
+      scale = _mean_scale(a, b)
+      scale = jax.lax.stop_gradient(scale) if stop else scale
+      return [scale / 4 * 2 ** i for i in range(5)]
+
+    dense = jax.grad(_dense_reference(estimator, n, m, bandwidths, [1.0] * 5),
+                     argnums=(0, 1))(x, y)
+  for ours, reference in zip(tiled, dense):
+    np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-12)
+  # float32 (the default) agrees within float32 tolerance.
+  ours32 = jax.grad(lambda a: g.mmd2(a, y.astype(np.float32), estimator=estimator,
+                                     block_size=block_size,
+                                     stop_bandwidth_gradient=stop))(x.astype(np.float32))
+  np.testing.assert_allclose(ours32, dense[0], rtol=2e-3, atol=2e-4 * np.abs(dense[0]).max())
+
+
+@pytest.mark.parametrize("n, m", [(64, 64), (50, 37)])
+def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
+  rng = np.random.default_rng(7)
+  x, y = rng.normal(size=(n, 4)), rng.normal(size=(m, 4)) * 1.3
+  bandwidths, weights = np.array([0.5, 2.0, 8.0, 40.0]), np.array([0.1, 0.4, 0.3, 0.2])
+  with jax.enable_x64(True):
+    for estimator in ("biased", "unbiased"):
+      ours = jax.grad(lambda a, b, bw, w: g.mk_mmd2(a, b, bandwidths=bw, weights=w,
+                                                   estimator=estimator, block_size=16),
+                      argnums=(0, 1, 2, 3))(x, y, bandwidths, weights)
+      dense = jax.grad(_dense_reference(estimator, n, m, lambda a, b, bw, w: bw,
+                                        lambda bw, w: w), argnums=(0, 1, 2, 3))(
+                                            x, y, bandwidths, weights)
+      for a, b in zip(ours, dense):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -7,11 +7,12 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 import gapmmd_jax as g
-from gapmmd_jax.train import fit
+from gapmmd_jax.train import NonFiniteError, _rundir, fit
 
 from . import tiny_task
 
@@ -142,3 +143,50 @@ def test_two_processes_on_jax_distributed_match_one(mnist_dir, reference, tmp_pa
     pytest.skip("CPU collectives are unavailable in this jaxlib: " + logs[0].strip()[-500:])
   assert all(proc.returncode == 0 for proc in procs), "\n\n".join(log[-3000:] for log in logs)
   _assert_matches_single_process(np.load(out), reference)
+
+
+def test_steps_per_call_equal_single_steps(task, reference, tmp_path):
+  result = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), steps_per_call=4))
+  np.testing.assert_allclose(result.state["state"]["params"]["w"],
+                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+  assert result.final_eval == reference.final_eval
+  # Calls stop at every log (3), eval (7) and checkpoint (4) step: the same rows are written.
+  rows = lambda r: [(row["step"], row["seed"], row["split"]) for row in r.run_dir.read_metrics()]
+  assert rows(result) == rows(reference)
+  # One compilation per distinct number of steps per call (calls of 1 to 4 steps here).
+  assert 1 < result.num_traces <= 4
+
+
+def _first_step_drawing(row: int, seeds: tuple[int, ...], batch_size: int, num_train: int) -> int:
+  """The first (1-based) step at which any seed's epoch-0 batches contain ``row``."""
+  from gapmmd_jax.data import _batching
+  from gapmmd_jax.train._harness import _seed_keys
+  permutations = np.asarray(_batching.epoch_permutations(_seed_keys(seeds)[1], 0, num_train))
+  return min(int(np.flatnonzero(p == row)[0]) // batch_size + 1 for p in permutations)
+
+
+def test_non_finite_loss_stops_and_resume_continues_from_the_last_finite_checkpoint(
+    task, reference, tmp_path):
+  poisoned_row = 28
+  first_bad = _first_step_drawing(poisoned_row, (0, 1), 64, 640)
+  assert 5 <= first_bad <= 10, first_bad  # after the first checkpoint (step 4), within epoch 0
+  images = task.train_data["image"].copy()
+  images[poisoned_row] = np.nan
+  poisoned = dataclasses.replace(task, train_data={**task.train_data, "image": images})
+  expected = r"diverged at step 6: non-finite training metric: (.*, )?loss(, .*)? \(seed 1\)"
+  with pytest.raises(NonFiniteError, match=expected):
+    fit(poisoned, tiny_task.config(tmp_path, seeds=(0, 1)))
+  run = _rundir.RunDir(tmp_path / "run")
+  saved = run.load_checkpoint(reference.state)
+  assert int(saved["step"][0]) == 4 * ((first_bad - 1) // 4)  # the last checkpoint before it
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved))
+  # Resuming (here with the clean data) continues from that checkpoint.
+  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  assert resumed.summary["resumed_from_step"] == int(saved["step"][0])
+  np.testing.assert_allclose(resumed.state["state"]["params"]["w"],
+                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+
+
+def test_non_finite_options_are_rejected():
+  with pytest.raises(ValueError, match="epochs must be finite"):
+    tiny_task.config("/tmp", epochs=float("inf"))
