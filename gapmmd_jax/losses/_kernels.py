@@ -281,8 +281,9 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   tile ``I`` and of tile ``J`` (padded to ``block_size``), the ``[bs, bs]`` mask
   of real pairs (``None`` when ``block_size`` divides ``n``: no padding) and
   whether ``I == J`` (a traced bool), and returns a tuple of sums; tiles
-  ``I < J`` count twice. Each tile runs under ``jax.checkpoint``, so the
-  gradient keeps no tile.
+  ``I < J`` count twice. The forward pass of :func:`_symmetric_tile_sums`, whose
+  gradient walks the tiles itself; each tile also runs under ``jax.checkpoint``,
+  so differentiating this function directly keeps no tile either.
   """
   n = arrays[0].shape[0]
   num_blocks = math.ceil(n / block_size)
