@@ -311,8 +311,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if cfg.resume:
     saved = run.read_json(_rundir.CONFIG_FILE)
     # A field added since the run was saved compares as its default value.
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    defaults = config_lib.to_dict(dataclasses.replace(cfg, **defaults))
+    defaults = config_lib.to_dict(type(cfg)())
     changed = {k: (saved.get(k, defaults.get(k)), v) for k, v in resolved.items()
                if k not in RESUMABLE_FIELDS and saved.get(k, defaults.get(k)) != v}
     if changed:
