@@ -57,6 +57,14 @@ class Task:
     finish_eval: optional map from the evaluation means (NumPy, leading seed
       axis) to scalar metrics per seed, e.g. a clustering accuracy from the
       mean contingency table.
+    prepare_eval: optional pure ``(state, train_data) -> state`` run on each
+      replica before every evaluation, with the device-resident training
+      data; its result is what ``eval_step`` sees (and is not kept), e.g. a
+      state with BatchNorm statistics measured over the training set.
+    seed_data: optional ``seed -> dict of host arrays`` that differ between
+      seeds but stay fixed during training (e.g. a seed's labelled subset);
+      ``init``'s state, which must then be a dict, gets them under
+      ``"seed_data"``, and ``train_step`` must hand them on unchanged.
   """
 
   name: str
@@ -68,6 +76,8 @@ class Task:
   host_update: Callable[[PyTree, int], PyTree] | None = None
   host_update_every: int = 1
   finish_eval: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+  prepare_eval: Callable[[PyTree, dict], PyTree] | None = None
+  seed_data: Callable[[int], dict[str, np.ndarray]] | None = None
 
 
 class NonFiniteError(FloatingPointError):
@@ -204,8 +214,14 @@ class _Evaluator:
       return {k: masked_sum(v) for k, v in per_example.items()}
 
     self._sums = jax.jit(sums, out_shardings=repl)
+    self._prepare = None
+    if task.prepare_eval is not None:
+      self._prepare = jax.jit(over_seeds(task.prepare_eval, seed_axis, in_axes=(0, None)),
+                              out_shardings=repl)
 
-  def __call__(self, states) -> dict[str, np.ndarray]:
+  def __call__(self, states, train_data) -> dict[str, np.ndarray]:
+    if self._prepare is not None:
+      states = self._prepare(states, train_data)
     totals = None
     for i in range(self.num_batches):
       part = self._sums(states, self.data, i)
@@ -307,6 +323,11 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   train_data = _batching.put_replicated(task.train_data, mesh)
 
   states = init_fn(init_keys)
+  if task.seed_data is not None:  # host arrays per seed, stacked on the seed axis
+    per_seed = [task.seed_data(seed) for seed in cfg.seeds]
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
+    states = {**states, "state": {**states["state"],
+                                  "seed_data": _batching.put_replicated(stacked, mesh)}}
   start = 0
   if cfg.resume:
     saved = run.read_json(_rundir.CONFIG_FILE)
@@ -328,7 +349,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     run.write_json(_rundir.CONFIG_FILE, resolved)
 
   def log_eval(step: int) -> dict[str, np.ndarray]:
-    metrics = evaluate(states["state"])
+    metrics = evaluate(states["state"], train_data)
     if task.finish_eval is not None:
       metrics = task.finish_eval(metrics)
     run.append_metrics([{"step": step, "seed": seed, "split": "eval",

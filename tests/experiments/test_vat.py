@@ -1,15 +1,19 @@
-"""Experiment 5 (VAT): the model, the labelled subset, and smoke runs of the table."""
+"""Experiment 5 (VAT): the models, the labelled subsets, and smoke runs of the table and the
+semi-supervised recipes."""
 
+import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from gapmmd_jax import cli
 from gapmmd_jax.experiments import vat
-from gapmmd_jax.models import VatCNN
+from gapmmd_jax.models import VatCNN, VatMLP
+from gapmmd_jax.models._vat_mlp import average_stats
 
 SMALL = ["--variant", "quick", "--max-train-examples", "1024", "--max-eval-examples", "1000",
          "--no-progress"]
@@ -58,16 +62,100 @@ def test_table_per_seed_values_match_single_seed_runs(mnist_dir, tmp_path, capsy
   assert single["loss"]["per_seed"][0] == pytest.approx(vat_row["loss"]["per_seed"][1], rel=1e-4)
 
 
-def test_semi_supervised_run(mnist_dir, tmp_path):
+def _mlp_reference(model: VatMLP, x: np.ndarray, stats=None) -> np.ndarray:
+  """float64 NumPy forward pass of ``VatMLP``: dense, BatchNorm (batch or given statistics)."""
+  h = np.asarray(x, np.float64).reshape(len(x), -1)
+  for i, dense in enumerate(model.dense):
+    h = h @ np.asarray(dense.kernel[...], np.float64)
+    mean, var = (h.mean(0), h.var(0)) if stats is None else map(np.asarray, stats[i])
+    h = (h - mean) / np.sqrt(var + model.eps) * np.asarray(model.scale[i][...]) + np.asarray(
+        model.shift[i][...])
+    if i < len(model.dense) - 1:
+      h = np.maximum(h, 0.0)
+  return h
+
+
+def test_mlp_matches_a_float64_reference():
+  model = VatMLP((12, 9, 7, 3), rngs=nnx.Rngs(0))
+  model.scale[1][...] = jax.random.uniform(jax.random.key(1), (7,), minval=0.5, maxval=2.0)
+  model.shift[2][...] = jax.random.normal(jax.random.key(2), (3,))
+  x = np.asarray(jax.random.normal(jax.random.key(3), (16, 3, 4)))
+  np.testing.assert_allclose(model(x), _mlp_reference(model, x), rtol=1e-4, atol=1e-4)
+  # Evaluation with the batch's own statistics is the training-mode function.
+  np.testing.assert_allclose(model(x, model.batch_stats(x)), model(x), rtol=1e-5, atol=1e-5)
+  other = [(jnp.full((d,), 0.3), jnp.full((d,), 2.0)) for d in (9, 7, 3)]
+  np.testing.assert_allclose(model(x, other), _mlp_reference(model, x, other), rtol=1e-4,
+                             atol=1e-4)
+  assert model.dense[0].kernel[...].std() == pytest.approx(1 / np.sqrt(12), rel=0.35)
+
+
+def test_population_statistics_average_the_batches():
+  batches = np.random.default_rng(0).normal(size=(5, 8, 4)) * np.arange(1, 5)
+  per_batch = [(jnp.asarray(batches.mean(1)), jnp.asarray(batches.var(1)))]
+  (mean, var), = average_stats(per_batch, batch_size=8)
+  np.testing.assert_allclose(mean, batches.mean(1).mean(0), rtol=1e-5)
+  np.testing.assert_allclose(var, batches.var(1, ddof=1).mean(0), rtol=1e-5)
+
+
+def test_cycled_rows_visit_every_row_once_per_pass():
+  key = jax.random.key(4)
+  stream = np.asarray(vat.cycled_rows(jnp.asarray(0), 35, 7, key))
+  for p in range(5):
+    assert sorted(stream[7 * p:7 * (p + 1)]) == list(range(7))
+  assert not all((stream[:7] == stream[7 * p:7 * (p + 1)]).all() for p in range(1, 5))
+  for start, count in ((0, 3), (5, 9), (20, 15)):
+    np.testing.assert_array_equal(vat.cycled_rows(jnp.asarray(start), count, 7, key),
+                                  stream[start:start + count])
+
+
+def test_semi_supervised_cnn_run(mnist_dir, tmp_path):
   assert cli.main(["vat", *SMALL, "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path),
                    "--labels-per-class", "5", "--labelled-batch-size", "20", "--vat-xi", "1e-6",
                    "--epochs", "0.5", "--run-name", "semi"]) == 0
   summary = json.loads((tmp_path / "semi" / "summary.json").read_text())
-  assert "5 labels per class" in summary["configuration"]
+  assert "CNN" in summary["configuration"] and "5 labels per class" in summary["configuration"]
   assert 0.1 < summary["final_eval"]["accuracy"]["mean"] <= 1.0
   rows = [json.loads(line) for line in (tmp_path / "semi" / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]
   assert train and all(np.isfinite(r["vat"]) and r["vat"] >= 0 for r in train)
+
+
+def test_semi_supervised_mlp_run(mnist_dir, tmp_path, capsys):
+  """The paper's recipe, small: own labelled subset per seed, validation images held out,
+  BatchNorm statistics measured before evaluation; a seed trains the same alone or beside
+  another."""
+  small = ["--variant", "semi-supervised", "--data-dir", str(mnist_dir), "--out-dir",
+           str(tmp_path), "--max-train-examples", "1200", "--max-eval-examples", "500",
+           "--validation-size", "200", "--batch-size", "50", "--labels-per-class", "3",
+           "--labelled-batch-size", "20", "--epochs", "2", "--eval-every", "20",
+           "--no-progress", "--entropy-weight", "0.5"]
+  assert cli.main(["vat", *small, "--seeds", "0", "1", "--run-name", "two"]) == 0
+  assert "MLP with BatchNorm" in capsys.readouterr().out
+  two = json.loads((tmp_path / "two" / "summary.json").read_text())
+  assert two["steps"] == 40  # (1200 - 200) // 50 steps per epoch
+  for name in ("accuracy", "validation_accuracy"):
+    assert all(0.3 < a <= 1.0 for a in two["final_eval"][name]["per_seed"])
+  rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(r["entropy"]) and r["entropy"] > 0 for r in rows if r["split"] == "train")
+  assert cli.main(["vat", *small, "--seeds", "1", "--run-name", "one"]) == 0
+  one = json.loads((tmp_path / "one" / "summary.json").read_text())
+  for name in ("accuracy", "validation_accuracy", "loss"):
+    assert one["final_eval"][name]["per_seed"][0] == pytest.approx(
+        two["final_eval"][name]["per_seed"][1], rel=1e-3)
+
+
+def test_labelled_subsets_differ_per_seed_and_avoid_validation(mnist_dir):
+  cfg = dataclasses.replace(vat.VARIANTS["semi-supervised"], data_dir=str(mnist_dir),
+                            max_train_examples=3000, max_eval_examples=100, validation_size=500)
+  task = vat.build_task(cfg)
+  assert len(task.train_data["image"]) == 2500 and "label" not in task.train_data
+  assert len(task.eval_data["label"]) == 600
+  first, second = task.seed_data(0), task.seed_data(1)
+  assert first["image"].shape == (100, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(first["label"]), np.full(10, 10))
+  assert not np.array_equal(first["image"], second["image"])
+  validation = task.eval_data["image"][100:]
+  assert not any((validation == image).all(axis=(1, 2, 3)).any() for image in first["image"])
 
 
 def test_bad_options_are_one_line_errors(capsys):
@@ -75,3 +163,7 @@ def test_bad_options_are_one_line_errors(capsys):
   assert "vat_eps must be > 0" in capsys.readouterr().err
   assert cli.main(["vat", "--labels-per-class", "0"]) == 2
   assert "labels_per_class must be >= 1" in capsys.readouterr().err
+  assert cli.main(["vat", "--model", "mlp"]) == 2
+  assert "pass --no-dropout" in capsys.readouterr().err
+  assert cli.main(["vat", "--entropy-weight", "-1"]) == 2
+  assert "entropy_weight must be >= 0" in capsys.readouterr().err
