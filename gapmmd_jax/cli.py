@@ -12,6 +12,7 @@ from gapmmd_jax import config as config_lib
 
 BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
               "seed-axis": "gapmmd_jax.benchmarks.seed_axis",
+              "test": "gapmmd_jax.benchmarks.two_sample_test",
               "train": "gapmmd_jax.benchmarks.train_step"}
 
 

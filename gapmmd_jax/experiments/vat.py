@@ -77,6 +77,9 @@ class Config(TrainConfig):
                           "(pixels in [0, 1])")
   vat_xi: float = option(10.0, "finite-difference step of the power iteration")
   vat_iterations: int = option(1, "power iterations")
+  vat_finite_difference: Literal["linearized", "direct"] = option(
+      "linearized", "logit shift of the power iteration: linearized (J r, exact) or direct "
+      "(f(x + r) - f(x), as the papers' float32 code)")
   vat_weight: float = option(1.0, "weight of the VAT loss")
   entropy_weight: float = option(0.0, "weight of the mean prediction entropy on the unlabelled "
                                  "batch (VAT+EntMin, Miyato et al. 2018); 0: off")
@@ -228,7 +231,8 @@ def build_task(cfg: Config) -> Task:
     unlabelled = to_unit_float(batch["image"])
     if cfg.vat:
       vat = vat_loss(logits_fn, unlabelled, vat_key, xi=cfg.vat_xi, eps=cfg.vat_eps,
-                     num_iterations=cfg.vat_iterations)
+                     num_iterations=cfg.vat_iterations,
+                     finite_difference=cfg.vat_finite_difference)
       metrics["vat"] = vat
       loss = loss + cfg.vat_weight * vat
     if cfg.entropy_weight > 0:

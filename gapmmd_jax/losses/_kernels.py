@@ -24,6 +24,7 @@ _DEFAULT_BLOCK_ROWS = 1024
 # Tiles of the paired n == m path (rows of x per tile; measured in _paired_block_size).
 _PAIRED_SMALL_BLOCK_ROWS, _PAIRED_SMALL_MAX_N, _PAIRED_LARGE_BLOCK_ROWS = 256, 2048, 512
 _MEDIAN_MAX_POINTS = 2048
+_QUADRATIC_BLOCK_ROWS = 512
 
 
 def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -280,8 +281,8 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   ``tile_fn(rows_I, rows_J, mask, diagonal)`` gets, for each array, its rows of
   tile ``I`` and of tile ``J`` (padded to ``block_size``), the ``[bs, bs]`` mask
   of real pairs (``None`` when ``block_size`` divides ``n``: no padding) and
-  whether ``I == J`` (a traced bool), and returns a tuple of sums; tiles
-  ``I < J`` count twice. The forward pass of :func:`_symmetric_tile_sums`, whose
+  whether ``I == J`` (a traced bool), and returns a tuple of sums (scalars or
+  arrays of a fixed shape, summed over the tiles); tiles ``I < J`` count twice. The forward pass of :func:`_symmetric_tile_sums`, whose
   gradient walks the tiles itself; each tile also runs under ``jax.checkpoint``,
   so differentiating this function directly keeps no tile either.
   """
@@ -303,7 +304,8 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
 
   if num_blocks == 1:
     return one_tile((0, 0))
-  return tuple(jnp.sum(t) for t in jax.lax.map(one_tile, (jnp.asarray(rows), jnp.asarray(cols))))
+  return tuple(jnp.sum(t, axis=0)
+               for t in jax.lax.map(one_tile, (jnp.asarray(rows), jnp.asarray(cols))))
 
 
 def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = None) -> jax.Array:
@@ -397,6 +399,39 @@ def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
     k = jnp.where(jnp.tile(mask, (2, 2)), k, 0.0)
   kxx, kxy, kyx, kyy = k[:b, :b], k[:b, b:], k[b:, :b], k[b:, b:]
   return jnp.sum(kxx + kyy - kxy - kyx), 0.5 * (jnp.sum(kxy) + jnp.sum(kyx))
+
+
+def kernel_quadratic_forms(z: jax.Array, coefficients: jax.Array, kernel: Kernel, *,
+                           block_size: int | None = None) -> jax.Array:
+  """``c_b^T (K - peak) c_b`` for every row ``c_b`` of ``coefficients``, tile by tile.
+
+  ``K`` is the kernel matrix of ``z``; its peak-shifted diagonal is exactly 0,
+  so self pairs add nothing. Each tile ``I <= J`` of ``K`` is computed once and
+  meets every row at once (one ``[bs, bs] @ [bs, B]`` matmul), so the cost is
+  ``O(N^2 (d + B))`` and the memory ``O(N (d + B) + bs^2)``: no ``[N, N]``
+  matrix. Permutation and wild-bootstrap tests are such forms (indicator or
+  sign vectors).
+
+  Args:
+    z: ``[N, d]`` points.
+    coefficients: ``[B, N]``.
+    kernel: the kernel.
+    block_size: tile side; ``None``: 512 rows (or ``N`` when smaller).
+
+  Returns:
+    ``[B]`` forms.
+  """
+  b = min(block_size or _QUADRATIC_BLOCK_ROWS, z.shape[0])
+  forms, = _sum_upper_tiles((z, coefficients.T), b,
+                            functools.partial(_quadratic_tile, kernel=kernel))
+  return forms
+
+
+def _quadratic_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
+  del mask  # padded rows have zero coefficients
+  (zi, ci), (zj, cj) = rows_i, rows_j  # [bs, d] points and [bs, B] coefficients
+  k = _without_self_pairs(kernel_matrix(zi, zj, kernel), diagonal)
+  return (jnp.sum(jnp.matmul(k, cj, precision=jax.lax.Precision.HIGHEST) * ci, axis=0),)
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:

@@ -275,50 +275,105 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   return jnp.asarray(beta / beta.sum(), x.dtype)
 
 
-def _indicator_statistics(kmat: jax.Array, in_x: jax.Array, n: int, m: int,
-                          estimator: str) -> jax.Array:
-  """MMD^2 for each row of ``in_x`` ``[P, N]`` (1 = in X) from the pooled kernel matrix."""
-  a = in_x.astype(kmat.dtype)
+TEST_METHODS = ("permutation", "wild-bootstrap")
+# Above this many coefficient entries (draws x points) the draws go through the tiles in chunks.
+_DRAW_CHUNK_ENTRIES = 1 << 24
+
+
+def as_typed_key(key: jax.typing.ArrayLike) -> jax.Array:
+  """A typed PRNG key from a typed key or a legacy ``jax.random.PRNGKey`` (uint32 ``[2]``)."""
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key
+  if key.dtype != jnp.uint32 or key.ndim != 1:
+    raise TypeError("key must be a jax.random.key(...) or a jax.random.PRNGKey(...), got an "
+                    f"array of dtype {key.dtype} and shape {tuple(key.shape)}.")
+  return jax.random.wrap_key_data(key)
+
+
+def permutation_indicators(key: jax.Array, n: int, m: int, num: int) -> jax.Array:
+  """``[num, n + m]`` bool rows, each marking a uniformly random ``n`` of the ``n + m`` points.
+
+  One sort per row of random 32-bit keys (ties, about ``N^2 / 2^33`` per row,
+  go by position): far cheaper than ``num`` calls of ``jax.random.permutation``.
+  """
+  order = jnp.argsort(jax.random.bits(key, (num, n + m), jnp.uint32), axis=1)
+  rows = jnp.arange(num)[:, None]
+  return jnp.zeros((num, n + m), bool).at[rows, order[:, :n]].set(True)
+
+
+def _permutation_coefficients(in_x: jax.Array, n: int, m: int, estimator: str):
+  """``(c [P, N], gamma)`` with ``MMD^2 = c^T K c + gamma 1^T K 1`` for the splits ``in_x``.
+
+  With ``Q = a^T K a``, ``R = a^T K 1``, ``T = 1^T K 1`` (``a`` the indicator,
+  ``K`` zero on its diagonal, as the shifted kernel is) both estimators are
+  ``qQ + rR + tT``; ``c = alpha a + beta 1`` with ``alpha^2 = q``,
+  ``2 alpha beta = r`` leaves ``gamma = t - beta^2`` (0 for the biased one).
+  """
   n, m = float(n), float(m)
-  row_sums = jnp.sum(kmat, axis=1)
-  total = jnp.sum(row_sums)
-  aka = jnp.sum(jnp.matmul(a, kmat, precision=jax.lax.Precision.HIGHEST) * a, axis=1)
-  ak1 = a @ row_sums
-  akb = ak1 - aka
-  bkb = total - ak1 - akb
   if estimator == "biased":
-    return aka / (n * n) + bkb / (m * m) - 2.0 * akb / (n * m)
-  diag = jnp.diagonal(kmat)
-  adiag = a @ diag
-  bdiag = jnp.sum(diag) - adiag
-  return ((aka - adiag) / (n * (n - 1)) + (bkb - bdiag) / (m * (m - 1))
-          - 2.0 * akb / (n * m))
+    q, r, t = (1 / n + 1 / m) ** 2, -2 / (m * m) - 2 / (n * m), 1 / (m * m)
+  else:
+    q = 1 / (n * (n - 1)) + 1 / (m * (m - 1)) + 2 / (n * m)
+    r, t = -2 / (m * (m - 1)) - 2 / (n * m), 1 / (m * (m - 1))
+  alpha = math.sqrt(q)
+  beta = r / (2 * alpha)
+  return alpha * in_x + beta, t - beta * beta
+
+
+def _chunked_forms(pooled: jax.Array, coefficients: jax.Array, kernel: _kernels.Kernel,
+                   chunk_size: int | None, block_size: int | None) -> jax.Array:
+  """:func:`kernel_quadratic_forms` of ``[P, N]`` rows, ``chunk_size`` rows per tile walk."""
+  num, total = coefficients.shape
+  if chunk_size is None:
+    chunk_size = max(1, _DRAW_CHUNK_ENTRIES // total)
+  if chunk_size >= num:
+    return _kernels.kernel_quadratic_forms(pooled, coefficients, kernel, block_size=block_size)
+  num_chunks = math.ceil(num / chunk_size)
+  padded = jnp.pad(coefficients, ((0, num_chunks * chunk_size - num), (0, 0)))
+  forms = jax.lax.map(
+      lambda c: _kernels.kernel_quadratic_forms(pooled, c, kernel, block_size=block_size),
+      padded.reshape(num_chunks, chunk_size, total))
+  return forms.reshape(-1)[:num]
 
 
 def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
              num_permutations: int = 1000, estimator: str = "biased",
              kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
-             bandwidth: str = "mean", chunk_size: int = 100
+             bandwidth: str = "mean", method: str = "permutation",
+             chunk_size: int | None = None, block_size: int | None = None
              ) -> tuple[jax.Array, jax.Array]:
-  r"""Permutation two-sample test with the :func:`mmd2` statistic.
+  r"""Permutation (or wild-bootstrap) two-sample test with an MMD^2 statistic, in tiles.
 
-  The pooled sample is split at random ``num_permutations`` times; the
-  p-value counts the observed statistic, so it is never 0:
+  The p-value counts the observed statistic, so it is never 0:
 
   .. math:: p = (1 + \#\{b: \mathrm{MMD}^2_b \ge \mathrm{MMD}^2\}) / (1 + B)
 
-  The bandwidth depends only on the pooled sample, so one ``[N, N]`` kernel
-  matrix (``N = n + m``) serves every permutation; permutations are evaluated
-  ``chunk_size`` at a time (one ``[chunk, N] @ [N, N]`` matmul each), which
-  bounds memory at ``O(N^2 + chunk N)``. ``"linear"`` recomputes the
-  statistic on each permuted sample (``O(N d)`` each).
+  ``"permutation"`` splits the pooled sample at random ``B`` times. Every
+  split's biased or unbiased statistic is a quadratic form of the pooled kernel
+  matrix in its indicator vector, so one walk over the matrix's tiles serves
+  the observed split and every draw, and no ``[N, N]`` matrix is ever held
+  (``N = n + m``): time ``O(N^2 (d + B))``, memory ``O(N d + chunk N)``. The
+  bandwidth depends only on the pooled sample, so it is shared by all draws.
+
+  ``"wild-bootstrap"`` (``n == m``, Chwialkowski et al. 2014, as MMDAgg uses
+  it) multiplies the terms ``h_ij`` of the paired statistic by random signs
+  ``e_i e_j``; the observed statistic is then ``sum h_ij / n^2`` (biased, as
+  :func:`mmd2`) or ``sum_{i != j} h_ij / (n (n - 1))`` (unbiased: unlike
+  :func:`mmd2`'s unbiased estimate it leaves out the pairs ``k(x_i, y_i)``).
+
+  ``"linear"`` recomputes the linear-time statistic on each permuted sample
+  (``O(N d)`` each).
 
   Args:
-    key: PRNG key for the permutations.
+    key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
     x: ``[n, d]``, ``y``: ``[m, d]``.
-    num_permutations: ``B``.
+    num_permutations: ``B``, draws of the null distribution.
     estimator, kernel_mul, kernel_num, fix_sigma, bandwidth: as :func:`mmd2`.
-    chunk_size: permutations per vectorised chunk.
+    method: ``"permutation"`` or ``"wild-bootstrap"``.
+    chunk_size: draws per walk over the tiles (memory ``chunk x N``); ``None``:
+      all of them up to 16M coefficients.
+    block_size: tile side; ``None``: 512.
 
   Returns:
     ``(statistic, p_value)``, two scalars.
@@ -329,33 +384,49 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
   v.check_int("num_permutations", num_permutations, 1)
-  v.check_int("chunk_size", chunk_size, 1)
+  v.check_choice("method", method, TEST_METHODS)
+  if chunk_size is not None:
+    v.check_int("chunk_size", chunk_size, 1)
+  if block_size is not None:
+    v.check_int("block_size", block_size, 1)
+  key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
+  if method == "wild-bootstrap" and (n != m or estimator == "linear"):
+    raise ValueError("method='wild-bootstrap' needs n == m and the biased or unbiased "
+                     f"estimator, got n={n}, m={m}, estimator={estimator!r}.")
   pooled = jnp.concatenate([x, y], axis=0)
   kernel = _reference_kernel(pooled, kernel_mul=kernel_mul, kernel_num=kernel_num,
                              fix_sigma=fix_sigma, bandwidth=bandwidth)
   pooled = pooled - jnp.mean(pooled, axis=0)
-  base_indicator = jnp.arange(n + m) < n
-  num_chunks = math.ceil(num_permutations / chunk_size)
-  keys = jax.random.split(key, num_chunks * chunk_size).reshape(num_chunks, chunk_size)
 
   if estimator == "linear":
     observed = _mmd2_with_kernel(x, y, kernel, estimator, None)
 
-    def chunk_stats(chunk_keys):
-      def one(k):
-        z = jax.random.permutation(k, pooled, axis=0)
-        return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
-      return jax.vmap(one)(chunk_keys)
-  else:
-    kmat = _kernels.self_kernel_matrix(pooled, kernel)
-    observed = _indicator_statistics(kmat, base_indicator[None], n, m, estimator)[0]
+    def one(k):
+      z = jax.random.permutation(k, pooled, axis=0)
+      return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
 
-    def chunk_stats(chunk_keys):
-      in_x = jax.vmap(lambda k: jax.random.permutation(k, base_indicator))(chunk_keys)
-      return _indicator_statistics(kmat, in_x, n, m, estimator)
-
-  null = jax.lax.map(chunk_stats, keys).reshape(-1)[:num_permutations]
+    null = jax.lax.map(one, jax.random.split(key, num_permutations),
+                       batch_size=chunk_size or 100)
+  elif method == "permutation":
+    in_x = jnp.concatenate([(jnp.arange(n + m) < n)[None],
+                            permutation_indicators(key, n, m, num_permutations)])
+    coefficients, gamma = _permutation_coefficients(in_x.astype(pooled.dtype), n, m, estimator)
+    if gamma:  # the unbiased estimate also needs T = 1^T K 1: one more row of ones
+      coefficients = jnp.concatenate([coefficients, jnp.ones((1, n + m), pooled.dtype)])
+    forms = _chunked_forms(pooled, coefficients, kernel, chunk_size, block_size)
+    statistics = forms[:num_permutations + 1] + (gamma * forms[-1] if gamma else 0.0)
+    observed, null = statistics[0], statistics[1:]
+  else:  # c = [e; -e] / n: c^T K c = sum_ij e_i e_j h_ij / n^2, the pairs i == j included
+    signs = jnp.concatenate([jnp.ones((1, n), pooled.dtype),
+                             jax.random.rademacher(key, (num_permutations, n), pooled.dtype)])
+    coefficients = jnp.concatenate([signs, -signs], axis=1) / n
+    statistics = _chunked_forms(pooled, coefficients, kernel, chunk_size, block_size)
+    if estimator == "unbiased":  # drop the pairs i == j: h_ii = -2 (k(x_i, y_i) - peak)
+      diff = pooled[:n] - pooled[n:]
+      h_diagonal = -2.0 * jnp.sum(_kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), kernel))
+      statistics = (n * n * statistics - h_diagonal) / (n * (n - 1.0))
+    observed, null = statistics[0], statistics[1:]
   exceed = jnp.sum(null >= observed)
   return observed, (1.0 + exceed) / (1.0 + num_permutations)
 

@@ -5,12 +5,14 @@ import itertools
 import chex
 import hypothesis
 import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gapmmd_jax as g
+from gapmmd_jax.losses import _kernels, _mmd
 
 
 # ---------- float64 NumPy references, written from the formulas ----------
@@ -288,6 +290,134 @@ def test_permutation_test_calibrated_and_powerful():
 
   assert 0.02 <= rejection_rate(0.0) <= 0.09
   assert rejection_rate(1.0) >= 0.9
+
+
+def test_wild_bootstrap_calibrated_and_powerful():
+  """As above for the wild bootstrap: 300 null data sets at level 0.05, bounds at about
+  -2.4 / +3.2 binomial standard deviations (fixed seeds)."""
+  def rejection_rate(shift, num_draws=300):
+    keys = jax.random.split(jax.random.key(2), num_draws)
+
+    def one(k):
+      kx, ky, kp = jax.random.split(k, 3)
+      x = jax.random.normal(kx, (25, 2))
+      y = jax.random.normal(ky, (25, 2)) + shift
+      return g.mmd_test(kp, x, y, num_permutations=199, estimator="unbiased",
+                        method="wild-bootstrap")[1]
+
+    return float(jnp.mean(jax.jit(jax.vmap(one))(keys) <= 0.05))
+
+  assert 0.02 <= rejection_rate(0.0) <= 0.09
+  assert rejection_rate(1.0) >= 0.9
+
+
+def _dense_kernel64(z, fix_sigma, kernel_num=5, kernel_mul=2.0):
+  """float64 pooled kernel matrix of the reference kernel with a fixed scale."""
+  z = np.asarray(z, np.float64)
+  sq = np.sum((z[:, None] - z[None]) ** 2, axis=-1)
+  base = fix_sigma / kernel_mul ** (kernel_num // 2)
+  return sum(np.exp(-sq / (base * kernel_mul ** i)) for i in range(kernel_num))
+
+
+def _split_statistic64(kmat, in_x, estimator):
+  """float64 MMD^2 of one split of the pooled kernel matrix (``in_x``: bool ``[N]``)."""
+  kxx, kyy, kxy = kmat[in_x][:, in_x], kmat[~in_x][:, ~in_x], kmat[in_x][:, ~in_x]
+  n, m = len(kxx), len(kyy)
+  if estimator == "biased":
+    return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+  return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+          - 2 * kxy.mean())
+
+
+@pytest.mark.parametrize("estimator,n,m,chunk_size,block_size", [
+    ("biased", 23, 31, None, None), ("unbiased", 23, 31, 7, 16), ("biased", 40, 40, 50, 9),
+    ("unbiased", 2, 3, None, 2)])
+def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size, block_size):
+  """Every draw's statistic (same draws) against the dense float64 formula, and the p-value."""
+  x, y = samples(12, n, m, d=3, shift=0.4)
+  key, draws = jax.random.key(7), 60
+  stat, p = g.mmd_test(key, x, y, num_permutations=draws, estimator=estimator,
+                       fix_sigma=4.0, chunk_size=chunk_size, block_size=block_size)
+  kmat = _dense_kernel64(np.concatenate([x, y]), 4.0)
+  observed = _split_statistic64(kmat, np.arange(n + m) < n, estimator)
+  np.testing.assert_allclose(stat, observed, rtol=1e-4, atol=1e-6)
+  in_x = np.asarray(_mmd.permutation_indicators(key, n, m, draws))
+  assert (in_x.sum(axis=1) == n).all()
+  null = np.asarray([_split_statistic64(kmat, row, estimator) for row in in_x])
+  margin = 1e-5 * np.abs(null).max()  # draws this close to the observed one may round either way
+  low, high = np.sum(null >= observed + margin), np.sum(null >= observed - margin)
+  assert (1 + low) / (1 + draws) - 1e-6 <= float(p) <= (1 + high) / (1 + draws) + 1e-6
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_wild_bootstrap_matches_float64_reference(estimator):
+  n, draws, key = 30, 80, jax.random.key(3)
+  x, y = samples(13, n, n, d=4, shift=0.3)
+  stat, p = g.mmd_test(key, x, y, num_permutations=draws, estimator=estimator, fix_sigma=3.0,
+                       method="wild-bootstrap", block_size=16)
+  kmat = _dense_kernel64(np.concatenate([x, y]), 3.0)
+  h = kmat[:n, :n] + kmat[n:, n:] - kmat[:n, n:] - kmat[n:, :n]
+  if estimator == "unbiased":
+    np.fill_diagonal(h, 0.0)
+  scale = n * n if estimator == "biased" else n * (n - 1)
+  signs = np.asarray(jax.random.rademacher(key, (draws, n), jnp.float32), np.float64)
+  observed = h.sum() / scale
+  null = np.einsum("bi,ij,bj->b", signs, h, signs) / scale
+  np.testing.assert_allclose(stat, observed, rtol=1e-4, atol=1e-6)
+  if estimator == "biased":
+    np.testing.assert_allclose(stat, g.mmd2(x, y, fix_sigma=3.0), rtol=1e-4)
+  margin = 1e-5 * np.abs(null).max()
+  low, high = np.sum(null >= observed + margin), np.sum(null >= observed - margin)
+  assert (1 + low) / (1 + draws) - 1e-6 <= float(p) <= (1 + high) / (1 + draws) + 1e-6
+
+
+@hypothesis.settings(max_examples=15, deadline=None)
+@hypothesis.given(num=st.integers(1, 40), draws=st.integers(1, 5), block=st.integers(1, 48),
+                  seed=st.integers(0, 2**16))
+def test_kernel_quadratic_forms_match_dense(num, draws, block, seed):
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(num, 3)).astype(np.float32)
+  c = rng.normal(size=(draws, num)).astype(np.float32)
+  kernel = _kernels.Kernel(jnp.asarray([0.5, 0.1]), jnp.asarray([1.0, 2.0]))
+  forms = _kernels.kernel_quadratic_forms(jnp.asarray(z), jnp.asarray(c), kernel,
+                                          block_size=block)
+  sq = np.sum((z[:, None].astype(np.float64) - z[None]) ** 2, axis=-1)
+  shifted = np.expm1(-0.5 * sq) + 2.0 * np.expm1(-0.1 * sq)  # k - peak: 0 on the diagonal
+  expected = np.einsum("bi,ij,bj->b", c.astype(np.float64), shifted, c)
+  np.testing.assert_allclose(forms, expected, rtol=1e-4, atol=1e-4 * np.abs(shifted).sum() / num)
+
+
+def test_permutation_test_takes_legacy_keys_and_vmaps():
+  x, y = samples(14, 20, 25)
+  legacy = jax.random.PRNGKey(5)
+  typed = g.mmd_test(jax.random.wrap_key_data(legacy), x, y, num_permutations=40)
+  np.testing.assert_array_equal(g.mmd_test(legacy, x, y, num_permutations=40), typed)
+  keys = jax.random.split(jax.random.PRNGKey(1), 3)  # legacy: uint32 [3, 2]
+  p = jax.vmap(lambda k: g.mmd_test(k, x, y, num_permutations=40)[1])(keys)
+  assert p.shape == (3,) and ((p > 0) & (p <= 1)).all()
+  with pytest.raises(TypeError, match="PRNGKey"):
+    g.mmd_test(jnp.zeros(3), x, y)
+
+
+def test_test_memory_stays_tiled():
+  """At N = 16384 pooled points an [N, N] float32 matrix is 1 GiB; the test's compiled
+  program asks for a small fraction of it."""
+  n, d, draws = 8192, 8, 64
+  x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+  compiled = jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=draws)).lower(
+      jax.random.key(0), x, x).compile()
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    pytest.skip("this backend reports no memory analysis")
+  assert analysis.temp_size_in_bytes < (2 * n) ** 2 * 4 / 16
+
+
+def test_wild_bootstrap_needs_equal_sizes():
+  x, y = samples(15, 10, 12)
+  with pytest.raises(ValueError, match="n == m"):
+    g.mmd_test(jax.random.key(0), x, y, method="wild-bootstrap")
+  with pytest.raises(ValueError, match="method must be one of"):
+    g.mmd_test(jax.random.key(0), x, y, method="bootstrap")
 
 
 def test_permutation_test_p_value_never_zero():

@@ -1,0 +1,172 @@
+"""Two-sample tests at scale: ours side by side with MMDAgg and MMD-FUSE, as their users call them.
+
+Every (test, n, d) cell runs in its own process with 2 CPU threads (or on the
+GPU where one is present), on float32 data x ~ N(0, 1), y ~ N(0.1, 1),
+n = m rows of d features. A cell calls the test once on data of seed 0
+(compilation and warm-up), then ``--repeats`` times on fresh data of the same
+shape (seeds 1, 2, ...), and reports the median time with the result blocked
+on, and the peak resident memory of the process. Out of memory (the parent
+kills a cell above ``--memory-limit-gib``) and time-outs are reported as such.
+
+Tests (the work each does differs; the table says how much):
+  ours-permutation  gapmmd_jax.mmd_test, 5-bandwidth kernel, --draws permutations
+  ours-wild         the same with method="wild-bootstrap"
+  mmdagg            MMDAgg in JAX (Schrab et al. 2023), defaults: 20 kernels, wild bootstrap
+                    2000 + 2000 draws
+  mmdfuse           MMD-FUSE (Biggs et al. 2023), defaults: 20 kernels, 2000 permutations
+
+MMDAgg and MMD-FUSE are imported from --anchors (default ../shared/anchors,
+or $GAPMMD_ANCHORS_DIR); cells whose code is missing say so.
+
+  gapmmd bench test                                  # n in 1000..20000, d = 10
+  gapmmd bench test --n 5000 --d 10 100 --tests ours-permutation mmdagg
+Writes JSON and markdown to --out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+
+import numpy as np
+
+from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell
+
+TESTS = ("ours-permutation", "ours-wild", "mmdagg", "mmdfuse")
+WORK = {"ours-permutation": "1 kernel (5 bandwidths), B permutations",
+        "ours-wild": "1 kernel (5 bandwidths), B wild-bootstrap draws",
+        "mmdagg": "20 kernels, 2000 + 2000 wild-bootstrap draws",
+        "mmdfuse": "20 kernels, 2000 permutations"}
+
+
+def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  return (rng.standard_normal((n, d)).astype(np.float32),
+          (rng.standard_normal((n, d)) + 0.1).astype(np.float32))
+
+
+def _anchors_dir(given: str | None) -> pathlib.Path:
+  return pathlib.Path(given or os.environ.get("GAPMMD_ANCHORS_DIR") or "../shared/anchors")
+
+
+def _test_fn(name: str, draws: int, anchors: pathlib.Path):
+  """``(x, y, seed) -> result`` of one test, compiled on first use."""
+  import jax
+
+  if name.startswith("ours"):
+    import gapmmd_jax
+
+    method = "permutation" if name == "ours-permutation" else "wild-bootstrap"
+    test = jax.jit(lambda key, x, y: gapmmd_jax.mmd_test(key, x, y, num_permutations=draws,
+                                                         method=method))
+    return lambda x, y, seed: test(jax.random.key(seed), x, y)
+  folder = anchors / name
+  if not folder.is_dir():
+    raise ModuleNotFoundError(f"No module named {name!r}: {folder} is missing (--anchors)")
+  sys.path.insert(0, str(folder))
+  if name == "mmdagg":
+    from mmdagg.jax import mmdagg
+
+    return lambda x, y, seed: mmdagg(x, y, seed=seed)
+  from mmdfuse import mmdfuse
+
+  return lambda x, y, seed: mmdfuse(x, y, jax.random.key(seed))
+
+
+def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib.Path) -> dict:
+  """Times one cell in this process."""
+  import jax
+
+  test = _test_fn(name, draws, anchors)
+  start = time.perf_counter()
+  jax.block_until_ready(test(*make_data(n, d, 0), 0))
+  first = time.perf_counter() - start
+  times, results = [], []
+  for seed in range(1, repeats + 1):
+    x, y = make_data(n, d, seed)
+    start = time.perf_counter()
+    result = jax.block_until_ready(test(x, y, seed))
+    times.append(time.perf_counter() - start)
+    results.append(np.asarray(jax.tree.leaves(result)[-1]).item())
+  peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  return {"seconds": float(np.median(times)), "repeats": repeats, "first_call_s": first,
+          "peak_rss_gib": peak_gib, "results": results}
+
+
+def _markdown(rows: list[dict], draws: int) -> str:
+  lines = [f"| test | work | n = m | d | steady s | peak RSS GiB | ours-permutation faster by |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    work = WORK[r["test"]].replace("B ", f"{draws} ")
+    if r["status"] != "ok":
+      lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['status']} | | |")
+      continue
+    ratio = f"{r['ours_faster_by']:.2f}x" if "ours_faster_by" in r else ""
+    lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['seconds']:.3g} | "
+                 f"{r['peak_rss_gib']:.2f} | {ratio} |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="gapmmd bench test", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   allow_abbrev=False)
+  parser.add_argument("--n", type=positive_int, nargs="+", default=[1000, 4000, 5000, 20000],
+                      help="samples per set (n = m)")
+  parser.add_argument("--d", type=positive_int, nargs="+", default=[10], help="dimensions")
+  parser.add_argument("--tests", nargs="+", choices=TESTS, default=list(TESTS),
+                      help="tests to run")
+  parser.add_argument("--draws", type=positive_int, default=2000,
+                      help="permutations / bootstrap draws of our tests")
+  parser.add_argument("--repeats", type=positive_int, default=2,
+                      help="timed calls per cell, each on fresh data")
+  parser.add_argument("--timeout", type=positive_float, default=900.0, help="seconds per cell")
+  parser.add_argument("--memory-limit-gib", type=positive_float, default=20.0,
+                      help="kill a cell whose resident memory exceeds this")
+  parser.add_argument("--anchors", default=None,
+                      help="folder holding mmdagg/ and mmdfuse/ (default ../shared/anchors)")
+  parser.add_argument("--out", default="benchmarks/results", help="output directory")
+  parser.add_argument("--worker", nargs=3, metavar=("TEST", "N", "D"), help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  anchors = _anchors_dir(args.anchors).resolve()
+  if args.worker:
+    name, n, d = args.worker
+    print(json.dumps(worker(name, int(n), int(d), args.draws, args.repeats, anchors)))
+    return 0
+
+  rows = []
+  for d in args.d:
+    for n in args.n:
+      for name in args.tests:
+        result = run_cell("gapmmd_jax.benchmarks.two_sample_test",
+                          ["--worker", name, str(n), str(d), "--draws", str(args.draws),
+                           "--repeats", str(args.repeats), "--anchors", str(anchors)],
+                          args.timeout, args.memory_limit_gib)
+        rows.append({"test": name, "n": n, "d": d, **result})
+        shown = f"{result['seconds']:.4g} s" if result["status"] == "ok" else result["status"]
+        print(f"d={d:4d} n={n:6d} {name:17s} {shown}", flush=True)
+      ours = next((r for r in rows if r["test"] == "ours-permutation" and r["n"] == n
+                   and r["d"] == d and r["status"] == "ok"), None)
+      for r in rows:
+        if ours and r["n"] == n and r["d"] == d and r["status"] == "ok":
+          r["ours_faster_by"] = r["seconds"] / ours["seconds"]
+
+  import jax
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  meta = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "draws": args.draws, "argv": sys.argv[1:]}
+  (out / "two_sample_test.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+  table = _markdown(rows, args.draws)
+  (out / "two_sample_test.md").write_text(table + "\n")
+  print("\n" + table + f"\n\nwritten to {out}/two_sample_test.{{json,md}}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
