@@ -28,6 +28,7 @@ from gapmmd_jax.losses._mutual_info import (
     mine_bias_corrected_loss,
     mine_lower_bound,
 )
+from gapmmd_jax.losses._two_sample import mmd_fuse
 from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "mk_mmd2",
     "mk_mmd_kernel_weights",
     "mmd2",
+    "mmd_fuse",
     "mmd_test",
     "standardized_euclidean_distance",
     "vat_loss",

@@ -25,6 +25,7 @@ _DEFAULT_BLOCK_ROWS = 1024
 _PAIRED_SMALL_BLOCK_ROWS, _PAIRED_SMALL_MAX_N, _PAIRED_LARGE_BLOCK_ROWS = 256, 2048, 512
 _MEDIAN_MAX_POINTS = 2048
 _QUADRATIC_BLOCK_ROWS = 512
+_BANK_BLOCK_ROWS = 256
 
 
 def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -304,8 +305,15 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
 
   if num_blocks == 1:
     return one_tile((0, 0))
-  return tuple(jnp.sum(t, axis=0)
-               for t in jax.lax.map(one_tile, (jnp.asarray(rows), jnp.asarray(cols))))
+  pairs = (jnp.asarray(rows), jnp.asarray(cols))
+  shapes = jax.eval_shape(one_tile, (pairs[0][0], pairs[1][0]))
+  if all(shape.ndim == 0 for shape in shapes):  # scalars: keep them all, sum as a tree
+    return tuple(jnp.sum(t) for t in jax.lax.map(one_tile, pairs))
+  # Arrays (one value per draw, say): accumulate, so memory does not grow with the tiles.
+  zeros = tuple(jnp.zeros(shape.shape, shape.dtype) for shape in shapes)
+  totals, _ = jax.lax.scan(lambda acc, pair: (tuple(a + t for a, t in zip(acc, one_tile(pair))),
+                                              None), zeros, pairs)
+  return totals
 
 
 def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = None) -> jax.Array:
@@ -432,6 +440,58 @@ def _quadratic_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
   (zi, ci), (zj, cj) = rows_i, rows_j  # [bs, d] points and [bs, B] coefficients
   k = _without_self_pairs(kernel_matrix(zi, zj, kernel), diagonal)
   return (jnp.sum(jnp.matmul(k, cj, precision=jax.lax.Precision.HIGHEST) * ci, axis=0),)
+
+
+class KernelBank(NamedTuple):
+  """Separate kernels, one statistic each: Gaussians ``exp(-|a - b|_2^2 / (2 l^2))`` with
+  ``gaussian_bandwidths`` ``[G]`` then Laplace kernels ``exp(-sqrt(2) |a - b|_1 / l)``
+  with ``laplace_bandwidths`` ``[L]`` (the MMD-FUSE / MMDAgg parametrisations)."""
+
+  gaussian_bandwidths: jax.Array
+  laplace_bandwidths: jax.Array
+
+
+def bank_quadratic_forms(z: jax.Array, coefficients: jax.Array, bank: KernelBank, *,
+                         block_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Per kernel of ``bank``: ``c_b^T (K - 1) c_b`` for every row ``c_b`` of ``coefficients``,
+  and ``sum_{i != j} K_ij^2``, from one walk over the tiles ``I <= J``.
+
+  As :func:`kernel_quadratic_forms` (each kernel's peak, 1, is subtracted, so
+  the diagonal is exactly 0), but with one output per kernel: ``O(N^2 (d + K
+  B))`` flops, ``O(N (d + B) + K bs^2)`` memory. L1 distances (Laplace
+  kernels) are formed elementwise per tile.
+
+  Args:
+    z: ``[N, d]``.
+    coefficients: ``[B, N]``.
+    bank: the kernels (``G + L`` of them).
+    block_size: tile side; ``None``: 256 rows (or ``N`` when smaller).
+
+  Returns:
+    ``(forms [G + L, B], squared_sums [G + L])``.
+  """
+  b = min(block_size or _BANK_BLOCK_ROWS, z.shape[0])
+  return _sum_upper_tiles((z, coefficients.T), b, functools.partial(_bank_tile, bank=bank))
+
+
+def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
+  (zi, ci), (zj, cj) = rows_i, rows_j  # [bs, d] points and [bs, B] coefficients
+  shifted = []  # each kernel's tile minus 1
+  if bank.gaussian_bandwidths.shape[0]:
+    sq = squared_distances(zi, zj)
+    shifted += [jnp.expm1(-sq / (2.0 * l * l)) for l in bank.gaussian_bandwidths]
+  if bank.laplace_bandwidths.shape[0]:
+    l1 = jnp.sum(jnp.abs(zi[:, None, :] - zj[None, :, :]), axis=-1)
+    shifted += [jnp.expm1(-math.sqrt(2.0) * l1 / l) for l in bank.laplace_bandwidths]
+  real = ~(jnp.eye(zi.shape[0], dtype=bool) & diagonal)
+  if mask is not None:
+    real = real & mask
+  forms, squares = [], []
+  for k in shifted:
+    k = jnp.where(real, k, 0.0)
+    forms.append(jnp.sum(jnp.matmul(k, cj, precision=jax.lax.Precision.HIGHEST) * ci, axis=0))
+    squares.append(jnp.sum(jnp.where(real, jnp.square(k + 1.0), 0.0)))
+  return jnp.stack(forms), jnp.stack(squares)
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:

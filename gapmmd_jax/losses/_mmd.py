@@ -321,20 +321,30 @@ def _permutation_coefficients(in_x: jax.Array, n: int, m: int, estimator: str):
   return alpha * in_x + beta, t - beta * beta
 
 
-def _chunked_forms(pooled: jax.Array, coefficients: jax.Array, kernel: _kernels.Kernel,
-                   chunk_size: int | None, block_size: int | None) -> jax.Array:
-  """:func:`kernel_quadratic_forms` of ``[P, N]`` rows, ``chunk_size`` rows per tile walk."""
+def _chunked_rows(fn, coefficients: jax.Array, chunk_size: int | None, per_row_axis: int = 0):
+  """``fn`` on ``[chunk, N]`` blocks of the rows of ``coefficients`` ``[P, N]``, one walk over
+  the tiles per block (``chunk_size=None``: up to 16M coefficients per block).
+
+  ``fn(c)`` returns an array with one entry per row on ``per_row_axis``, or a
+  tuple of that and outputs that do not depend on the rows (taken from the
+  first block). Returns the same, the per-row array for all ``P`` rows.
+  """
   num, total = coefficients.shape
   if chunk_size is None:
     chunk_size = max(1, _DRAW_CHUNK_ENTRIES // total)
   if chunk_size >= num:
-    return _kernels.kernel_quadratic_forms(pooled, coefficients, kernel, block_size=block_size)
+    return fn(coefficients)
   num_chunks = math.ceil(num / chunk_size)
   padded = jnp.pad(coefficients, ((0, num_chunks * chunk_size - num), (0, 0)))
-  forms = jax.lax.map(
-      lambda c: _kernels.kernel_quadratic_forms(pooled, c, kernel, block_size=block_size),
-      padded.reshape(num_chunks, chunk_size, total))
-  return forms.reshape(-1)[:num]
+  outputs = jax.lax.map(fn, padded.reshape(num_chunks, chunk_size, total))
+  per_row, shared = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, None)
+  per_row = jnp.moveaxis(per_row, 0, per_row_axis)  # blocks next to the rows' axis
+  shape = per_row.shape
+  per_row = per_row.reshape(*shape[:per_row_axis], -1, *shape[per_row_axis + 2:])
+  per_row = jax.lax.slice_in_dim(per_row, 0, num, axis=per_row_axis)
+  if shared is None:
+    return per_row
+  return (per_row, *(leaf[0] for leaf in shared))
 
 
 def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -414,14 +424,16 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
     coefficients, gamma = _permutation_coefficients(in_x.astype(pooled.dtype), n, m, estimator)
     if gamma:  # the unbiased estimate also needs T = 1^T K 1: one more row of ones
       coefficients = jnp.concatenate([coefficients, jnp.ones((1, n + m), pooled.dtype)])
-    forms = _chunked_forms(pooled, coefficients, kernel, chunk_size, block_size)
+    forms = _chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
+        pooled, c, kernel, block_size=block_size), coefficients, chunk_size)
     statistics = forms[:num_permutations + 1] + (gamma * forms[-1] if gamma else 0.0)
     observed, null = statistics[0], statistics[1:]
   else:  # c = [e; -e] / n: c^T K c = sum_ij e_i e_j h_ij / n^2, the pairs i == j included
     signs = jnp.concatenate([jnp.ones((1, n), pooled.dtype),
                              jax.random.rademacher(key, (num_permutations, n), pooled.dtype)])
     coefficients = jnp.concatenate([signs, -signs], axis=1) / n
-    statistics = _chunked_forms(pooled, coefficients, kernel, chunk_size, block_size)
+    statistics = _chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
+        pooled, c, kernel, block_size=block_size), coefficients, chunk_size)
     if estimator == "unbiased":  # drop the pairs i == j: h_ii = -2 (k(x_i, y_i) - peak)
       diff = pooled[:n] - pooled[n:]
       h_diagonal = -2.0 * jnp.sum(_kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), kernel))
