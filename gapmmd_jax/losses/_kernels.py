@@ -283,7 +283,8 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   tile ``I`` and of tile ``J`` (padded to ``block_size``), the ``[bs, bs]`` mask
   of real pairs (``None`` when ``block_size`` divides ``n``: no padding) and
   whether ``I == J`` (a traced bool), and returns a tuple of sums (scalars or
-  arrays of a fixed shape, summed over the tiles); tiles ``I < J`` count twice. The forward pass of :func:`_symmetric_tile_sums`, whose
+  arrays of a fixed shape, summed over the tiles); tiles ``I < J`` count
+  twice. The forward pass of :func:`_symmetric_tile_sums`, whose
   gradient walks the tiles itself; each tile also runs under ``jax.checkpoint``,
   so differentiating this function directly keeps no tile either.
   """
@@ -486,6 +487,8 @@ def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
   real = ~(jnp.eye(zi.shape[0], dtype=bool) & diagonal)
   if mask is not None:
     real = real & mask
+  # One kernel at a time: each [bs, B] product is reduced while it is in cache (stacking
+  # the kernels into one [K bs, bs] @ [bs, B] matmul measured slower).
   forms, squares = [], []
   for k in shifted:
     k = jnp.where(real, k, 0.0)

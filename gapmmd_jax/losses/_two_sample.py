@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gapmmd_jax import _validation as v
 from gapmmd_jax.losses import _kernels
@@ -41,12 +42,23 @@ def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
   n = z.shape[0]
   if n > _BANDWIDTH_MAX_POINTS:
     z = z[:: math.ceil(n / _BANDWIDTH_MAX_POINTS)]
-  dist = _pairwise(z, norm)[jnp.triu_indices(z.shape[0])]
-  dist = jnp.where(dist == 0, jnp.median(dist), dist)
-  ordered = jnp.sort(dist)
-  low = ordered[int(math.floor(len(ordered) * 0.05))] / 2
-  high = ordered[int(math.floor(len(ordered) * 0.95))] * 2
-  return jnp.linspace(low, high, num)
+  ordered = jnp.sort(_pairwise(z, norm)[np.triu_indices(z.shape[0])])
+  size = ordered.shape[0]
+  median = (ordered[(size - 1) // 2] + ordered[size // 2]) / 2
+  # Order statistics after the zeros (the first `zeros` entries) become the median,
+  # read off the one sort: below the median's block, in it, or after it.
+  zeros = jnp.sum(ordered == 0)
+  below = jnp.sum(ordered < median) - zeros  # non-zero entries below the median
+
+  def order_statistic(position: int) -> jax.Array:
+    return jnp.where(position < below, ordered[jnp.minimum(zeros + position, size - 1)],
+                     jnp.where(position < below + zeros, median, ordered[position]))
+
+  low = order_statistic(int(math.floor(size * 0.05))) / 2
+  high = order_statistic(int(math.floor(size * 0.95))) * 2
+  # Mostly identical points give zero bandwidths: keep them positive (and their squares
+  # normal floats) so that the kernels stay finite.
+  return jnp.maximum(jnp.linspace(low, high, num), 1e-18)
 
 
 def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -122,7 +134,10 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   estimates = forms[:, :-1] + gamma * forms[:, -1:]  # [K, B + 1] unbiased MMD^2
   small = float(min(n, m))
   scale = small * (small - 1) * math.sqrt(small * (small - 1))
-  normalised = scale * estimates / jnp.sqrt(squares)[:, None]
+  # A kernel that is 0 off the diagonal (all points apart at a tiny bandwidth) has no
+  # estimate to normalise: it contributes 0.
+  norms = jnp.sqrt(jnp.where(squares > 0, squares, 1.0))[:, None]
+  normalised = jnp.where(squares[:, None] > 0, scale * estimates / norms, 0.0)
   fused = jax.nn.logsumexp(lambda_multiplier * normalised, axis=0,
                            b=1.0 / normalised.shape[0])  # [B + 1]
   observed, null = fused[0], fused[1:]

@@ -59,7 +59,7 @@ class VatMLP(nnx.Module):
     return self._forward(x, stats)[0]
 
   def batch_stats(self, x: jax.Array) -> list[LayerStats]:
-    """Each layer's (mean, biased variance) over the batch ``x`` ``[B, ...]``, as training sees it."""
+    """Each layer's (mean, biased variance) over the batch ``x`` ``[B, ...]`` (training mode)."""
     return self._forward(x, None)[1]
 
 

@@ -115,7 +115,8 @@ def test_semi_supervised_cnn_run(mnist_dir, tmp_path):
   summary = json.loads((tmp_path / "semi" / "summary.json").read_text())
   assert "CNN" in summary["configuration"] and "5 labels per class" in summary["configuration"]
   assert 0.1 < summary["final_eval"]["accuracy"]["mean"] <= 1.0
-  rows = [json.loads(line) for line in (tmp_path / "semi" / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line)
+          for line in (tmp_path / "semi" / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]
   assert train and all(np.isfinite(r["vat"]) and r["vat"] >= 0 for r in train)
 
@@ -135,7 +136,8 @@ def test_semi_supervised_mlp_run(mnist_dir, tmp_path, capsys):
   assert two["steps"] == 40  # (1200 - 200) // 50 steps per epoch
   for name in ("accuracy", "validation_accuracy"):
     assert all(0.3 < a <= 1.0 for a in two["final_eval"][name]["per_seed"])
-  rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line)
+          for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(r["entropy"]) and r["entropy"] > 0 for r in rows if r["split"] == "train")
   assert cli.main(["vat", *small, "--seeds", "1", "--run-name", "one"]) == 0
   one = json.loads((tmp_path / "one" / "summary.json").read_text())

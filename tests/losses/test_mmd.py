@@ -387,6 +387,16 @@ def test_kernel_quadratic_forms_match_dense(num, draws, block, seed):
   np.testing.assert_allclose(forms, expected, rtol=1e-4, atol=1e-4 * np.abs(shifted).sum() / num)
 
 
+def test_select_smallest_is_a_stable_argsort_selection():
+  keys = np.asarray([[5, 1, 3, 3, 3, 0], [2, 2, 2, 2, 2, 2], [9, 8, 7, 6, 5, 4]], np.uint32)
+  for n in range(1, 7):
+    chosen = np.asarray(_mmd.select_smallest(jnp.asarray(keys), n))
+    expected = np.zeros_like(chosen)
+    for row, order in enumerate(np.argsort(keys, axis=1, kind="stable")):
+      expected[row, order[:n]] = True
+    np.testing.assert_array_equal(chosen, expected)
+
+
 def test_permutation_test_takes_legacy_keys_and_vmaps():
   x, y = samples(14, 20, 25)
   legacy = jax.random.PRNGKey(5)

@@ -148,6 +148,15 @@ def test_fuse_memory_stays_tiled():
   assert large < small + 40 and large < 4096 / 16
 
 
+def test_fuse_on_identical_points_is_finite():
+  x = np.ones((8, 3), np.float32)
+  statistic, p = g.mmd_fuse(jax.random.key(0), x, x, num_permutations=20)
+  assert np.isfinite(statistic) and float(p) == 1.0
+  y = np.concatenate([np.zeros((6, 2)), np.ones((2, 2))]).astype(np.float32)
+  statistic, p = g.mmd_fuse(jax.random.key(0), y, y[::-1], num_permutations=20)
+  assert np.isfinite(statistic) and 0 < float(p) <= 1
+
+
 def test_fuse_rejects_bad_input():
   x, y = _samples(0, 10, 10)
   with pytest.raises(ValueError, match="kernels"):
