@@ -167,3 +167,18 @@ def test_fuse_rejects_bad_input():
     g.mmd_fuse(jax.random.key(0), x[:1], y)
   with pytest.raises(ValueError, match="num_bandwidths"):
     g.mmd_fuse(jax.random.key(0), x, y, num_bandwidths=1)
+
+
+def test_every_key_taking_function_accepts_legacy_keys():
+  """mmd_test, mmd_fuse, virtual_adversarial_perturbation and vat_loss: a legacy
+  ``PRNGKey`` gives what the same key wrapped as a typed key gives."""
+  x, y = _samples(9, 12, 12)
+  legacy = jax.random.PRNGKey(11)
+  typed = jax.random.wrap_key_data(legacy)
+  for test in (g.mmd_test, g.mmd_fuse):
+    np.testing.assert_array_equal(test(legacy, x, y, num_permutations=30),
+                                  test(typed, x, y, num_permutations=30))
+  logits_fn = lambda a: a @ jnp.ones((3, 4)) * jnp.arange(1.0, 5.0)
+  for fn in (g.virtual_adversarial_perturbation, g.vat_loss):
+    np.testing.assert_array_equal(fn(logits_fn, x, legacy, xi=1e-6, eps=0.5),
+                                  fn(logits_fn, x, typed, xi=1e-6, eps=0.5))
