@@ -88,3 +88,18 @@ def run_cell(module: str, args: list[str], timeout: float, memory_limit_gib: flo
     errors = [line for line in err.splitlines() if "Error" in line] or err.splitlines() or ["?"]
     return {"status": "failed: " + errors[-1].strip()[:200]}
   return {"status": "ok", **json.loads(out.strip().splitlines()[-1])}
+
+
+def write_results(out: str | pathlib.Path, name: str, rows: list[dict], table: str,
+                  **meta) -> None:
+  """Writes ``name.json`` (the rows and the run's metadata) and ``name.md`` (``table``) to
+  ``out`` and prints the table."""
+  import jax
+
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  meta = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "backend": jax.default_backend(), **meta, "argv": sys.argv[1:]}
+  (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+  (out / f"{name}.md").write_text(table + "\n")
+  print("\n" + table + f"\n\nwritten to {out}/{name}.{{json,md}}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import pathlib
 import sys
 import time
 
@@ -36,7 +35,7 @@ from typing import NamedTuple
 
 from gapmmd_jax import _xla_flags
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
-from gapmmd_jax.benchmarks._cells import positive_float, run_cell
+from gapmmd_jax.benchmarks._cells import positive_float, run_cell, write_results
 
 MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "mine-cluster")
 IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64, "iic": 256,
@@ -318,15 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                if result["status"] == "ok" else result["status"])
       print(f"{model:10s} {cell:14s} {shown}", flush=True)
 
-  import jax
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
-          "backend": jax.default_backend(), "argv": sys.argv[1:]}
-  (out / "train_step.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-  table = _markdown(rows, args.cells)
-  (out / "train_step.md").write_text(table + "\n")
-  print("\n" + table + f"\n\nwritten to {out}/train_step.{{json,md}}")
+  write_results(args.out, "train_step", rows, _markdown(rows, args.cells))
   return 0
 
 

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell
+from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell, write_results
 
 TESTS = ("ours-permutation", "ours-wild", "ours-fuse", "mmdagg", "mmdfuse")
 # Reference test -> our implementation of the same test (same kernels and draws).
@@ -164,15 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if reference in done and ours in done:
           done[reference]["vs_ours"] = done[reference]["seconds"] / done[ours]["seconds"]
 
-  import jax
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "draws": args.draws, "argv": sys.argv[1:]}
-  (out / "two_sample_test.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-  table = _markdown(rows, args.draws)
-  (out / "two_sample_test.md").write_text(table + "\n")
-  print("\n" + table + f"\n\nwritten to {out}/two_sample_test.{{json,md}}")
+  write_results(args.out, "two_sample_test", rows, _markdown(rows, args.draws), draws=args.draws)
   return 0
 
 
