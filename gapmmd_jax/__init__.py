@@ -2,6 +2,7 @@
 
 from gapmmd_jax.losses import (
     DSN_BANDWIDTHS,
+    MMDAggResult,
     class_gap_loss,
     class_mmd_matrix,
     class_pair_matrix,
@@ -18,6 +19,7 @@ from gapmmd_jax.losses import (
     mk_mmd2,
     mk_mmd_kernel_weights,
     mmd2,
+    mmd_agg,
     mmd_fuse,
     mmd_test,
     standardized_euclidean_distance,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DSN_BANDWIDTHS",
+    "MMDAggResult",
     "class_gap_loss",
     "class_mmd_matrix",
     "class_pair_matrix",
@@ -50,6 +53,7 @@ __all__ = [
     "mk_mmd2",
     "mk_mmd_kernel_weights",
     "mmd2",
+    "mmd_agg",
     "mmd_fuse",
     "mmd_test",
     "standardized_euclidean_distance",

@@ -217,3 +217,42 @@ def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return True
+
+
+def seconds_by_size(rows: list[dict], series_key: str, series: Sequence[str], title: str,
+                    path: pathlib.Path) -> bool:
+  """Benchmark cells as median seconds against ``n`` (log-log), one panel per ``d``, one line
+  per value of ``row[series_key]`` in ``series``; cells that did not finish are named in the
+  legend (``"out of memory from n = 5000"``). Returns False without matplotlib."""
+  plt = _pyplot()
+  if plt is None:
+    return False
+  dims = sorted({r["d"] for r in rows})
+  fig, axes = _grid(plt, len(dims), len(dims), (5.5, 4.2))
+  for ax, d in zip(axes, dims):
+    never = []  # series without a finished cell: named in the legend only
+    for name in series:
+      cells = sorted((r for r in rows if r[series_key] == name and r["d"] == d),
+                     key=lambda r: r["n"])
+      points = [(r["n"], r["seconds"]) for r in cells if r["status"] == "ok"]
+      failed = [r for r in cells if r["status"] != "ok"]
+      label = name + (f" ({failed[0]['status']} from n = {failed[0]['n']})" if failed else "")
+      if points:
+        ax.plot(*zip(*points), marker="o", label=label)
+      elif failed:
+        never.append(label)
+    for label in never:
+      ax.plot([], [], marker="x", linestyle="none", label=label)
+    if any(np.size(line.get_xdata()) for line in ax.get_lines()):  # log axes need data
+      ax.set_xscale("log", base=2)
+      ax.set_yscale("log")
+    ax.set_xlabel("n = m (samples per set)")
+    ax.set_ylabel("median seconds")
+    ax.set_title(title.format(d=d))
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True

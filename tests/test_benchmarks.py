@@ -34,12 +34,15 @@ def test_mmd_throughput_reports_out_of_memory(tmp_path):
 def test_two_sample_test_smoke(tmp_path):
   """Our tests always; a missing anchor folder is reported per cell, not a crash."""
   assert cli.main(["bench", "test", "--n", "64", "--d", "3", "--draws", "50", "--repeats", "1",
-                   "--tests", "ours-permutation", "ours-wild", "ours-fuse", "mmdagg", "--anchors",
-                   str(tmp_path / "no-anchors"), "--out", str(tmp_path)]) == 0
+                   "--tests", "ours-permutation", "ours-wild", "ours-fuse", "ours-agg", "mmdagg",
+                   "--anchors", str(tmp_path / "no-anchors"), "--out", str(tmp_path)]) == 0
   rows = {r["test"]: r for r in json.loads((tmp_path / "two_sample_test.json").read_text())["rows"]}
-  for name in ("ours-permutation", "ours-wild", "ours-fuse"):
+  for name in ("ours-permutation", "ours-wild", "ours-fuse", "ours-agg"):
     assert rows[name]["status"] == "ok" and rows[name]["seconds"] > 0
+  for name in ("ours-permutation", "ours-wild", "ours-fuse"):
     assert all(1 / 51 <= p <= 1 for p in rows[name]["results"])
+  assert rows["ours-agg"]["results"] in ([0], [1])  # the decision
+  assert (tmp_path / "two_sample_test.png").stat().st_size > 0
   status = rows["mmdagg"]["status"]
   assert status.startswith("not installed") and "no-anchors" in status
   assert "| ours-wild | 1 kernel (5 bandwidths), 50 wild-bootstrap draws | 64 |" in (

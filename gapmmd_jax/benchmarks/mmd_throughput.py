@@ -245,32 +245,6 @@ def _markdown(rows: list[dict], d: int) -> str:
   return "\n".join(lines)
 
 
-def _plot(rows: list[dict], path: pathlib.Path) -> None:
-  from gapmmd_jax import plotting
-  plt = plotting._pyplot()
-  if plt is None:
-    return
-  dims = sorted({r["d"] for r in rows})
-  fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.2), squeeze=False)
-  for ax, d in zip(axes[0], dims):
-    for impl in IMPLEMENTATIONS:
-      pts = sorted((r["n"], r["seconds"]) for r in rows
-                   if r["impl"] == impl and r["d"] == d and r["status"] == "ok")
-      if pts:
-        ax.plot(*zip(*pts), marker="o", label=impl)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("n = m (samples per set)")
-    ax.set_ylabel("median seconds")
-    ax.set_title(f"MMD$^2$, d = {d}")
-    ax.grid(alpha=0.3, which="both")
-  if axes[0][0].get_legend_handles_labels()[0]:
-    axes[0][0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="gapmmd bench mmd", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -336,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
   (out / "mmd_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
   tables = "\n\n".join(_markdown(rows, d) for d in args.d)
   (out / "mmd_throughput.md").write_text(tables + "\n")
-  _plot(rows, out / "mmd_throughput.png")
+  from gapmmd_jax import plotting
+
+  plotting.seconds_by_size(rows, "impl", IMPLEMENTATIONS, "MMD$^2$, d = {d}",
+                           out / "mmd_throughput.png")
   print("\n" + tables)
   print(f"\nwritten to {out}/mmd_throughput.{{json,md,png}}")
   return 0

@@ -12,6 +12,7 @@ Tests (the work each does differs; the table says how much):
   ours-permutation  gapmmd_jax.mmd_test, 5-bandwidth kernel, --draws permutations
   ours-wild         the same with method="wild-bootstrap"
   ours-fuse         gapmmd_jax.mmd_fuse, 20 kernels (MMD-FUSE's), --draws permutations
+  ours-agg          gapmmd_jax.mmd_agg, 20 kernels (MMDAgg's), wild bootstrap --draws + --draws
   mmdagg            MMDAgg in JAX (Schrab et al. 2023), defaults: 20 kernels, wild bootstrap
                     2000 + 2000 draws
   mmdfuse           MMD-FUSE (Biggs et al. 2023), defaults: 20 kernels, 2000 permutations
@@ -21,7 +22,7 @@ or $GAPMMD_ANCHORS_DIR); cells whose code is missing say so.
 
   gapmmd bench test                                  # n in 1000..20000, d = 10
   gapmmd bench test --n 5000 --d 10 100 --tests ours-permutation mmdagg
-Writes JSON and markdown to --out (default benchmarks/results).
+Writes JSON, markdown and a PNG (seconds against n) to --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ import numpy as np
 
 from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell, write_results
 
-TESTS = ("ours-permutation", "ours-wild", "ours-fuse", "mmdagg", "mmdfuse")
+TESTS = ("ours-permutation", "ours-wild", "ours-fuse", "ours-agg", "mmdagg", "mmdfuse")
 # Reference test -> our implementation of the same test (same kernels and draws).
-SAME_TEST = {"mmdfuse": "ours-fuse"}
+SAME_TEST = {"mmdfuse": "ours-fuse", "mmdagg": "ours-agg"}
 WORK = {"ours-permutation": "1 kernel (5 bandwidths), B permutations",
         "ours-wild": "1 kernel (5 bandwidths), B wild-bootstrap draws",
         "ours-fuse": "20 kernels, B permutations",
+        "ours-agg": "20 kernels, B + B wild-bootstrap draws",
         "mmdagg": "20 kernels, 2000 + 2000 wild-bootstrap draws",
         "mmdfuse": "20 kernels, 2000 permutations"}
 
@@ -59,9 +61,16 @@ def _anchors_dir(given: str | None) -> pathlib.Path:
 
 
 def _test_fn(name: str, draws: int, anchors: pathlib.Path):
-  """``(x, y, seed) -> result`` of one test, compiled on first use."""
+  """``(x, y, seed) -> result`` of one test (its decision or p-value last), compiled on first
+  use."""
   import jax
 
+  if name == "ours-agg":
+    import gapmmd_jax
+
+    test = jax.jit(lambda key, x, y: gapmmd_jax.mmd_agg(key, x, y, num_draws=draws,
+                                                        num_correction_draws=draws).reject)
+    return lambda x, y, seed: test(jax.random.key(seed), x, y)
   if name == "ours-fuse":
     import gapmmd_jax
 
@@ -165,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
           done[reference]["vs_ours"] = done[reference]["seconds"] / done[ours]["seconds"]
 
   write_results(args.out, "two_sample_test", rows, _markdown(rows, args.draws), draws=args.draws)
+  from gapmmd_jax import plotting
+
+  if plotting.seconds_by_size(rows, "test", TESTS, "two-sample tests, d = {d}",
+                              pathlib.Path(args.out) / "two_sample_test.png"):
+    print(f"and {args.out}/two_sample_test.png")
   return 0
 
 

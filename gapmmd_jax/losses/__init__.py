@@ -28,11 +28,12 @@ from gapmmd_jax.losses._mutual_info import (
     mine_bias_corrected_loss,
     mine_lower_bound,
 )
-from gapmmd_jax.losses._two_sample import mmd_fuse
+from gapmmd_jax.losses._two_sample import MMDAggResult, mmd_agg, mmd_fuse
 from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
 
 __all__ = [
     "DSN_BANDWIDTHS",
+    "MMDAggResult",
     "class_gap_loss",
     "class_halves",
     "class_mmd_matrix",
@@ -50,6 +51,7 @@ __all__ = [
     "mk_mmd2",
     "mk_mmd_kernel_weights",
     "mmd2",
+    "mmd_agg",
     "mmd_fuse",
     "mmd_test",
     "standardized_euclidean_distance",

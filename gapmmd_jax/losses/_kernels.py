@@ -475,26 +475,87 @@ def bank_quadratic_forms(z: jax.Array, coefficients: jax.Array, bank: KernelBank
   return _sum_upper_tiles((z, coefficients.T), b, functools.partial(_bank_tile, bank=bank))
 
 
-def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
-  (zi, ci), (zj, cj) = rows_i, rows_j  # [bs, d] points and [bs, B] coefficients
-  shifted = []  # each kernel's tile minus 1
+def _bank_shifted_tiles(zi: jax.Array, zj: jax.Array, bank: KernelBank) -> list[jax.Array]:
+  """Each kernel of ``bank`` between ``zi`` ``[p, d]`` and ``zj`` ``[q, d]``, minus 1: ``[p, q]``
+  tiles, the Gaussians first (from one matmul), then the Laplace kernels (L1 elementwise)."""
+  shifted = []
   if bank.gaussian_bandwidths.shape[0]:
     sq = squared_distances(zi, zj)
     shifted += [jnp.expm1(-sq / (2.0 * l * l)) for l in bank.gaussian_bandwidths]
   if bank.laplace_bandwidths.shape[0]:
     l1 = jnp.sum(jnp.abs(zi[:, None, :] - zj[None, :, :]), axis=-1)
     shifted += [jnp.expm1(-math.sqrt(2.0) * l1 / l) for l in bank.laplace_bandwidths]
-  real = ~(jnp.eye(zi.shape[0], dtype=bool) & diagonal)
-  if mask is not None:
-    real = real & mask
+  return shifted
+
+
+def _real_pairs(size: int, mask: jax.Array | None, diagonal: jax.Array) -> jax.Array:
+  """``[size, size]`` bool: the pairs of a tile that count (no self pairs, no padding)."""
+  real = ~(jnp.eye(size, dtype=bool) & diagonal)
+  return real if mask is None else real & mask
+
+
+def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
+  (zi, ci), (zj, cj) = rows_i, rows_j  # [bs, d] points and [bs, B] coefficients
+  real = _real_pairs(zi.shape[0], mask, diagonal)
   # One kernel at a time: each [bs, B] product is reduced while it is in cache (stacking
   # the kernels into one [K bs, bs] @ [bs, B] matmul measured slower).
   forms, squares = [], []
-  for k in shifted:
+  for k in _bank_shifted_tiles(zi, zj, bank):
     k = jnp.where(real, k, 0.0)
     forms.append(jnp.sum(jnp.matmul(k, cj, precision=jax.lax.Precision.HIGHEST) * ci, axis=0))
     squares.append(jnp.sum(jnp.where(real, jnp.square(k + 1.0), 0.0)))
   return jnp.stack(forms), jnp.stack(squares)
+
+
+def bank_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, bank: KernelBank, *,
+                      block_size: int | None = None) -> jax.Array:
+  r"""Per kernel of ``bank``: ``sum_{i != j} e_i e_j h_ij`` for every row ``e`` of ``signs``.
+
+  ``h_ij = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(y_i, x_j)`` is the
+  paired matrix of the wild bootstrap (``n == m``); its diagonal (which holds
+  the pairs ``k(x_i, y_i)``) is left out, as MMDAgg does. ``h`` is ``[n, n]``,
+  a quarter of the pooled matrix, and symmetric: only its tiles ``I <= J`` are
+  formed, each from one ``[2 bs, 2 bs]`` tile of the stacked ``[x; y]`` rows,
+  and each meets every draw in one ``[bs, bs] @ [bs, B]`` matmul per kernel.
+  ``O(n^2 (d + K B))`` flops, ``O(n (d + B) + K bs^2)`` memory.
+
+  Args:
+    x, y: ``[n, d]`` each.
+    signs: ``[B, n]`` draws (any real coefficients).
+    bank: the kernels (``G + L`` of them).
+    block_size: rows of ``x`` per tile; ``None``: 256 (or ``n`` when smaller).
+
+  Returns:
+    ``[G + L, B]`` forms.
+  """
+  return _paired_forms(x, y, signs, functools.partial(_bank_shifted_tiles, bank=bank),
+                       block_size)
+
+
+def kernel_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, kernel: Kernel, *,
+                        block_size: int | None = None) -> jax.Array:
+  """:func:`bank_paired_forms` for one kernel (a sum of Gaussians): ``[B]`` forms."""
+  tiles = lambda a, b: [gaussian_kernel(squared_distances(a, b), kernel)]
+  return _paired_forms(x, y, signs, tiles, block_size)[0]
+
+
+def _paired_forms(x, y, signs, shifted_tiles, block_size):
+  """``[K, B]``: the paired forms of each kernel that ``shifted_tiles(a, b)`` returns tiles of."""
+  b = min(block_size or _BANK_BLOCK_ROWS, x.shape[0])
+  forms, = _sum_upper_tiles((x, y, signs.T), b,
+                            functools.partial(_paired_forms_tile, shifted_tiles=shifted_tiles))
+  return forms
+
+
+def _paired_forms_tile(rows_i, rows_j, mask, diagonal, *, shifted_tiles):
+  (xi, yi, ei), (xj, yj, ej) = rows_i, rows_j  # [bs, d], [bs, d] and [bs, B] signs
+  b = xi.shape[0]
+  real = _real_pairs(b, mask, diagonal)
+  forms = []
+  for k in shifted_tiles(jnp.concatenate([xi, yi]), jnp.concatenate([xj, yj])):
+    h = jnp.where(real, k[:b, :b] + k[b:, b:] - k[:b, b:] - k[b:, :b], 0.0)
+    forms.append(jnp.sum(jnp.matmul(h, ej, precision=jax.lax.Precision.HIGHEST) * ei, axis=0))
+  return (jnp.stack(forms),)
 
 
 def mean_squared_distance(z: jax.Array) -> jax.Array:

@@ -292,15 +292,29 @@ def as_typed_key(key: jax.typing.ArrayLike) -> jax.Array:
 
 
 def permutation_indicators(key: jax.Array, n: int, m: int, num: int) -> jax.Array:
-  """``[num, n + m]`` bool rows, each marking a uniformly random ``n`` of the ``n + m`` points.
+  """``[num, n + m]`` bool rows, each marking a uniformly random ``n`` of the ``n + m`` points:
+  draws ``0 .. num - 1`` of :func:`indicator_rows`."""
+  return indicator_rows(key, n, m, jnp.arange(num))
 
-  Each row marks the ``n`` smallest of ``n + m`` random 32-bit keys, found from
-  one sort of the keys (the ``n``-th smallest is the threshold; keys equal to
-  it, about ``N / 2^32`` per row, are taken by position): the selection of a
-  stable argsort at the cost of a plain sort, and far cheaper than ``num``
-  calls of ``jax.random.permutation``.
+
+def indicator_rows(key: jax.Array, n: int, m: int, rows: jax.Array) -> jax.Array:
+  """``[R, n + m]`` bool: draw ``r`` of the stream of ``key`` for each entry of ``rows`` ``[R]``.
+
+  Draw ``r`` marks the ``n`` smallest of ``n + m`` random 32-bit keys from
+  ``fold_in(key, r)``, found from one sort (the ``n``-th smallest is the
+  threshold; keys equal to it, about ``N / 2^32`` per row, are taken by
+  position): the selection of a stable argsort at the cost of a plain sort,
+  far cheaper than ``jax.random.permutation``. Each draw depends on ``r``
+  alone, so draws can be made a chunk at a time and come out the same.
   """
-  return select_smallest(jax.random.bits(key, (num, n + m), jnp.uint32), n)
+  bits = jax.vmap(lambda r: jax.random.bits(jax.random.fold_in(key, r), (n + m,), jnp.uint32))
+  return select_smallest(bits(rows), n)
+
+
+def sign_rows(key: jax.Array, n: int, rows: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """``[R, n]`` Rademacher signs: draw ``r`` (from ``fold_in(key, r)``) for each entry of
+  ``rows`` ``[R]``; as :func:`indicator_rows`, each draw depends on ``r`` alone."""
+  return jax.vmap(lambda r: jax.random.rademacher(jax.random.fold_in(key, r), (n,), dtype))(rows)
 
 
 def select_smallest(keys: jax.Array, n: int) -> jax.Array:
@@ -312,13 +326,14 @@ def select_smallest(keys: jax.Array, n: int) -> jax.Array:
   return below | (tied & (jnp.cumsum(tied, axis=1) <= wanted))
 
 
-def _permutation_coefficients(in_x: jax.Array, n: int, m: int, estimator: str):
-  """``(c [P, N], gamma)`` with ``MMD^2 = c^T K c + gamma 1^T K 1`` for the splits ``in_x``.
+def _permutation_form(n: int, m: int, estimator: str) -> tuple[float, float, float]:
+  """``(alpha, beta, gamma)``: ``MMD^2 = c^T K c + gamma 1^T K 1`` with ``c = alpha a + beta 1``
+  for the split whose x part has indicator ``a``.
 
-  With ``Q = a^T K a``, ``R = a^T K 1``, ``T = 1^T K 1`` (``a`` the indicator,
-  ``K`` zero on its diagonal, as the shifted kernel is) both estimators are
-  ``qQ + rR + tT``; ``c = alpha a + beta 1`` with ``alpha^2 = q``,
-  ``2 alpha beta = r`` leaves ``gamma = t - beta^2`` (0 for the biased one).
+  With ``Q = a^T K a``, ``R = a^T K 1``, ``T = 1^T K 1`` (``K`` zero on its
+  diagonal, as the shifted kernel is) both estimators are ``qQ + rR + tT``;
+  ``alpha^2 = q``, ``2 alpha beta = r`` leave ``gamma = t - beta^2`` (0 for
+  the biased one).
   """
   n, m = float(n), float(m)
   if estimator == "biased":
@@ -328,30 +343,67 @@ def _permutation_coefficients(in_x: jax.Array, n: int, m: int, estimator: str):
     r, t = -2 / (m * (m - 1)) - 2 / (n * m), 1 / (m * (m - 1))
   alpha = math.sqrt(q)
   beta = r / (2 * alpha)
-  return alpha * in_x + beta, t - beta * beta
+  return alpha, beta, t - beta * beta
 
 
-def _chunked_rows(fn, coefficients: jax.Array, chunk_size: int | None, per_row_axis: int = 0):
-  """``fn`` on ``[chunk, N]`` blocks of the rows of ``coefficients`` ``[P, N]``, one walk over
-  the tiles per block (``chunk_size=None``: up to 16M coefficients per block).
+def split_rows(key: jax.Array, n: int, m: int, num: int, estimator: str, dtype,
+               draws: jax.Array | None = None):
+  """``(make_rows, count, gamma)`` for the permutation forms of ``num`` random splits.
+
+  ``make_rows(index [R]) -> [R, n + m]`` coefficients ``c`` (see
+  :func:`_permutation_form`): index 0 is the observed split, ``1 .. num`` the
+  draws (from :func:`indicator_rows`, or rows of ``draws`` ``[num, n + m]``),
+  and, when ``gamma != 0``, index ``num + 1`` a row of ones giving ``1^T K 1``;
+  ``count`` is the number of rows.
+  """
+  alpha, beta, gamma = _permutation_form(n, m, estimator)
+  observed = jnp.arange(n + m) < n
+
+  def make_rows(index):
+    previous = jnp.maximum(index - 1, 0)
+    drawn = (indicator_rows(key, n, m, previous) if draws is None
+             else draws[jnp.minimum(previous, num - 1)].astype(bool))
+    in_x = jnp.where((index == 0)[:, None], observed, drawn)
+    return jnp.where((index == num + 1)[:, None], 1.0, alpha * in_x.astype(dtype) + beta)
+
+  return make_rows, num + 1 + (gamma != 0), gamma
+
+
+def signed_rows(key: jax.Array, n: int, num: int, dtype, draws: jax.Array | None = None):
+  """``make_rows(index [R]) -> [R, n]`` wild-bootstrap signs: index 0 all ones (the
+  observed statistic), ``1 .. num`` the draws (:func:`sign_rows`, or rows of ``draws``)."""
+  def make_rows(index):
+    previous = jnp.maximum(index - 1, 0)
+    drawn = (sign_rows(key, n, previous, dtype) if draws is None
+             else draws[jnp.minimum(previous, num - 1)].astype(dtype))
+    return jnp.where((index == 0)[:, None], 1.0, drawn)
+
+  return make_rows
+
+
+def chunked_rows(fn, make_rows, count: int, width: int, chunk_size: int | None,
+                 per_row_axis: int = 0):
+  """``fn(make_rows(index))`` over chunks of the row indices ``0 .. count - 1``: one walk over
+  the tiles per chunk, and only one chunk's ``[chunk, width]`` coefficients in memory
+  (``chunk_size=None``: up to 16M coefficients per chunk, in chunks of equal size).
 
   ``fn(c)`` returns an array with one entry per row on ``per_row_axis``, or a
   tuple of that and outputs that do not depend on the rows (taken from the
-  first block). Returns the same, the per-row array for all ``P`` rows.
+  first chunk). Returns the same, the per-row array for all ``count`` rows.
   """
-  num, total = coefficients.shape
   if chunk_size is None:
-    chunk_size = max(1, _DRAW_CHUNK_ENTRIES // total)
-  if chunk_size >= num:
-    return fn(coefficients)
-  num_chunks = math.ceil(num / chunk_size)
-  padded = jnp.pad(coefficients, ((0, num_chunks * chunk_size - num), (0, 0)))
-  outputs = jax.lax.map(fn, padded.reshape(num_chunks, chunk_size, total))
+    chunk_size = max(1, _DRAW_CHUNK_ENTRIES // width)
+  if chunk_size >= count:
+    return fn(make_rows(jnp.arange(count)))
+  num_chunks = math.ceil(count / chunk_size)
+  chunk_size = math.ceil(count / num_chunks)  # equal chunks: padding below one row per chunk
+  outputs = jax.lax.map(lambda start: fn(make_rows(start + jnp.arange(chunk_size))),
+                        jnp.arange(num_chunks) * chunk_size)
   per_row, shared = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, None)
-  per_row = jnp.moveaxis(per_row, 0, per_row_axis)  # blocks next to the rows' axis
+  per_row = jnp.moveaxis(per_row, 0, per_row_axis)  # chunks next to the rows' axis
   shape = per_row.shape
   per_row = per_row.reshape(*shape[:per_row_axis], -1, *shape[per_row_axis + 2:])
-  per_row = jax.lax.slice_in_dim(per_row, 0, num, axis=per_row_axis)
+  per_row = jax.lax.slice_in_dim(per_row, 0, count, axis=per_row_axis)
   if shared is None:
     return per_row
   return (per_row, *(leaf[0] for leaf in shared))
@@ -381,6 +433,7 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   ``e_i e_j``; the observed statistic is then ``sum h_ij / n^2`` (biased, as
   :func:`mmd2`) or ``sum_{i != j} h_ij / (n (n - 1))`` (unbiased: unlike
   :func:`mmd2`'s unbiased estimate it leaves out the pairs ``k(x_i, y_i)``).
+  It walks the ``[n, n]`` paired matrix, a quarter of the pooled one.
 
   ``"linear"`` recomputes the linear-time statistic on each permuted sample
   (``O(N d)`` each).
@@ -429,25 +482,23 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
     null = jax.lax.map(one, jax.random.split(key, num_permutations),
                        batch_size=chunk_size or 100)
   elif method == "permutation":
-    in_x = jnp.concatenate([(jnp.arange(n + m) < n)[None],
-                            permutation_indicators(key, n, m, num_permutations)])
-    coefficients, gamma = _permutation_coefficients(in_x.astype(pooled.dtype), n, m, estimator)
-    if gamma:  # the unbiased estimate also needs T = 1^T K 1: one more row of ones
-      coefficients = jnp.concatenate([coefficients, jnp.ones((1, n + m), pooled.dtype)])
-    forms = _chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
-        pooled, c, kernel, block_size=block_size), coefficients, chunk_size)
+    make_rows, count, gamma = split_rows(key, n, m, num_permutations, estimator, pooled.dtype)
+    forms = chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
+        pooled, c, kernel, block_size=block_size), make_rows, count, n + m, chunk_size)
     statistics = forms[:num_permutations + 1] + (gamma * forms[-1] if gamma else 0.0)
     observed, null = statistics[0], statistics[1:]
-  else:  # c = [e; -e] / n: c^T K c = sum_ij e_i e_j h_ij / n^2, the pairs i == j included
-    signs = jnp.concatenate([jnp.ones((1, n), pooled.dtype),
-                             jax.random.rademacher(key, (num_permutations, n), pooled.dtype)])
-    coefficients = jnp.concatenate([signs, -signs], axis=1) / n
-    statistics = _chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
-        pooled, c, kernel, block_size=block_size), coefficients, chunk_size)
-    if estimator == "unbiased":  # drop the pairs i == j: h_ii = -2 (k(x_i, y_i) - peak)
-      diff = pooled[:n] - pooled[n:]
+  else:  # sum_{i != j} e_i e_j h_ij on the [n, n] paired matrix, per draw of signs e
+    x, y = pooled[:n], pooled[n:]
+    off_diagonal = chunked_rows(
+        lambda e: _kernels.kernel_paired_forms(x, y, e, kernel, block_size=block_size),
+        signed_rows(key, n, num_permutations, pooled.dtype), num_permutations + 1, n,
+        chunk_size)
+    if estimator == "unbiased":  # MMDAgg's: the pairs i == j left out
+      statistics = off_diagonal / (n * (n - 1.0))
+    else:  # e_i^2 = 1: add h_ii = -2 (k(x_i, y_i) - peak)
+      diff = x - y
       h_diagonal = -2.0 * jnp.sum(_kernels.gaussian_kernel(jnp.sum(diff * diff, axis=1), kernel))
-      statistics = (n * n * statistics - h_diagonal) / (n * (n - 1.0))
+      statistics = (off_diagonal + h_diagonal) / (n * n)
     observed, null = statistics[0], statistics[1:]
   exceed = jnp.sum(null >= observed)
   return observed, (1.0 + exceed) / (1.0 + num_permutations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,15 +12,19 @@ import numpy as np
 from gapmmd_jax import _validation as v
 from gapmmd_jax.losses import _kernels
 from gapmmd_jax.losses._mmd import (
-    _chunked_rows,
-    _permutation_coefficients,
     as_typed_key,
-    permutation_indicators,
+    chunked_rows,
+    signed_rows,
+    split_rows,
 )
 
 FUSE_KERNELS = ("gaussian", "laplace")
+AGG_KERNELS = FUSE_KERNELS
+AGG_WEIGHTS = ("uniform", "decreasing", "increasing", "centred")
 # Pairwise distances for the bandwidth grid come from at most this many points.
 _BANDWIDTH_MAX_POINTS = 2048
+# MMDAgg's geometric grid: from the distances between the first 500 rows of x and of y.
+_AGG_BANDWIDTH_MAX_POINTS = 500
 
 
 def _pairwise(z: jax.Array, norm: str) -> jax.Array:
@@ -28,6 +33,15 @@ def _pairwise(z: jax.Array, norm: str) -> jax.Array:
     return jnp.sum(jnp.abs(z[:, None, :] - z[None, :, :]), axis=-1)
   sq = _kernels.squared_distances(z, z)  # its diagonal is rounding error: make it exactly 0
   return jnp.sqrt(jnp.where(jnp.eye(z.shape[0], dtype=bool), 0.0, sq))
+
+
+def _check_kernel_names(kernels) -> tuple[str, ...]:
+  kernels = (kernels,) if isinstance(kernels, str) else tuple(kernels)
+  if not kernels or len(set(kernels)) != len(kernels):
+    raise ValueError(f"kernels must be distinct names of {FUSE_KERNELS}, got {kernels}.")
+  for name in kernels:
+    v.check_choice("kernels", name, FUSE_KERNELS)
+  return kernels
 
 
 def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
@@ -110,11 +124,7 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   v.check_int("num_permutations", num_permutations, 1)
   v.check_int("num_bandwidths", num_bandwidths, 2)
   v.check_positive("lambda_multiplier", lambda_multiplier)
-  kernels = (kernels,) if isinstance(kernels, str) else tuple(kernels)
-  if not kernels or len(set(kernels)) != len(kernels):
-    raise ValueError(f"kernels must be distinct names of {FUSE_KERNELS}, got {kernels}.")
-  for name in kernels:
-    v.check_choice("kernels", name, FUSE_KERNELS)
+  kernels = _check_kernel_names(kernels)
   key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
   pooled = jnp.concatenate([x, y], axis=0)
@@ -124,13 +134,10 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
       bandwidth_grid(pooled, "l2", num_bandwidths) if "gaussian" in kernels else empty,
       bandwidth_grid(pooled, "l1", num_bandwidths) if "laplace" in kernels else empty)
 
-  in_x = jnp.concatenate([(jnp.arange(n + m) < n)[None],
-                          permutation_indicators(key, n, m, num_permutations)])
-  coefficients, gamma = _permutation_coefficients(in_x.astype(pooled.dtype), n, m, "unbiased")
-  coefficients = jnp.concatenate([coefficients, jnp.ones((1, n + m), pooled.dtype)])
-  forms, squares = _chunked_rows(
+  make_rows, count, gamma = split_rows(key, n, m, num_permutations, "unbiased", pooled.dtype)
+  forms, squares = chunked_rows(
       lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
-      coefficients, chunk_size, per_row_axis=1)
+      make_rows, count, n + m, chunk_size, per_row_axis=1)
   estimates = forms[:, :-1] + gamma * forms[:, -1:]  # [K, B + 1] unbiased MMD^2
   small = float(min(n, m))
   scale = small * (small - 1) * math.sqrt(small * (small - 1))
@@ -142,3 +149,230 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
                            b=1.0 / normalised.shape[0])  # [B + 1]
   observed, null = fused[0], fused[1:]
   return observed, (1.0 + jnp.sum(null >= observed)) / (1.0 + num_permutations)
+
+
+def geometric_bandwidths(x: jax.Array, y: jax.Array, norm: str, num: int) -> jax.Array:
+  """``[num]`` bandwidths on MMDAgg's geometric grid from the ``norm`` distances between x and y.
+
+  The distances ``|x_i - y_j|``, ``i >= j``, among the first 500 rows of each
+  (zeros replaced by their median) give ``lo``: half their 5% quantile, at
+  least 0.05, when some distance is below 0.1, else half the smallest; and
+  ``hi``: twice the largest, at least 0.6. The grid is ``lo (hi / lo)^(r / (num
+  - 1))``, ``r = 0 .. num - 1`` (Schrab et al. 2023, Section 5.2 and their code).
+  """
+  xs, ys = x[:_AGG_BANDWIDTH_MAX_POINTS], y[:_AGG_BANDWIDTH_MAX_POINTS]
+  # Exact differences (no matmul cancellation near 0), one row of y at a time: O(500 d) memory.
+  if norm == "l1":
+    cross = jax.lax.map(lambda row: jnp.sum(jnp.abs(row - xs), axis=-1), ys)
+  else:
+    cross = jax.lax.map(lambda row: jnp.sqrt(jnp.sum(jnp.square(row - xs), axis=-1)), ys)
+  rows, cols = np.triu_indices(ys.shape[0], m=xs.shape[0])  # [j, i] with i >= j
+  distances = cross[rows, cols]
+  distances = jnp.where(distances == 0, jnp.median(distances), distances)
+  ordered = jnp.sort(distances)
+  low = jnp.where(ordered[0] < 0.1,
+                  jnp.maximum(ordered[int(math.floor(ordered.shape[0] * 0.05))], 0.1),
+                  ordered[0]) / 2
+  high = jnp.maximum(ordered[-1], 0.3) * 2
+  return low * (high / low) ** (jnp.arange(num, dtype=distances.dtype) / (num - 1))
+
+
+def aggregation_weights(num: int, kind: str) -> np.ndarray:
+  """``[num]`` weights of MMDAgg's bandwidths, summing to 1 (Schrab et al. 2023, Section 5.1).
+
+  ``"uniform"`` ``1 / num``; ``"decreasing"`` proportional to ``1 / r``;
+  ``"increasing"`` to ``1 / (num + 1 - r)``; ``"centred"`` to ``1 / (|(num +
+  1) / 2 - r| + 1)`` (odd ``num``) or ``1 / (|(num + 1) / 2 - r| + 1/2)``
+  (even), ``r = 1 .. num``.
+  """
+  v.check_choice("weights", kind, AGG_WEIGHTS)
+  r = np.arange(1, num + 1, dtype=np.float64)
+  middle = abs((num + 1) / 2 - r)
+  raw = {"uniform": np.ones(num), "decreasing": 1 / r, "increasing": 1 / (num + 1 - r),
+         "centred": 1 / (middle + (1.0 if num % 2 else 0.5))}[kind]
+  return raw / raw.sum()
+
+
+class MMDAggResult(NamedTuple):
+  """The outcome of :func:`mmd_agg`; per-kernel arrays ``[K]`` in the order of its ``kernels``,
+  ``num_bandwidths`` each, smallest bandwidth first.
+
+  Attributes:
+    reject: bool scalar, whether the aggregated test rejects at level ``alpha``.
+    p_values: each kernel's permutation / wild-bootstrap p-value.
+    thresholds: ``u* w_k``: the test rejects where ``p_values <= thresholds``.
+    statistics: each kernel's unbiased MMD^2 estimate (wild bootstrap: without the
+      pairs ``k(x_i, y_i)``).
+    quantiles: each kernel's ``(1 - u* w_k)`` quantile of its null draws.
+    bandwidths: each kernel's bandwidth ``lambda``: ``exp(-|a - b|_2^2 / lambda^2)``
+      (Gaussian), ``exp(-|a - b|_1 / lambda)`` (Laplace).
+  """
+
+  reject: jax.Array
+  p_values: jax.Array
+  thresholds: jax.Array
+  statistics: jax.Array
+  quantiles: jax.Array
+  bandwidths: jax.Array
+
+
+def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size):
+  """``[K, 1 + num]`` unbiased MMD^2 of every kernel of ``bank``: observed first, then the
+  draws (from ``key``, or the rows of ``draws``)."""
+  n, m = x.shape[0], y.shape[0]
+  pooled_mean = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (n + m)
+  x, y = x - pooled_mean, y - pooled_mean
+  if method == "wild-bootstrap":
+    forms = chunked_rows(
+        lambda e: _kernels.bank_paired_forms(x, y, e, bank, block_size=block_size),
+        signed_rows(key, n, num, x.dtype, draws), num + 1, n, chunk_size, per_row_axis=1)
+    return forms / (n * (n - 1.0))
+  make_rows, count, gamma = split_rows(key, n, m, num, "unbiased", x.dtype, draws)
+  pooled = jnp.concatenate([x, y])
+  forms, _ = chunked_rows(
+      lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
+      make_rows, count, n + m, chunk_size, per_row_axis=1)
+  return forms[:, :-1] + gamma * forms[:, -1:]
+
+
+def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
+            alpha: float = 0.05, kernels: tuple[str, ...] = ("laplace", "gaussian"),
+            num_bandwidths: int = 10, weights: str = "uniform", num_draws: int = 2000,
+            num_correction_draws: int = 2000, bisection_steps: int = 50,
+            method: str | None = None, bandwidths: jax.typing.ArrayLike | None = None,
+            draws: jax.typing.ArrayLike | None = None, chunk_size: int | None = None,
+            block_size: int | None = None) -> MMDAggResult:
+  r"""MMDAgg (Schrab, Kim, Albert, Laurent, Guedj and Gretton, JMLR 2023): the aggregated
+  MMD test over a collection of kernels, on the tiled quadratic-form engine.
+
+  Each kernel ``k`` of the collection (``num_bandwidths`` bandwidths of each of
+  ``kernels`` on :func:`geometric_bandwidths`' grid, weights ``w_k`` from
+  :func:`aggregation_weights` divided by the number of kernel families) gets
+  its unbiased MMD^2 estimate and ``B1 = num_draws`` null draws (a wild
+  bootstrap when ``n == m``, else permutations). The level correction ``u*``
+  is the largest ``u`` (by ``bisection_steps`` halvings of ``[0, min 1/w]``)
+  at which the ``B2 = num_correction_draws`` further draws exceed some
+  kernel's ``(1 - u w_k)`` quantile at most a fraction ``alpha`` of the time;
+  the test rejects if some kernel's p-value is at most ``u* w_k``.
+
+  Every draw of every kernel is a quadratic form walked through the kernel
+  tiles together, so no ``[N, N]`` matrix is held: the wild bootstrap walks
+  the ``[n, n]`` paired matrix (:func:`~gapmmd_jax.losses._kernels.bank_paired_forms`,
+  a quarter of the pooled one), permutations the pooled matrix's upper tiles.
+  The draws are made a chunk at a time (draw ``r`` from ``fold_in(key, r)``),
+  so memory is ``O(N d + chunk N)``. Follows the authors' code except in the
+  draws' random numbers (pass ``draws`` to use others), in float32 rounding,
+  and in comparing the correction's level ``count / B2 <= alpha`` exactly (in
+  integers; their float32 division can put e.g. 6 / 120 above 0.05).
+
+  Args:
+    key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
+    x: ``[n, d]``, ``y``: ``[m, d]``, at least 2 rows each.
+    alpha: level, in (0, 1).
+    kernels: any of ``"laplace"`` (L1 distances) and ``"gaussian"`` (L2), in
+      the order of the outputs.
+    num_bandwidths: bandwidths per kernel family, at least 2.
+    weights: ``"uniform"``, ``"decreasing"``, ``"increasing"`` or ``"centred"``.
+    num_draws: ``B1``, draws for the quantiles and p-values.
+    num_correction_draws: ``B2``, draws for the level correction.
+    bisection_steps: ``B3``.
+    method: ``"wild-bootstrap"`` (``n == m`` only) or ``"permutation"``;
+      ``None``: the wild bootstrap when ``n == m``, as MMDAgg.
+    bandwidths: ``[num_bandwidths]`` bandwidths ``lambda`` used for every
+      family instead of the grid.
+    draws: ``[B1 + B2, n]`` signs (wild bootstrap) or ``[B1 + B2, n + m]`` bool
+      rows marking ``n`` points as x (permutations); ``None``: drawn from ``key``.
+    chunk_size: draws per walk over the tiles; ``None``: up to 16M
+      coefficients at once.
+    block_size: tile side; ``None``: 256.
+
+  Returns:
+    :class:`MMDAggResult` (``reject``, per-kernel ``p_values``, ...).
+
+  Example:
+    >>> result = mmd_agg(jax.random.key(0), x, y)  # doctest: +SKIP
+    >>> bool(result.reject), result.p_values.min()  # doctest: +SKIP
+  """
+  x, y = v.check_samples("x", x, "y", y)
+  n, m = x.shape[0], y.shape[0]
+  if min(n, m) < 2:
+    raise ValueError(f"mmd_agg needs at least 2 rows in x and in y, got x.shape="
+                     f"{tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+  kernels = _check_kernel_names(kernels)
+  for name, value in (("num_draws", num_draws), ("num_correction_draws", num_correction_draws),
+                      ("bisection_steps", bisection_steps)):
+    v.check_int(name, value, 1)
+  method = method or ("wild-bootstrap" if n == m else "permutation")
+  v.check_choice("method", method, ("wild-bootstrap", "permutation"))
+  if method == "wild-bootstrap" and n != m:
+    raise ValueError(f"method='wild-bootstrap' needs n == m, got n={n}, m={m}.")
+  if bandwidths is not None:
+    bandwidths = v.as_float_array("bandwidths", bandwidths)
+    if bandwidths.ndim != 1:
+      raise ValueError(f"bandwidths must have shape [num_bandwidths], got "
+                       f"{tuple(bandwidths.shape)}.")
+    num_bandwidths = bandwidths.shape[0]
+  v.check_int("num_bandwidths", num_bandwidths, 2)
+  total = num_draws + num_correction_draws
+  key = as_typed_key(key)
+  if draws is not None:
+    draws = jnp.asarray(draws)
+    width = n if method == "wild-bootstrap" else n + m
+    if draws.shape != (total, width):
+      raise ValueError(f"draws must have shape [num_draws + num_correction_draws, "
+                       f"{'n' if width == n else 'n + m'}] = {(total, width)} for "
+                       f"method={method!r}, got {tuple(draws.shape)}.")
+
+  grids = {name: (bandwidths if bandwidths is not None else
+                  geometric_bandwidths(x, y, "l1" if name == "laplace" else "l2",
+                                       num_bandwidths)).astype(x.dtype) for name in kernels}
+  empty = jnp.zeros((0,), x.dtype)
+  # The bank's parametrisation: exp(-d2^2 / (2 l^2)) and exp(-sqrt(2) d1 / l).
+  bank = _kernels.KernelBank(
+      grids["gaussian"] / math.sqrt(2.0) if "gaussian" in grids else empty,
+      grids["laplace"] * math.sqrt(2.0) if "laplace" in grids else empty)
+  statistics = _agg_statistics(key, x, y, draws, total, bank, method, chunk_size, block_size)
+  bank_order = [name for name in ("gaussian", "laplace") if name in kernels]
+  order = np.concatenate([np.arange(num_bandwidths) + bank_order.index(name) * num_bandwidths
+                          for name in kernels])
+  statistics = statistics[order]  # [K, 1 + B1 + B2], the families in the order asked
+  weight = jnp.asarray(np.tile(aggregation_weights(num_bandwidths, weights) / len(kernels),
+                               len(kernels)), x.dtype)  # [K]
+
+  return _aggregate(statistics, weight, alpha, num_draws, bisection_steps, grids, kernels)
+
+
+def _aggregate(statistics: jax.Array, weight: jax.Array, alpha: float, num_draws: int,
+               bisection_steps: int, grids=None, kernels=()) -> MMDAggResult:
+  """MMDAgg's decision from ``statistics`` ``[K, 1 + B1 + B2]`` (observed, the ``B1 =
+  num_draws`` quantile draws, the correction draws) and the kernels' weights ``[K]``."""
+  observed = statistics[:, 0]
+  ordered = jnp.sort(statistics[:, :num_draws + 1], axis=1)  # observed among the B1 draws
+  correction = statistics[:, num_draws + 1:]
+
+  def quantiles_at(u):
+    index = jnp.ceil((num_draws + 1) * (1 - u * weight)).astype(jnp.int32) - 1
+    index = jnp.clip(index, 0, num_draws)
+    return jnp.take_along_axis(ordered, index[:, None], axis=1)[:, 0]
+
+  # The level, count / B2 <= alpha, compared in integers: XLA divides by multiplying with
+  # the reciprocal, which puts 6 / 120 above 0.05 in float32.
+  max_exceed = math.floor(alpha * correction.shape[1] * (1 + 1e-12))
+
+  def bisect(_, bounds):
+    low, high = bounds
+    u = (low + high) / 2
+    exceed = jnp.sum(jnp.any(correction > quantiles_at(u)[:, None], axis=0))
+    return jnp.where(exceed <= max_exceed, u, low), jnp.where(exceed <= max_exceed, high, u)
+
+  u, _ = jax.lax.fori_loop(0, bisection_steps, bisect,
+                           (jnp.zeros((), weight.dtype), jnp.min(1.0 / weight)))
+  p_values = jnp.mean(ordered >= observed[:, None], axis=1)
+  thresholds = u * weight
+  bandwidths = (jnp.concatenate([grids[name] for name in kernels]) if grids
+                else jnp.zeros((0,), weight.dtype))
+  return MMDAggResult(reject=jnp.any(p_values <= thresholds), p_values=p_values,
+                      thresholds=thresholds, statistics=observed, quantiles=quantiles_at(u),
+                      bandwidths=bandwidths)

@@ -1,4 +1,5 @@
-"""MMD-FUSE on the tiled engine: float64 reference, the authors' code, calibration, memory."""
+"""MMD-FUSE and MMDAgg on the tiled engine: float64 references, the authors' code,
+calibration, power, memory."""
 
 import pathlib
 import sys
@@ -116,9 +117,9 @@ def test_fuse_agrees_with_the_authors_code():
 
 
 def test_fuse_calibrated_and_powerful():
-  """300 null data sets at level 0.05 (bounds about -2.4 / +3.2 binomial standard deviations)
-  and a mean shift, fixed seeds."""
-  def rejection_rate(shift, num_draws=300):
+  """1000 null data sets at level 0.05, rejection rate in [0.03, 0.07] (about -2.9 / +2.9
+  binomial standard deviations), and a mean shift; fixed seeds."""
+  def rejection_rate(shift, num_draws):
     def one(k):
       kx, ky, kp = jax.random.split(k, 3)
       x = jax.random.normal(kx, (20, 2))
@@ -128,8 +129,8 @@ def test_fuse_calibrated_and_powerful():
     p = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), num_draws))
     return float(jnp.mean(p <= 0.05))
 
-  assert 0.02 <= rejection_rate(0.0) <= 0.09
-  assert rejection_rate(1.5) >= 0.9
+  assert 0.03 <= rejection_rate(0.0, 1000) <= 0.07
+  assert rejection_rate(1.5, 300) >= 0.9
 
 
 def test_fuse_memory_stays_tiled():
@@ -170,7 +171,7 @@ def test_fuse_rejects_bad_input():
 
 
 def test_every_key_taking_function_accepts_legacy_keys():
-  """mmd_test, mmd_fuse, virtual_adversarial_perturbation and vat_loss: a legacy
+  """mmd_test, mmd_fuse, mmd_agg, virtual_adversarial_perturbation and vat_loss: a legacy
   ``PRNGKey`` gives what the same key wrapped as a typed key gives."""
   x, y = _samples(9, 12, 12)
   legacy = jax.random.PRNGKey(11)
@@ -178,7 +179,261 @@ def test_every_key_taking_function_accepts_legacy_keys():
   for test in (g.mmd_test, g.mmd_fuse):
     np.testing.assert_array_equal(test(legacy, x, y, num_permutations=30),
                                   test(typed, x, y, num_permutations=30))
+  for shape in (12, 15):  # the wild bootstrap, then permutations
+    agg = lambda key: g.mmd_agg(key, x, y[:shape] if shape < 12 else np.concatenate(
+        [y, y[:shape - 12]]), num_draws=30, num_correction_draws=30)
+    for ours, wrapped in zip(agg(legacy), agg(typed)):
+      np.testing.assert_array_equal(ours, wrapped)
   logits_fn = lambda a: a @ jnp.ones((3, 4)) * jnp.arange(1.0, 5.0)
   for fn in (g.virtual_adversarial_perturbation, g.vat_loss):
     np.testing.assert_array_equal(fn(logits_fn, x, legacy, xi=1e-6, eps=0.5),
                                   fn(logits_fn, x, typed, xi=1e-6, eps=0.5))
+
+
+# ---- MMDAgg ----
+
+def _agg_bandwidths64(x, y, norm, num):
+  """float64 MMDAgg grid from the formulas: distances |x_i - y_j|, i >= j, of the first 500."""
+  xs, ys = x[:500].astype(np.float64), y[:500].astype(np.float64)
+  diff = ys[:, None] - xs[None]
+  cross = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff ** 2).sum(-1))
+  d = cross[np.triu_indices(len(ys), m=len(xs))]
+  d = np.where(d == 0, np.median(d), d)
+  ordered = np.sort(d)
+  low = (max(ordered[int(len(d) * 0.05)], 0.1) if d.min() < 0.1 else d.min()) / 2
+  high = max(d.max(), 0.3) * 2
+  return low * (high / low) ** (np.arange(num) / (num - 1))
+
+
+def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", "gaussian"),
+           num_bandwidths=10, steps=50):
+  """float64 MMDAgg from the paper's formulas on the given draws: (reject, p, stats, u)."""
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  n, m = len(x), len(y)
+  z = np.concatenate([x64, y64])
+  stats = []
+  for name in kernels:
+    norm = "l1" if name == "laplace" else "l2"
+    diff = z[:, None] - z[None]
+    dist = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff ** 2).sum(-1))
+    for lam in _agg_bandwidths64(x, y, norm, num_bandwidths):
+      k = np.exp(-dist / lam) if name == "laplace" else np.exp(-(dist / lam) ** 2)
+      row = []
+      if method == "wild-bootstrap":
+        h = k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n]
+        np.fill_diagonal(h, 0.0)
+        for e in np.concatenate([np.ones((1, n)), draws]):
+          row.append(e @ h @ e / (n * (n - 1)))
+      else:
+        np.fill_diagonal(k, 0.0)
+        for a in np.concatenate([(np.arange(n + m) < n)[None], draws.astype(bool)]):
+          row.append(k[a][:, a].sum() / (n * (n - 1)) + k[~a][:, ~a].sum() / (m * (m - 1))
+                     - 2 * k[a][:, ~a].mean())
+      stats.append(row)
+  stats = np.asarray(stats)
+  b1 = num_draws
+  # The bisection and the quantile index in float32, as the authors' code computes them: in
+  # float64 (B1 + 1)(1 - u w) lands on the other side of an integer for some dyadic u.
+  f32 = np.float32
+  w = np.tile(np.full(num_bandwidths, 1 / num_bandwidths) / len(kernels), len(kernels)).astype(f32)
+  ordered = np.sort(stats[:, :b1 + 1], axis=1)
+  quant = lambda u: ordered[np.arange(len(w)), np.clip(
+      np.ceil(f32(b1 + 1) * (f32(1) - f32(u) * w)).astype(int) - 1, 0, b1)]
+  low, high = f32(0.0), np.min(f32(1) / w)
+  for _ in range(steps):
+    u = (low + high) / f32(2)
+    if np.mean(np.any(stats[:, b1 + 1:] > quant(u)[:, None], axis=0)) <= alpha:
+      low = u
+    else:
+      high = u
+  p = np.mean(ordered >= stats[:, :1], axis=1)
+  return bool(np.any(p <= low * w)), p, stats, low
+
+
+@pytest.mark.parametrize("n,m,shift,method,chunk_size", [
+    (30, 30, 0.4, "wild-bootstrap", None), (25, 25, 0.0, "wild-bootstrap", 37),
+    (20, 28, 0.5, "permutation", None), (24, 26, 0.3, "permutation", 50)])
+def test_agg_matches_float64_reference(n, m, shift, method, chunk_size):
+  """Every draw's statistic of every kernel, the bandwidths, and the aggregation (on the same
+  statistics) against float64 formulas; the end-to-end decision where no tie decides it."""
+  x, y = _samples(n + m + 1, n, m, shift=shift)
+  b1, b2 = 99, 120
+  key = jax.random.key(5)
+  draws = (np.asarray(_mmd.sign_rows(key, n, jnp.arange(b1 + b2)))
+           if method == "wild-bootstrap"
+           else np.asarray(_mmd.permutation_indicators(key, n, m, b1 + b2)))
+  reject, p, stats, u = _agg64(x, y, draws, method, num_draws=b1)
+  bandwidths = np.concatenate([_agg_bandwidths64(x, y, "l1", 10),
+                               _agg_bandwidths64(x, y, "l2", 10)])
+  bank = _kernels.KernelBank(jnp.asarray(bandwidths[10:] / np.sqrt(2), jnp.float32),
+                             jnp.asarray(bandwidths[:10] * np.sqrt(2), jnp.float32))
+  ours = _two_sample._agg_statistics(key, jnp.asarray(x), jnp.asarray(y), None, b1 + b2, bank,
+                                     method, chunk_size, 16)
+  ours = np.concatenate([ours[10:], ours[:10]])  # the bank's Gaussians first
+  scale = np.abs(stats).max(axis=1, keepdims=True)
+  assert np.all(np.abs(ours - stats) <= 2e-4 * scale)  # relative to each kernel's largest
+  # The aggregation on the float64 statistics (rounded to float32) is the reference's.
+  weight = jnp.full(20, 0.05, jnp.float32)
+  aggregated = _two_sample._aggregate(jnp.asarray(stats, jnp.float32), weight, 0.05, b1, 50)
+  np.testing.assert_allclose(aggregated.p_values, p, atol=1e-6)
+  np.testing.assert_allclose(aggregated.thresholds, u * 0.05, rtol=1e-5)
+  assert bool(aggregated.reject) == reject
+  result = g.mmd_agg(key, x, y, num_draws=b1, num_correction_draws=b2, method=method,
+                     chunk_size=chunk_size, block_size=16)
+  given = g.mmd_agg(jax.random.key(0), x, y, num_draws=b1, num_correction_draws=b2,
+                    method=method, draws=draws, block_size=16)
+  for own, fed in zip(result, given):  # the draws mmd_agg makes from the key are these
+    np.testing.assert_allclose(own, fed, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(result.bandwidths, bandwidths, rtol=1e-5)
+  np.testing.assert_allclose(result.statistics, stats[:, 0], rtol=2e-4, atol=2e-6)
+  if np.min(np.abs(p - u * 0.05)) > 1.5 / (b1 + 1):  # else one rounding may flip it
+    assert bool(result.reject) == reject
+
+
+def test_bank_paired_forms_match_dense():
+  rng = np.random.default_rng(6)
+  x, y, e = rng.normal(size=(23, 3)), rng.normal(size=(23, 3)) + 0.3, rng.normal(size=(4, 23))
+  bank = _kernels.KernelBank(jnp.asarray([0.8]), jnp.asarray([1.1, 3.0]))
+  forms = _kernels.bank_paired_forms(*(jnp.asarray(a, jnp.float32) for a in (x, y, e)), bank,
+                                     block_size=7)
+  def kernel(a, b, i):
+    diff = a[:, None] - b[None]
+    if i == 0:
+      return np.exp(-(diff ** 2).sum(-1) / (2 * 0.8 ** 2))
+    return np.exp(-np.sqrt(2) * np.abs(diff).sum(-1) / (1.1, 3.0)[i - 1])
+  for i in range(3):
+    h = kernel(x, x, i) + kernel(y, y, i) - kernel(x, y, i) - kernel(y, x, i)
+    np.fill_diagonal(h, 0.0)
+    np.testing.assert_allclose(forms[i], np.einsum("bi,ij,bj->b", e, h, e), rtol=1e-4, atol=1e-4)
+
+
+def test_aggregation_weights():
+  w = {kind: _two_sample.aggregation_weights(4, kind) for kind in _two_sample.AGG_WEIGHTS}
+  h = 1 + 1 / 2 + 1 / 3 + 1 / 4
+  np.testing.assert_allclose(w["uniform"], [0.25] * 4)
+  np.testing.assert_allclose(w["decreasing"], [1 / h, 1 / (2 * h), 1 / (3 * h), 1 / (4 * h)])
+  np.testing.assert_allclose(w["increasing"], w["decreasing"][::-1])
+  np.testing.assert_allclose(w["centred"], np.array([1 / 2, 1 / 1, 1 / 1, 1 / 2]) / 3)
+  np.testing.assert_allclose(_two_sample.aggregation_weights(3, "centred"),
+                             np.array([1 / 2, 1, 1 / 2]) / 2)
+
+
+def _anchor_draws(seed, n, m, b1, b2):
+  """The draws MMDAgg's JAX code makes from ``seed``, less its observed row at ``b1``
+  (its random calls, repeated here to feed the same draws to ours)."""
+  key, sub = jax.random.split(jax.random.PRNGKey(seed))
+  if n == m:
+    signs = jax.random.choice(sub, jnp.array([-1.0, 1.0]), shape=(b1 + b2 + 1, n))
+    return np.delete(np.asarray(signs), b1, axis=0)
+  rows = jnp.tile(jnp.arange(n + m), (b1 + b2 + 1, 1))
+  index = jax.random.permutation(sub, rows, axis=1, independent=True)
+  return np.delete(np.asarray(index < n), b1, axis=0)
+
+
+@pytest.mark.skipif(not (ANCHORS / "mmdagg").is_dir(), reason="needs ../shared/anchors/mmdagg")
+def test_agg_same_decisions_as_the_authors_code_on_the_same_draws():
+  sys.path.insert(0, str(ANCHORS / "mmdagg"))
+  from mmdagg.jax import mmdagg
+
+  # The wild bootstrap at the defaults (the shapes of the power test: one compilation of
+  # theirs, which is slow), then permutations.
+  for n, m, d, shift, b1 in ((100, 100, 2, 0.3, 2000), (50, 70, 3, 0.6, 300)):
+    b2 = b1
+    x, y = _samples(n * m, n, m, d=d, shift=shift)
+    decision, info = mmdagg(jnp.asarray(x), jnp.asarray(y), seed=7, B1=b1, B2=b2,
+                            return_dictionary=True)
+    tests = sorted((k for k in info if k.startswith("Single")),
+                   key=lambda k: tuple(int(t) for t in k.split()[-1].split(".")))
+    theirs = {field: np.array([float(info[k][field]) for k in tests])
+              for field in ("MMD", "p-value", "p-value threshold", "Bandwidth")}
+    ours = g.mmd_agg(jax.random.key(0), x, y, num_draws=b1, num_correction_draws=b2,
+                     draws=_anchor_draws(7, n, m, b1, b2))
+    assert bool(ours.reject) == bool(decision)
+    np.testing.assert_allclose(ours.bandwidths, theirs["Bandwidth"], rtol=1e-5)
+    np.testing.assert_allclose(ours.statistics, theirs["MMD"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours.p_values, theirs["p-value"], atol=1.5 / (b1 + 1))
+    np.testing.assert_allclose(ours.thresholds, theirs["p-value threshold"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n,m", [(30, 30), (24, 36)])
+def test_agg_calibrated_at_level(n, m):
+  """1000 null data sets at level 0.05: rejection rate in [0.03, 0.07] (about -2.9 / +2.9
+  binomial standard deviations for an exact level; fixed seeds). Wild bootstrap, then
+  permutations. 1000 + 1000 draws: with 199 + 199 the test (ours and the authors' code alike,
+  checked on 300 sets: 0.027 each) is conservative, the quantiles being coarse."""
+  def one(k):
+    kx, ky, kt = jax.random.split(k, 3)
+    x, y = jax.random.normal(kx, (n, 2)), jax.random.normal(ky, (m, 2))
+    return g.mmd_agg(kt, x, y, num_draws=1000, num_correction_draws=1000,
+                     num_bandwidths=5).reject
+
+  rate = float(jnp.mean(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(8), 1000))))
+  assert 0.03 <= rate <= 0.07
+
+
+def _blobs(rng, n, correlation):
+  """A 3 x 3 grid of unit Gaussians 5 apart; ``correlation`` of the two coordinates."""
+  centres = np.stack(np.meshgrid([-5.0, 0.0, 5.0], [-5.0, 0.0, 5.0]), -1).reshape(9, 2)
+  noise = rng.multivariate_normal([0, 0], [[1, correlation], [correlation, 1]], size=n)
+  return (centres[rng.integers(0, 9, n)] + noise).astype(np.float32)
+
+
+@pytest.mark.skipif(not (ANCHORS / "mmdagg").is_dir() or not (ANCHORS / "mmdfuse").is_dir(),
+                    reason="needs ../shared/anchors")
+@pytest.mark.parametrize("problem", ["mean-shift", "blobs"])
+def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
+  """30 data sets per problem, independent draws: our rejection rate at least the authors'
+  less 0.1 (the Monte-Carlo spread of paired decisions)."""
+  sys.path[:0] = [str(ANCHORS / "mmdagg"), str(ANCHORS / "mmdfuse")]
+  from mmdagg.jax import mmdagg
+  from mmdfuse import mmdfuse
+
+  ours_agg = jax.jit(lambda k, a, b: g.mmd_agg(k, a, b).reject)
+  ours_fuse = jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b)[1] <= 0.05)
+  rng = np.random.default_rng(11)
+  counts = np.zeros(4)
+  for trial in range(30):
+    if problem == "mean-shift":
+      x = rng.normal(size=(100, 2)).astype(np.float32)
+      y = (rng.normal(size=(100, 2)) + 0.3).astype(np.float32)
+    else:
+      x, y = _blobs(rng, 100, 0.0), _blobs(rng, 100, 0.9)
+    key = jax.random.key(trial)
+    counts += [bool(ours_agg(key, x, y)), int(mmdagg(jnp.asarray(x), jnp.asarray(y), seed=trial)),
+               bool(ours_fuse(key, x, y)),
+               int(mmdfuse(jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(trial)))]
+  rates = counts / 30
+  assert rates[0] >= rates[1] - 0.1 and rates[2] >= rates[3] - 0.1, rates
+  assert rates.min() >= 0.2, rates  # the problems are hard enough, but not hopeless
+
+
+def test_agg_memory_stays_tiled():
+  """Doubling n adds O(n) temporaries, not O(n^2), for the wild bootstrap and permutations."""
+  def temp_mib(n, m, d=8):
+    a, b = jax.ShapeDtypeStruct((n, d), jnp.float32), jax.ShapeDtypeStruct((m, d), jnp.float32)
+    compiled = jax.jit(lambda k, a, b: g.mmd_agg(k, a, b, num_draws=32, num_correction_draws=32,
+                                                 num_bandwidths=3)).lower(
+        jax.random.key(0), a, b).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes / 2**20
+
+  for ratio in (1, 2):  # n == m: the wild bootstrap; else permutations
+    small, large = temp_mib(8192, 8192 * ratio), temp_mib(16384, 16384 * ratio)
+    assert large < small + 40 and large < 4096 / 16
+
+
+def test_agg_rejects_bad_input():
+  x, y = _samples(0, 10, 12)
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="n == m"):
+    g.mmd_agg(key, x, y, method="wild-bootstrap")
+  with pytest.raises(ValueError, match="alpha"):
+    g.mmd_agg(key, x, y, alpha=1.5)
+  with pytest.raises(ValueError, match="draws must have shape"):
+    g.mmd_agg(key, x, y, num_draws=5, num_correction_draws=5, draws=np.ones((10, 10), bool))
+  with pytest.raises(ValueError, match="weights"):
+    g.mmd_agg(key, x, y, weights="flat")
+  with pytest.raises(ValueError, match="bandwidths must have shape"):
+    g.mmd_agg(key, x, y, bandwidths=np.ones((2, 2)))
