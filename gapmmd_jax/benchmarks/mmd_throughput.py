@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import resource
 import sys
@@ -42,6 +41,7 @@ from gapmmd_jax.benchmarks._cells import (
     positive_float,
     positive_int,
     run_cell,
+    write_results,
 )
 
 IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "ours-auto-ynn-off",
@@ -302,20 +302,15 @@ def main(argv: list[str] | None = None) -> int:
               r[key] = by_impl[base]["seconds"] / r["seconds"]
 
   import jax
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(),
-          "jax": jax.__version__, "backend": jax.default_backend(),
-          "devices": [str(dev) for dev in jax.devices()], "argv": sys.argv[1:]}
-  (out / "mmd_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
   tables = "\n\n".join(_markdown(rows, d) for d in args.d)
-  (out / "mmd_throughput.md").write_text(tables + "\n")
+  write_results(args.out, "mmd_throughput", rows, tables,
+                devices=[str(dev) for dev in jax.devices()])
   from gapmmd_jax import plotting
 
-  plotting.seconds_by_size(rows, "impl", IMPLEMENTATIONS, "MMD$^2$, d = {d}",
-                           out / "mmd_throughput.png")
-  print("\n" + tables)
-  print(f"\nwritten to {out}/mmd_throughput.{{json,md,png}}")
+  if plotting.seconds_by_size(rows, "impl", IMPLEMENTATIONS, "MMD$^2$, d = {d}",
+                              pathlib.Path(args.out) / "mmd_throughput.png"):
+    print(f"and {args.out}/mmd_throughput.png")
   return 0
 
 

@@ -65,23 +65,19 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
   use."""
   import jax
 
-  if name == "ours-agg":
-    import gapmmd_jax
-
-    test = jax.jit(lambda key, x, y: gapmmd_jax.mmd_agg(key, x, y, num_draws=draws,
-                                                        num_correction_draws=draws).reject)
-    return lambda x, y, seed: test(jax.random.key(seed), x, y)
-  if name == "ours-fuse":
-    import gapmmd_jax
-
-    test = jax.jit(lambda key, x, y: gapmmd_jax.mmd_fuse(key, x, y, num_permutations=draws))
-    return lambda x, y, seed: test(jax.random.key(seed), x, y)
   if name.startswith("ours"):
     import gapmmd_jax
 
-    method = "permutation" if name == "ours-permutation" else "wild-bootstrap"
-    test = jax.jit(lambda key, x, y: gapmmd_jax.mmd_test(key, x, y, num_permutations=draws,
-                                                         method=method))
+    ours = {  # (key, x, y) -> the decision or the p-value
+        "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
+            k, x, y, num_permutations=draws, method="permutation")[1],
+        "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
+            k, x, y, num_permutations=draws, method="wild-bootstrap")[1],
+        "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws)[1],
+        "ours-agg": lambda k, x, y: gapmmd_jax.mmd_agg(
+            k, x, y, num_draws=draws, num_correction_draws=draws).reject,
+    }
+    test = jax.jit(ours[name])
     return lambda x, y, seed: test(jax.random.key(seed), x, y)
   folder = anchors / name
   if not folder.is_dir():

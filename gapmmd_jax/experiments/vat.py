@@ -20,7 +20,7 @@ updates, eps 0.3, xi 1e-6; 1,000 training images held out for validation.
   gapmmd vat --variant full --table   # the table, eps=1 / xi=10 (Keras reimplementation)
   gapmmd vat --variant official --table   # the table, eps=2.1 / xi=1e-6 (official code)
   gapmmd vat --variant semi-supervised    # 100 labels, the paper's MLP recipe, seeds 0 1 2
-  gapmmd vat --variant semi-supervised-entmin   # + entropy minimisation, eps 1 (1.91% error)
+  gapmmd vat --variant semi-supervised-entmin   # + entropy minimisation, eps 1 (validation)
   gapmmd vat --variant semi-supervised-cnn      # 100 labels, the small CNN
 """
 

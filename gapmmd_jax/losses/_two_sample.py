@@ -341,13 +341,15 @@ def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   weight = jnp.asarray(np.tile(aggregation_weights(num_bandwidths, weights) / len(kernels),
                                len(kernels)), x.dtype)  # [K]
 
-  return _aggregate(statistics, weight, alpha, num_draws, bisection_steps, grids, kernels)
+  result = _aggregate(statistics, weight, alpha, num_draws, bisection_steps)
+  return result._replace(bandwidths=jnp.concatenate([grids[name] for name in kernels]))
 
 
 def _aggregate(statistics: jax.Array, weight: jax.Array, alpha: float, num_draws: int,
-               bisection_steps: int, grids=None, kernels=()) -> MMDAggResult:
+               bisection_steps: int) -> MMDAggResult:
   """MMDAgg's decision from ``statistics`` ``[K, 1 + B1 + B2]`` (observed, the ``B1 =
-  num_draws`` quantile draws, the correction draws) and the kernels' weights ``[K]``."""
+  num_draws`` quantile draws, the correction draws) and the kernels' weights ``[K]``; its
+  ``bandwidths`` left empty for the caller."""
   observed = statistics[:, 0]
   ordered = jnp.sort(statistics[:, :num_draws + 1], axis=1)  # observed among the B1 draws
   correction = statistics[:, num_draws + 1:]
@@ -371,8 +373,6 @@ def _aggregate(statistics: jax.Array, weight: jax.Array, alpha: float, num_draws
                            (jnp.zeros((), weight.dtype), jnp.min(1.0 / weight)))
   p_values = jnp.mean(ordered >= observed[:, None], axis=1)
   thresholds = u * weight
-  bandwidths = (jnp.concatenate([grids[name] for name in kernels]) if grids
-                else jnp.zeros((0,), weight.dtype))
   return MMDAggResult(reject=jnp.any(p_values <= thresholds), p_values=p_values,
                       thresholds=thresholds, statistics=observed, quantiles=quantiles_at(u),
-                      bandwidths=bandwidths)
+                      bandwidths=jnp.zeros((0,), weight.dtype))
