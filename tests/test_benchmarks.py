@@ -23,6 +23,27 @@ def test_mmd_throughput_smoke(tmp_path, capsys):
   assert (tmp_path / "mmd_throughput.png").is_file()
 
 
+def test_mmd_throughput_value_and_grad_cells(tmp_path):
+  """Gradient cells beside the forward ones: checked against float64, costed in forward passes;
+  the yardstick has no gradient cell."""
+  assert cli.main(["bench", "mmd", "--n", "100", "--d", "3", "--impls", "ours-auto", "jax-naive",
+                   "yardstick", "--modes", "forward", "value-and-grad", "--max-seconds", "1",
+                   "--out", str(tmp_path)]) == 0
+  rows = json.loads((tmp_path / "mmd_throughput.json").read_text())["rows"]
+  cells = {(r["impl"], r["mode"]): r for r in rows}
+  assert set(cells) == {("ours-auto", "forward"), ("jax-naive", "forward"),
+                        ("yardstick", "forward"), ("ours-auto", "value-and-grad"),
+                        ("jax-naive", "value-and-grad")}
+  for impl in ("ours-auto", "jax-naive"):
+    grad = cells[impl, "value-and-grad"]
+    assert grad["status"] == "ok" and grad["relative_error"] < 1e-4
+    assert grad["grad_relative_error"] < 1e-3
+    assert grad["vs_forward"] == grad["seconds"] / cells[impl, "forward"]["seconds"]
+    assert "vs_yardstick" not in grad and "vs_forward" not in cells[impl, "forward"]
+  table = (tmp_path / "mmd_throughput.md").read_text()
+  assert "| ours-auto, value+grad |" in table and "of its forward" in table
+
+
 def test_mmd_throughput_reports_out_of_memory(tmp_path):
   assert cli.main(["bench", "mmd", "--n", "2048", "--d", "64", "--impls", "jax-naive",
                    "--memory-limit-gib", "0.3", "--float64-max-n", "0", "--out",

@@ -4,7 +4,8 @@ Models: the GAP-LeNet step (batch 128, Adam), the VAT CNN with dropout without
 and with the VAT loss (batch 128, Adadelta), the DANN step (32 source + 32
 target images, SGD with momentum, gradient reversal), and the IIC and
 MINE-clustering steps (VGG with BatchNorm, 256 image pairs, Adam; no PyTorch
-cells). Every cell runs in its own process with 2 threads: ours (the
+cells), and IIC's paper recipe (``iic-paper``: 140 images, 5 transforms of
+each, 700 pairs from 840 forwarded images). Every cell runs in its own process with 2 threads: ours (the
 experiment's own ``train_step``, jitted with the state donated) on 1 device
 and 1 seed with XLA's default flags (``jax``) and with what ``gapmmd --xla
 auto`` chooses for the experiment (``jax-auto``: what a plain ``gapmmd``
@@ -37,11 +38,12 @@ from gapmmd_jax import _xla_flags
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.benchmarks._cells import positive_float, run_cell, write_results
 
-MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "mine-cluster")
+MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "iic-paper", "mine-cluster")
+# Images drawn per step (IIC's paper recipe: 140 images, each giving 5 pairs).
 IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64, "iic": 256,
-                   "mine-cluster": 256}
+                   "iic-paper": 140, "mine-cluster": 256}
 EXPERIMENT = {"gap-lenet": "gap-mmd", "vat": "vat", "vat+loss": "vat", "dann": "adapt",
-              "iic": "iic", "mine-cluster": "mine-cluster"}
+              "iic": "iic", "iic-paper": "iic", "mine-cluster": "mine-cluster"}
 TORCH_MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
 
 
@@ -84,9 +86,10 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
 def _jax_task(model: str, data_dir: str | None):
   from gapmmd_jax.experiments import adapt, gap_mmd, iic, mine_cluster, vat
   small = dict(data_dir=data_dir, max_eval_examples=100)
-  if model in ("iic", "mine-cluster"):
-    module = iic if model == "iic" else mine_cluster
-    return module.build_task(dataclasses.replace(module.VARIANTS["default"],
+  if model in ("iic", "iic-paper", "mine-cluster"):
+    module = mine_cluster if model == "mine-cluster" else iic
+    variant = "paper" if model == "iic-paper" else "default"
+    return module.build_task(dataclasses.replace(module.VARIANTS[variant],
                                                  max_train_examples=2048, **small))
   if model == "gap-lenet":
     return gap_mmd.build_task(dataclasses.replace(gap_mmd.VARIANTS["default"],

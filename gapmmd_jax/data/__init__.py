@@ -1,6 +1,12 @@
 """Datasets: the IDX reader, MNIST sources, generated variants and batching."""
 
-from gapmmd_jax.data._augment import centre_crop, random_rotate_or_crop, random_translate
+from gapmmd_jax.data._augment import (
+    centre_crop,
+    crop_resize,
+    iic_official_transform,
+    random_rotate_or_crop,
+    random_translate,
+)
 from gapmmd_jax.data._batching import epoch_permutations, put_replicated, take_batch
 from gapmmd_jax.data._generated import (
     BSDS_DIR_ENV,
@@ -20,7 +26,9 @@ __all__ = [
     "cache_dir",
     "centre_crop",
     "cluttered_mnist",
+    "crop_resize",
     "epoch_permutations",
+    "iic_official_transform",
     "load_backgrounds",
     "load_cluttered_mnist",
     "load_mnist",

@@ -4,8 +4,8 @@ Squared distances come from the closed form ``|a|^2 + |b|^2 - 2 a b^T`` (one
 matmul), never from an ``[n, m, d]`` difference tensor. Large inputs are
 processed in row blocks under ``jax.checkpoint`` so that neither the forward
 pass nor the gradient holds an ``[n, m]`` matrix. The symmetric tile walks
-(:func:`paired_mmd_statistic`, :func:`self_kernel_sum`) have a gradient of
-their own that walks the same tiles (:func:`_tile_cotangents`).
+(:func:`paired_mmd_statistic`, :func:`pooled_mmd_statistic`) have a gradient of
+their own that walks the same tiles (:func:`_tile_value_and_cotangents`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ _PAIRED_SMALL_BLOCK_ROWS, _PAIRED_SMALL_MAX_N, _PAIRED_LARGE_BLOCK_ROWS = 256, 2
 _MEDIAN_MAX_POINTS = 2048
 _QUADRATIC_BLOCK_ROWS = 512
 _BANK_BLOCK_ROWS = 256
+# Stacked rows per tile of the gradient walk, by feature dimension (measured on 2 CPU cores,
+# README "MMD at scale"): 256 for 128 < d <= 512, where the tile and its [rows, d] operands
+# then stay in cache; else 512.
+_GRADIENT_TILE_ROWS, _GRADIENT_TILE_ROWS_MID_D = 512, 256
+
+
+def _gradient_tile_rows(d: int) -> int:
+  return _GRADIENT_TILE_ROWS_MID_D if 128 < d <= 512 else _GRADIENT_TILE_ROWS
 
 
 def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -36,19 +44,27 @@ def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 class Kernel(NamedTuple):
-  """A weighted sum of Gaussians, ``sum_k weights[k] * exp(-sq_dist * inv_bandwidths[k])``.
+  """A weighted sum of Gaussians, ``sum_k weights[k] * exp(-sq_dist * inv_scale *
+  inv_bandwidths[k])``.
 
   Attributes:
-    inv_bandwidths: ``[K]`` reciprocal bandwidths.
+    inv_bandwidths: ``[K]`` reciprocal bandwidths (relative ones when ``inv_scale`` is set).
     weights: ``[K]`` non-negative weights.
     doubling: a static promise that the weights are all 1 and each bandwidth
       is twice the previous one (the reference ``kernel_mul=2``), so one
       exponential and repeated squaring give every term.
+    inv_scale: a scalar common to every reciprocal bandwidth, or ``None`` (1): a
+      data-driven scale kept apart, so its gradient is one sum per tile, not ``K``.
   """
 
   inv_bandwidths: jax.Array
   weights: jax.Array
   doubling: bool = False
+  inv_scale: jax.Array | None = None
+
+  def scaled_inv_bandwidths(self) -> jax.Array:
+    """``[K]`` reciprocal bandwidths, the scale applied."""
+    return self.inv_bandwidths if self.inv_scale is None else self.inv_scale * self.inv_bandwidths
 
 
 def gaussian_kernel(sq_dists: jax.Array, kernel: Kernel) -> jax.Array:
@@ -59,22 +75,27 @@ def gaussian_kernel(sq_dists: jax.Array, kernel: Kernel) -> jax.Array:
   constant and, computed with ``expm1``, accurate for nearby points in float32.
 
   Returns:
-    ``sum_k weights[k] * expm1(-sq_dists * inv_bandwidths[k])``, elementwise.
+    ``sum_k weights[k] * expm1(-sq_dists * s_k)``, elementwise, with ``s =
+    kernel.scaled_inv_bandwidths()``.
   """
-  num = kernel.inv_bandwidths.shape[0]
+  shifted = _shifted_terms(sq_dists, kernel.scaled_inv_bandwidths(), kernel.doubling)
   if kernel.doubling:
-    # With m = expm1(-s / (2 bw)): expm1(-s / bw) = m (m + 2). Start from the
-    # widest bandwidth; min(., 0) also stops XLA from merging the products.
-    term = jnp.minimum(jnp.expm1(-sq_dists * kernel.inv_bandwidths[num - 1]), 0.0)
-    total = term
-    for _ in range(num - 1):
-      term = term * (term + 2.0)
-      total = total + term
-    return total
-  total = jnp.zeros_like(sq_dists)
-  for k in range(num):
-    total = total + kernel.weights[k] * jnp.expm1(-sq_dists * kernel.inv_bandwidths[k])
-  return total
+    return sum(shifted)
+  return sum(w * term for w, term in zip(kernel.weights, shifted))
+
+
+def _shifted_terms(sq_dists: jax.Array, inv_bandwidths: jax.Array,
+                   doubling: bool) -> list[jax.Array]:
+  """``[expm1(-sq_dists * inv_bandwidths[k]) for k]``: each Gaussian minus its peak."""
+  num = inv_bandwidths.shape[0]
+  if not doubling:
+    return [jnp.expm1(-sq_dists * inv_bandwidths[k]) for k in range(num)]
+  # With m = expm1(-s / (2 bw)): expm1(-s / bw) = m (m + 2). Start from the
+  # widest bandwidth; min(., 0) also stops XLA from merging the products.
+  terms = [jnp.minimum(jnp.expm1(-sq_dists * inv_bandwidths[num - 1]), 0.0)]
+  for _ in range(num - 1):
+    terms.append(terms[-1] * (terms[-1] + 2.0))
+  return terms[::-1]
 
 
 def kernel_matrix(a: jax.Array, b: jax.Array, kernel: Kernel) -> jax.Array:
@@ -153,127 +174,196 @@ def _choose_block_size(n: int, m: int, block_size: int | None) -> int:
   return block_size
 
 
-def _tile_cotangents(p: jax.Array, q: jax.Array, kernel: Kernel, coef: jax.Array):
-  """Gradients of ``S = sum(coef * (kernel_matrix(p, q) - peak))`` for one tile.
+class _Wanted(NamedTuple):
+  """Which gradients the tile walk forms (the inputs that are differentiated)."""
 
-  With ``D`` the squared distances and ``e_k = exp(-s_k D)``:
-  ``dS/dD = coef * sum_k w_k (-s_k) e_k =: G``, so ``dS/dp = 2 (p * G 1 - G q)``
-  and ``dS/dq = 2 (q * G^T 1 - G^T p)`` (two matmuls), ``dS/ds_k = -w_k
-  sum(coef D e_k)`` and ``dS/dw_k = sum(coef (e_k - 1))``. Entries whose
-  distance rounds to <= 0 (a point and itself) have zero gradient.
+  rows: bool
+  scale: bool
+  bandwidths: bool
+  weights: bool
+
+
+def _tile_value_and_cotangents(p: jax.Array, q: jax.Array, inv_scale: jax.Array,
+                               inv_bandwidths: jax.Array, weights: jax.Array, doubling: bool,
+                               coef: jax.Array, wanted: _Wanted, symmetric: bool = False):
+  """``S = sum(coef * (kernel_matrix(p, q) - peak))`` for one tile, with its gradients.
+
+  With ``D`` the squared distances, ``s_k = inv_scale * r_k`` (``r =
+  inv_bandwidths``) and ``e_k = exp(-s_k D)``: ``dS/dD = -coef * sum_k w_k s_k
+  e_k = inv_scale * G`` with ``G = -coef * sum_k w_k r_k e_k``, so ``dS/dp =
+  2 inv_scale (p * G 1 - G q)`` and ``dS/dq = 2 inv_scale (q * G^T 1 - G^T p)``
+  (two matmuls, each with a column of ones for the row sums); ``dS/dinv_scale
+  = sum(G D)``, ``dS/dr_k = -inv_scale w_k sum(coef D e_k)``, ``dS/dw_k =
+  sum(coef (e_k - 1))``. All the tile's sums are reduced together, in one
+  pass. Entries whose distance rounds to <= 0 (a point and itself) have zero
+  gradient. Only the ``wanted`` gradients are formed.
 
   Args:
     p: ``[P, d]``, q: ``[Q, d]`` rows.
     coef: ``[P, Q]`` weight of each kernel entry in ``S`` (0 on excluded pairs).
+    symmetric: a static promise that ``q`` is ``p`` and ``coef`` symmetric, so ``G``
+      is symmetric and ``dS/dq = dS/dp`` (one matmul fewer).
 
   Returns:
-    ``(dS/dp [P, d], dS/dq [Q, d], dS/dinv_bandwidths [K], dS/dweights [K])``.
+    ``(sums, dS/dp [P, d], dS/dq [Q, d])``: ``sums`` is ``[S, dS/dinv_scale, dS/dr_1..K,
+    dS/dw_1..K]``, the last three only where wanted; the row gradients are ``None``
+    unless wanted.
   """
-  cross = jnp.matmul(p, q.T, precision=jax.lax.Precision.HIGHEST)
-  sq = jnp.sum(p * p, axis=1)[:, None] + jnp.sum(q * q, axis=1)[None, :] - 2.0 * cross
+  matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+  sq = jnp.sum(p * p, axis=1)[:, None] + jnp.sum(q * q, axis=1)[None, :] - 2.0 * matmul(p, q.T)
   coef = jnp.where(sq > 0, coef, 0.0)
   sq = jnp.maximum(sq, 0.0)
-  num = kernel.inv_bandwidths.shape[0]
-  if kernel.doubling:  # the forward's chain: expm1 of the widest, then m (m + 2)
-    shifted = [jnp.minimum(jnp.expm1(-sq * kernel.inv_bandwidths[num - 1]), 0.0)]
-    for _ in range(num - 1):
-      shifted.append(shifted[-1] * (shifted[-1] + 2.0))
-    shifted = shifted[::-1]  # shifted[k] = expm1(-s_k D)
-  else:
-    shifted = [jnp.expm1(-sq * kernel.inv_bandwidths[k]) for k in range(num)]
-  slope = sum(kernel.weights[k] * kernel.inv_bandwidths[k] * (shifted[k] + 1.0)
-              for k in range(num))
-  g = -coef * slope
-  weighted_sq = coef * sq
-  d_inv = -kernel.weights * jnp.stack([jnp.sum(weighted_sq * (m + 1.0)) for m in shifted])
-  d_weights = jnp.stack([jnp.sum(coef * m) for m in shifted])
-  matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
-  dp = 2.0 * (p * jnp.sum(g, axis=1)[:, None] - matmul(g, q))
-  dq = 2.0 * (q * jnp.sum(g, axis=0)[:, None] - matmul(g.T, p))
-  return dp, dq, d_inv, d_weights
+  shifted = _shifted_terms(sq, inv_scale * inv_bandwidths, doubling)
+  num = len(shifted)
+  total = sum(shifted) if doubling else sum(weights[k] * shifted[k] for k in range(num))
+  summands = [coef * total]
+  g = None
+  if wanted.rows or wanted.scale:
+    g = -coef * sum(weights[k] * inv_bandwidths[k] * (shifted[k] + 1.0) for k in range(num))
+  if wanted.scale:
+    summands.append(g * sq)
+  if wanted.bandwidths:
+    summands += [coef * sq * (term + 1.0) for term in shifted]
+  if wanted.weights:
+    summands += [coef * term for term in shifted]
+  sums = jnp.sum(jnp.stack(summands), axis=(1, 2))
+  if wanted.bandwidths:
+    at = 1 + wanted.scale
+    sums = sums.at[at:at + num].multiply(-inv_scale * weights)
+  dp = dq = None
+  if wanted.rows:
+    ones = jnp.ones((p.shape[0], 1), p.dtype)
+    g_q = matmul(g, jnp.concatenate([q, ones], axis=1))  # [P, d + 1]: G q and G 1
+    dp = 2.0 * inv_scale * (p * g_q[:, -1:] - g_q[:, :-1])
+    if symmetric:
+      return sums, dp, dp
+    # G^T p as (p^T G)^T: XLA's CPU dot is several times faster in this orientation.
+    gt_p = jax.lax.optimization_barrier(matmul(jnp.concatenate([p, ones], axis=1).T, g)).T
+    dq = 2.0 * inv_scale * (q * gt_p[:, -1:] - gt_p[:, :-1])
+  return sums, dp, dq
 
 
 def _symmetric_tile_sums(arrays: tuple[jax.Array, ...], kernel: Kernel, block_size: int,
-                         tile_fn, patterns: tuple, combination: tuple[float, ...]) -> jax.Array:
-  """``sum_o combination[o] * _sum_upper_tiles(arrays, block_size, tile_fn)[o]``, with a
-  gradient that walks the same tiles.
+                         tile_fn, combination: tuple[float, ...], coefficients: tuple,
+                         features: tuple[jax.Array, ...] = (),
+                         gradient_block_size: int | None = None) -> jax.Array:
+  """``sum_o combination[o] * _sum_upper_tiles(arrays + features, block_size, tile_fn)[o]``,
+  with a gradient that walks the same tiles.
 
-  ``patterns[o]`` is the ``[R, R]`` block weight of output ``o`` (``R =
-  len(arrays)``): each tile's output ``o`` is ``sum_rs patterns[o][r][s]`` times
-  the kernel sum between the rows of array ``r`` in tile ``I`` and of array ``s``
-  in tile ``J``, self pairs excluded; ``tile_fn(..., kernel=)`` must compute
-  exactly that. Under differentiation one pass computes the value and its
-  gradient together: per tile the distances (one matmul), the exponentials and
-  two matmuls with the tile's coefficients, the rows' gradients accumulated in
-  ``O(n d)``; the backward pass only scales them. Without differentiation the
-  forward pass is ``_sum_upper_tiles`` unchanged.
+  The kernel entry between row ``i`` of array ``r`` and row ``j`` of array ``s``
+  counts ``f_ri^T W f_sj`` times, self pairs excluded: ``W = coefficients``
+  (static, ``[L, L]``), ``f`` the rows of ``features[r]`` (``[n, L]`` each, zero
+  on rows that do not count), or, without ``features``, the one-hot vector of
+  the array's index (``L = R = len(arrays)``, so ``W`` weighs whole arrays);
+  ``tile_fn(..., kernel=, coefficients=)`` must compute exactly that. Under
+  differentiation one pass computes the value and its gradient together, in
+  tiles of ``gradient_block_size`` rows per array (``None``: 256 or 512 stacked
+  rows by ``d``, ``_gradient_tile_rows``, so the tile's elementwise passes stay
+  in cache): per tile the distances (one matmul), the exponentials, one
+  reduction of every wanted sum, and two matmuls with the tile's coefficients
+  (one on diagonal tiles, whose ``G`` is symmetric), the rows' gradients
+  accumulated in ``O(n d)``; the backward pass only scales them. Without
+  differentiation the forward pass is ``_sum_upper_tiles`` unchanged.
   """
-  return _symmetric_statistic(arrays, kernel.inv_bandwidths, kernel.weights, kernel.doubling,
-                              block_size, tile_fn, patterns, combination)
+  inv_scale = jnp.ones((), arrays[0].dtype) if kernel.inv_scale is None else kernel.inv_scale
+  n, d = arrays[0].shape
+  gradient_block_size = min(n, gradient_block_size
+                            or max(1, _gradient_tile_rows(d) // len(arrays)))
+  return _symmetric_statistic(arrays, tuple(features), inv_scale, kernel.inv_bandwidths,
+                              kernel.weights, kernel.doubling, block_size, gradient_block_size,
+                              tile_fn, combination, coefficients)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
-def _symmetric_statistic(arrays, inv_bandwidths, weights, doubling, block_size, tile_fn,
-                         patterns, combination):
-  kernel = Kernel(inv_bandwidths, weights, doubling)
-  sums = _sum_upper_tiles(arrays, block_size, functools.partial(tile_fn, kernel=kernel))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _symmetric_statistic(arrays, features, inv_scale, inv_bandwidths, weights, doubling,
+                         block_size, gradient_block_size, tile_fn, combination, coefficients):
+  del gradient_block_size
+  kernel = Kernel(inv_bandwidths, weights, doubling, inv_scale)
+  sums = _sum_upper_tiles(arrays + features, block_size,
+                          functools.partial(tile_fn, kernel=kernel, coefficients=coefficients))
   return sum(c * total for c, total in zip(combination, sums) if c)
 
 
-def _symmetric_statistic_fwd(arrays, inv_bandwidths, weights, doubling, block_size, tile_fn,
-                             patterns, combination):
-  """The value and its gradient in one walk over the tiles ``I <= J``."""
-  del tile_fn
-  kernel = Kernel(inv_bandwidths, weights, doubling)
+def _symmetric_statistic_fwd(arrays, features, inv_scale, inv_bandwidths, weights, doubling,
+                             block_size, gradient_block_size, tile_fn, combination,
+                             coefficients):
+  """The value and its wanted gradients in one walk over the tiles ``I <= J``."""
+  del block_size, tile_fn, combination
+  wanted = _Wanted(any(a.perturbed for a in arrays), inv_scale.perturbed,
+                   inv_bandwidths.perturbed, weights.perturbed)
+  arrays, features = tuple(a.value for a in arrays), tuple(f.value for f in features)
+  features_given = len(features)
+  inv_scale, inv_bandwidths, weights = inv_scale.value, inv_bandwidths.value, weights.value
   num_arrays, (n, d) = len(arrays), arrays[0].shape
-  b = block_size
+  dtype = arrays[0].dtype
+  if not features:  # one-hot: each array's rows weighed as a whole
+    features = tuple(jnp.broadcast_to(jnp.eye(num_arrays, dtype=dtype)[r], (n, num_arrays))
+                     for r in range(num_arrays))
+  b = gradient_block_size
   num_blocks = math.ceil(n / b)
-  padded = jnp.stack([jnp.pad(a, ((0, num_blocks * b - n), (0, 0))) for a in arrays])
-  valid = jnp.tile(jnp.arange(num_blocks * b) < n, (num_arrays,)).reshape(num_arrays, -1)
-  block_coef = sum(c * np.asarray(pattern) for c, pattern in zip(combination, patterns))
-  tile_coef = jnp.asarray(np.kron(block_coef, np.ones((b, b))), padded.dtype)  # [R b, R b]
+  pad = lambda a: jnp.pad(a, ((0, num_blocks * b - n), (0, 0)))  # padded rows: zero features
+  padded = jnp.stack([pad(a) for a in arrays])  # [R, nb b, d]
+  padded_features = jnp.stack([pad(f.astype(dtype)) for f in features])  # [R, nb b, L]
+  w = jnp.asarray(coefficients, dtype)
   eye = jnp.eye(num_arrays * b, dtype=bool)
   rows, cols = np.triu_indices(num_blocks)
 
-  def take(k):  # the rows of tile k of every array, stacked: [R b, d], and their mask
-    rows_k = jax.lax.dynamic_slice_in_dim(padded, k * b, b, axis=1)
-    return (rows_k.reshape(num_arrays * b, d),
-            jax.lax.dynamic_slice_in_dim(valid, k * b, b, axis=1).reshape(-1))
+  def take(k):  # the rows of tile k of every array, stacked: [R b, d], and their features
+    block = lambda a: jax.lax.dynamic_slice_in_dim(a, k * b, b, axis=1)
+    return (block(padded).reshape(num_arrays * b, d),
+            block(padded_features).reshape(num_arrays * b, -1))
 
   def add(grads, k, rows_grad):
     block = jax.lax.dynamic_slice_in_dim(grads, k * b, b, axis=1)
     return jax.lax.dynamic_update_slice_in_dim(
         grads, block + rows_grad.reshape(num_arrays, b, d), k * b, axis=1)
 
-  def one_tile(carry, pair):
-    grads, d_inv, d_weights = carry
+  def one_tile(carry, pair, diagonal: bool):
+    grads, sums = carry
     i, j = pair
-    (zi, valid_i), (zj, valid_j) = take(i), take(j)
-    coef = jnp.where(i == j, 1.0, 2.0) * tile_coef
-    coef = jnp.where(valid_i[:, None] & valid_j[None, :] & ~(eye & (i == j)), coef, 0.0)
-    dzi, dzj, di, dw = _tile_cotangents(zi, zj, kernel, coef)
-    grads = add(grads, i, dzi)
-    return (add(grads, j, dzj), d_inv + di, d_weights + dw), None
+    (zi, fi), (zj, fj) = take(i), take(j)
+    coef = fi @ w @ fj.T
+    # Diagonal tiles: self pairs out, and G symmetric, so one matmul serves both sides.
+    coef = jnp.where(eye, 0.0, coef) if diagonal else 2.0 * coef
+    tile_sums, dzi, dzj = _tile_value_and_cotangents(zi, zj, inv_scale, inv_bandwidths, weights,
+                                                     doubling, coef, wanted, symmetric=diagonal)
+    if wanted.rows:
+      grads = add(add(grads, i, dzi), j, dzj)
+    return (grads, sums + tile_sums), None
 
-  zeros = (jnp.zeros_like(padded), jnp.zeros_like(inv_bandwidths), jnp.zeros_like(weights))
+  num_sums = 1 + wanted.scale + inv_bandwidths.shape[0] * (wanted.bandwidths + wanted.weights)
+  carry = (jnp.zeros_like(padded) if wanted.rows else None, jnp.zeros((num_sums,), padded.dtype))
   if num_blocks == 1:
-    (grads, d_inv, d_weights), _ = one_tile(zeros, (0, 0))
+    carry, _ = one_tile(carry, (0, 0), True)
   else:
-    (grads, d_inv, d_weights), _ = jax.lax.scan(one_tile, zeros,
-                                                (jnp.asarray(rows), jnp.asarray(cols)))
-  # The statistic is linear in the weights: sum_k w_k dS/dw_k.
-  value = jnp.sum(weights * d_weights)
-  return value, (tuple(grads[r, :n] for r in range(num_arrays)), d_inv, d_weights)
+    diagonal = jnp.arange(num_blocks)
+    carry, _ = jax.lax.scan(functools.partial(one_tile, diagonal=True), carry,
+                            (diagonal, diagonal))
+    upper = rows < cols
+    carry, _ = jax.lax.scan(functools.partial(one_tile, diagonal=False), carry,
+                            (jnp.asarray(rows[upper]), jnp.asarray(cols[upper])))
+  grads, sums = carry
+  num = inv_bandwidths.shape[0]
+  at = 1 + wanted.scale
+  residuals = (tuple(grads[r, :n] if wanted.rows else None for r in range(num_arrays)),
+               (None,) * features_given,  # their (zero) cotangents
+               sums[1] if wanted.scale else None,
+               sums[at:at + num] if wanted.bandwidths else None,
+               sums[at + num * wanted.bandwidths:] if wanted.weights else None)
+  return sums[0], residuals
 
 
-def _symmetric_statistic_bwd(doubling, block_size, tile_fn, patterns, combination, residuals,
-                             cotangent):
-  del doubling, block_size, tile_fn, patterns, combination
-  grads, d_inv, d_weights = residuals
-  return tuple(cotangent * g for g in grads), cotangent * d_inv, cotangent * d_weights
+def _symmetric_statistic_bwd(doubling, block_size, gradient_block_size, tile_fn, combination,
+                             coefficients, residuals, cotangent):
+  del doubling, block_size, gradient_block_size, tile_fn, combination, coefficients
+  rows, features, d_scale, d_inv, d_weights = residuals
+  scaled = lambda g: None if g is None else cotangent * g  # None: not differentiated
+  return (tuple(scaled(g) for g in rows), features, scaled(d_scale), scaled(d_inv),
+          scaled(d_weights))
 
 
-_symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd)
+_symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd,
+                            symbolic_zeros=True)
 
 
 def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
@@ -317,34 +407,42 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   return totals
 
 
-def self_kernel_sum(a: jax.Array, kernel: Kernel, *, block_size: int | None = None) -> jax.Array:
-  """``sum_ij (k(a_i, a_j) - peak)`` from the tiles on and above the diagonal only.
+def pooled_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, xx_weight: float,
+                         yy_weight: float, xy_weight: float,
+                         block_size: int | None = None) -> jax.Array:
+  """``xx_weight * Sxx + yy_weight * Syy + xy_weight * Sxy`` (``S`` the kernel sums, self
+  pairs excluded) from the upper tiles of the pooled ``[x; y]`` only.
 
-  The kernel matrix is symmetric, so each off-diagonal tile ``(I, J)``,
-  ``I < J``, is computed once and counted twice: ``nb (nb + 1) / 2`` tiles
-  instead of ``nb^2``. Rows sharded over an explicit mesh take the row-block
-  path of :func:`kernel_sum` instead, so every device works on its own rows.
+  For ``n != m``: each tile ``(I, J)``, ``I <= J``, of the pooled kernel matrix
+  is computed once (``I < J`` count twice) and weighed per entry by which
+  samples its row and column come from, so the three sums are combined within
+  the tile, before float32 rounding: ``(n + m)^2 / 2`` entries in all.
 
   Args:
-    a: ``[n, d]``.
+    x: ``[n, d]``, y: ``[m, d]``.
     kernel: the kernel.
-    block_size: tile side; ``None`` as in :func:`kernel_sum`.
+    xx_weight, yy_weight, xy_weight: the sums' coefficients (static; an estimator's).
+    block_size: tile side in pooled rows; ``None``: 512 up to ``n + m = 4096``, else
+      1024 (the stacked tile sides of :func:`paired_mmd_statistic`).
 
   Returns:
-    Scalar sum.
+    Scalar (of peak-shifted kernel values).
   """
-  n = a.shape[0]
-  block_size = _choose_block_size(n, n, block_size)
-  if is_explicitly_sharded(a):
-    return kernel_sum(a, a, kernel, block_size=block_size)
-  block_size = min(block_size, n)
+  n, m = x.shape[0], y.shape[0]
+  pooled = jnp.concatenate([x, y])
+  features = jnp.concatenate([jnp.tile(jnp.asarray([[1.0, 0.0]], x.dtype), (n, 1)),
+                              jnp.tile(jnp.asarray([[0.0, 1.0]], x.dtype), (m, 1))])
+  coefficients = ((xx_weight, 0.5 * xy_weight), (0.5 * xy_weight, yy_weight))
+  side = block_size or 2 * _paired_block_size(n + m, None)
+  return _symmetric_tile_sums((pooled,), kernel, min(side, n + m), _weighted_tile, (1.0,),
+                              coefficients, (features,), gradient_block_size=block_size)
 
-  return _symmetric_tile_sums((a,), kernel, block_size, _self_tile, (((1.0,),),), (1.0,))
 
-
-def _self_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
-  k = _without_self_pairs(kernel_matrix(rows_i[0], rows_j[0], kernel), diagonal)
-  return (_masked_sum(k, mask),)
+def _weighted_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients: tuple):
+  del mask  # padded rows have zero features
+  (zi, fi), (zj, fj) = rows_i, rows_j  # [bs, d] points and [bs, L] features
+  k = _without_self_pairs(kernel_matrix(zi, zj, kernel), diagonal)
+  return (jnp.sum(k * (fi @ jnp.asarray(coefficients, k.dtype) @ fj.T)),)
 
 
 def _without_self_pairs(k: jax.Array, diagonal: jax.Array | bool) -> jax.Array:
@@ -355,10 +453,6 @@ def _without_self_pairs(k: jax.Array, diagonal: jax.Array | bool) -> jax.Array:
   """
   eye = jnp.eye(k.shape[0], k.shape[1], dtype=bool)
   return jnp.where(eye & diagonal, 0.0, k)
-
-
-def _masked_sum(values: jax.Array, mask: jax.Array | None) -> jax.Array:
-  return jnp.sum(values if mask is None else jnp.where(mask, values, 0.0))
 
 
 def _paired_block_size(n: int, block_size: int | None) -> int:
@@ -386,21 +480,20 @@ def paired_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, h_weight
     kernel: the kernel.
     h_weight, xy_weight: the two sums' coefficients (static; an estimator's).
     block_size: rows of ``x`` (and of ``y``) per tile; ``None``: 256 up to
-      ``n = 2048``, else 512.
+      ``n = 2048``, else 512 (and 256 in the gradient's walk).
 
   Returns:
     Scalar (of peak-shifted kernel values).
   """
   b = _paired_block_size(x.shape[0], block_size)
-  return _symmetric_tile_sums((x, y), kernel, b, _paired_tile, _PAIRED_PATTERNS,
-                              (h_weight, xy_weight))
+  # The weights of x-x, x-y, y-x and y-y entries: h = xx + yy - xy - yx, plus (xy + yx) / 2.
+  xy = -h_weight + 0.5 * xy_weight
+  return _symmetric_tile_sums((x, y), kernel, b, _paired_tile, (h_weight, xy_weight),
+                              ((h_weight, xy), (xy, h_weight)), gradient_block_size=block_size)
 
 
-# Block weights of the paired tile's two sums: h = xx + yy - xy - yx, and (xy + yx) / 2.
-_PAIRED_PATTERNS = (((1.0, -1.0), (-1.0, 1.0)), ((0.0, 0.5), (0.5, 0.0)))
-
-
-def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel):
+def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients: tuple):
+  del coefficients  # the caller's combination weighs the two sums
   b = rows_i[0].shape[0]
   k = kernel_matrix(jnp.concatenate(rows_i), jnp.concatenate(rows_j), kernel)
   k = _without_self_pairs(k, diagonal)  # k(x_i, x_i) and k(y_i, y_i); k(x_i, y_i) stays

@@ -51,10 +51,13 @@ def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, 
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
     if stop_bandwidth_gradient:
       scale = jax.lax.stop_gradient(scale)
-  base = scale / kernel_mul ** (kernel_num // 2)
-  powers = jnp.asarray([kernel_mul ** i for i in range(kernel_num)], pooled.dtype)
-  return _kernels.Kernel(1.0 / (base * powers), jnp.ones((kernel_num,), pooled.dtype),
-                         doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0)
+  # Bandwidths scale * kernel_mul^(i - kernel_num // 2): the data-driven scale stays a
+  # factor of its own (one gradient sum per tile instead of kernel_num).
+  relative = jnp.asarray([kernel_mul ** (kernel_num // 2 - i) for i in range(kernel_num)],
+                         pooled.dtype)
+  return _kernels.Kernel(relative, jnp.ones((kernel_num,), pooled.dtype),
+                         doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0,
+                         inv_scale=1.0 / scale)
 
 
 def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
@@ -102,14 +105,19 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
     else:  # (Sxx + Syy) / (n (n-1)) - 2 Sxy / n^2 with Sxx + Syy = sum_h + 2 Sxy
       weights = dict(h_weight=1.0 / (n * (n - 1)), xy_weight=2.0 / (n * n * (n - 1)))
     return _kernels.paired_mmd_statistic(x, y, kernel, block_size=block_size, **weights)
-  sxx = _kernels.self_kernel_sum(x, kernel, block_size=block_size)
-  syy = _kernels.self_kernel_sum(y, kernel, block_size=block_size)
-  sxy = _kernels.kernel_sum(x, y, kernel, block_size=block_size)
   # The sums are of kernel values minus the peak k(a, a); the shift cancels in
   # both estimators, and the excluded diagonal of the U-statistic is then 0.
   if estimator == "biased":
-    return sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
-  return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
+    weights = dict(xx_weight=1.0 / (n * n), yy_weight=1.0 / (m * m), xy_weight=-2.0 / (n * m))
+  else:
+    weights = dict(xx_weight=1.0 / (n * (n - 1)), yy_weight=1.0 / (m * (m - 1)),
+                   xy_weight=-2.0 / (n * m))
+  if _kernels.is_explicitly_sharded(x) or _kernels.is_explicitly_sharded(y):
+    # Row blocks: every device works on its own rows against all columns.
+    total = lambda a, b: _kernels.kernel_sum(a, b, kernel, block_size=block_size)
+    return (weights["xx_weight"] * total(x, x) + weights["yy_weight"] * total(y, y)
+            + weights["xy_weight"] * total(x, y))
+  return _kernels.pooled_mmd_statistic(x, y, kernel, block_size=block_size, **weights)
 
 
 def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -257,7 +265,7 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   kernel = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
   single = lambda inv_bw: _kernels.Kernel(inv_bw[None], kernel.weights[:1])
   per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, single(ib)), out_axes=1)(
-      kernel.inv_bandwidths)
+      kernel.scaled_inv_bandwidths())
   h = np.asarray(per_kernel, np.float64)  # [n // 2, K]
   delta = h.mean(axis=0)
   num_kernels = delta.shape[0]

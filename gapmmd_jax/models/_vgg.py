@@ -15,7 +15,9 @@ class VGGBackbone(nnx.Module):
   """64-M-128-M-256-M-512 (3x3 conv, BatchNorm, ReLU; M = max-pool 2), flattened.
 
   ``train=True`` normalises with the batch statistics and updates the running
-  ones; ``train=False`` uses the running statistics.
+  ones; ``train=False`` uses the running statistics, unless
+  ``batch_statistics=True`` (the official IIC code's evaluation, whose
+  BatchNorm keeps no running statistics).
   """
 
   def __init__(self, in_channels: int = 1, *, rngs: nnx.Rngs):
@@ -29,10 +31,12 @@ class VGGBackbone(nnx.Module):
     """Length of the flattened features for square ``input_size`` images."""
     return (input_size // 8) ** 2 * WIDTHS[-1]
 
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """``[B, S, S, C]`` -> ``[B, (S / 8)^2 * 512]``."""
+  def __call__(self, x: jax.Array, *, train: bool,
+               batch_statistics: bool | None = None) -> jax.Array:
+    """``[B, S, S, C]`` -> ``[B, (S / 8)^2 * 512]``; ``batch_statistics`` defaults to ``train``."""
+    running = not (train if batch_statistics is None else batch_statistics)
     for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-      x = nnx.relu(norm(conv(x), use_running_average=not train))
+      x = nnx.relu(norm(conv(x), use_running_average=running))
       if index < len(self.convs) - 1:
         x = max_pool(x)
     return x.reshape(x.shape[0], -1)
@@ -51,9 +55,10 @@ class IICNet(nnx.Module):
     self.overcluster = nnx.List([nnx.Linear(flat, overcluster_clusters, rngs=rngs)
                                  for _ in range(overcluster_heads)])
 
-  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
+  def __call__(self, x: jax.Array, *, train: bool, batch_statistics: bool | None = None
+               ) -> tuple[jax.Array, jax.Array | None]:
     """``[B, 24, 24, C]`` -> ``(logits [heads, B, clusters], over-clustering logits or None)``."""
-    x = self.backbone(x, train=train)
+    x = self.backbone(x, train=train, batch_statistics=batch_statistics)
     main = jnp.stack([head(x) for head in self.heads])
     over = jnp.stack([head(x) for head in self.overcluster]) if len(self.overcluster) else None
     return main, over

@@ -4,7 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from gapmmd_jax.data import centre_crop, random_rotate_or_crop, random_translate
+from gapmmd_jax.data import (
+    centre_crop,
+    crop_resize,
+    iic_official_transform,
+    random_rotate_or_crop,
+    random_translate,
+)
 
 
 def _shift_reference(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -44,13 +50,22 @@ def test_bad_arguments():
     random_translate(jax.random.key(0), np.zeros((4, 4, 1)), 1)
 
 
-def test_rotate_or_crop_is_deterministic_and_stays_in_range():
+def _is_a_24_crop(out: np.ndarray, image: np.ndarray) -> bool:
+  """Whether ``out`` is one of the 25 crops of side 24 of a 28 x 28 ``image``."""
+  return any(np.allclose(out, image[i:i + 24, j:j + 24], atol=1e-4)
+             for i in range(5) for j in range(5))
+
+
+@pytest.mark.parametrize("transform, jitters", [(random_rotate_or_crop, False),
+                                                (iic_official_transform, True)])
+def test_random_transforms_are_deterministic_and_stay_in_range(transform, jitters):
   images = np.random.default_rng(2).random((16, 28, 28, 1)).astype(np.float32)
-  a = np.asarray(random_rotate_or_crop(jax.random.key(0), images))
+  a = np.asarray(transform(jax.random.key(0), images))
   assert a.shape == (16, 24, 24, 1) and a.dtype == np.float32
-  np.testing.assert_array_equal(a, random_rotate_or_crop(jax.random.key(0), images))
-  assert not np.array_equal(a, random_rotate_or_crop(jax.random.key(1), images))
-  assert a.min() >= 0.0 and a.max() <= images.max() + 1e-6  # bilinear: no new extremes
+  np.testing.assert_array_equal(a, transform(jax.random.key(0), images))
+  assert not np.array_equal(a, transform(jax.random.key(1), images))
+  # Bilinear resampling makes no new extremes; the brightness jitter is clipped to [0, 1].
+  assert a.min() >= 0.0 and a.max() <= (1.0 if jitters else images.max() + 1e-6)
 
 
 def test_rotate_or_crop_geometry():
@@ -60,11 +75,37 @@ def test_rotate_or_crop_geometry():
                                       max_degrees=1e-6, crop_sizes=(24,))
   centre = np.asarray(centre_crop(image, 24))[0]
   for out in np.asarray(no_rotation):  # each is a rotation by ~0 or a 24-pixel crop
-    crops = [image[0, i:i + 24, j:j + 24] for i in range(5) for j in range(5)]
-    assert any(np.allclose(out, c, atol=1e-4) for c in crops)
+    assert _is_a_24_crop(out, image[0])
   assert any(np.allclose(out, centre, atol=1e-4) for out in np.asarray(no_rotation))
 
 
 def test_centre_crop():
   images = np.arange(2 * 6 * 6).reshape(2, 6, 6, 1)
   np.testing.assert_array_equal(centre_crop(images, 2), images[:, 2:4, 2:4])
+
+
+def test_crop_resize_centre_and_random():
+  """The centre crop at full output size is the plain centre crop; random crops are crops."""
+  images = np.random.default_rng(4).random((8, 28, 28, 1)).astype(np.float32)
+  np.testing.assert_allclose(crop_resize(None, images, crop_size=24, out_size=24),
+                             centre_crop(images, 24), atol=1e-6)
+  centre = np.asarray(crop_resize(None, images))
+  assert centre.shape == (8, 24, 24, 1)
+  np.testing.assert_array_equal(centre, crop_resize(None, images))  # evaluation: deterministic
+  random = np.asarray(crop_resize(jax.random.key(0), images, crop_size=24, out_size=24))
+  assert all(_is_a_24_crop(out, image) for out, image in zip(random, images))
+  with pytest.raises(ValueError, match="must fit"):
+    crop_resize(None, images, crop_size=30)
+
+
+def test_official_iic_transform_without_rotation_and_jitter_is_a_crop():
+  images = np.random.default_rng(5).random((32, 28, 28, 1)).astype(np.float32)
+  plain = np.asarray(iic_official_transform(jax.random.key(2), images, rotate_probability=0.0,
+                                            crop_sizes=(24,), jitter=0.0))
+  assert all(_is_a_24_crop(out, image) for out, image in zip(plain, images))
+  # Rotated by ~0 degrees: the same crops.
+  tiny = np.asarray(iic_official_transform(jax.random.key(2), images, rotate_probability=1.0,
+                                           max_degrees=1e-6, crop_sizes=(24,), jitter=0.0))
+  np.testing.assert_allclose(tiny, plain, atol=1e-4)
+  with pytest.raises(ValueError, match="jitter"):
+    iic_official_transform(jax.random.key(0), images, jitter=1.5)

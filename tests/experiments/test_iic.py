@@ -2,11 +2,17 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from gapmmd_jax import cli
+from gapmmd_jax.experiments import iic
+from gapmmd_jax.losses import iic_loss
 from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy
+from gapmmd_jax.models import IICNet
 
 
 def test_matched_accuracy_equals_cluster_accuracy():
@@ -35,3 +41,68 @@ def test_quick_run_learns_and_reports_heads(mnist_dir, tmp_path):
   evaluation = [r for r in rows if r["split"] == "eval"]
   assert {"accuracy_head_0", "accuracy_head_1", "best_head_accuracy"} <= set(evaluation[-1])
   assert (run / "curves.png").is_file()
+
+
+def _tiny_net():
+  return IICNet(num_heads=2, overcluster_heads=0, rngs=nnx.Rngs(0))
+
+
+def test_repeat_trick_equals_explicit_repeats():
+  """x through the network once, its prediction repeated, gives the loss and the parameter
+  gradient of feeding ``repeats`` explicit copies (separate BatchNorm passes: a repeated batch
+  has the same statistics)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((6, 24, 24, 1)), jnp.float32)
+  x_bar = jnp.asarray(rng.random((18, 24, 24, 1)), jnp.float32)
+  graphdef, params, stats = nnx.split(_tiny_net(), nnx.Param, nnx.BatchStat)
+
+  def loss(params, explicit):
+    model = nnx.merge(graphdef, params, stats, copy=True)
+    logits_bar, _ = model(x_bar, train=True)
+    if explicit:
+      logits_x, _ = model(jnp.tile(x, (3, 1, 1, 1)), train=True)
+      return jnp.sum(jax.vmap(iic_loss)(jax.nn.softmax(logits_x), jax.nn.softmax(logits_bar)))
+    logits_x, _ = model(x, train=True)
+    return jnp.sum(iic.repeated_pair_losses(logits_x, logits_bar, 3))
+
+  (value, grads), (value_ref, grads_ref) = (jax.value_and_grad(loss)(params, e)
+                                            for e in (False, True))
+  np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-6)  # MI ~ 0 at init
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    # float32 rounding of BatchNorm over 6 vs 18 rows; a wrong repeat would be O(1) off.
+    assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(b), (a.shape, np.abs(a - b).max())
+
+
+def test_evaluation_batchnorm_statistics_as_configured():
+  """Running averages: an image's prediction does not depend on its batch; batch statistics
+  (the official evaluation): it does. The evaluation input is deterministic."""
+  net = _tiny_net()
+  rng = np.random.default_rng(1)
+  batch = jnp.asarray(rng.random((8, 24, 24, 1)), jnp.float32)
+  other = batch.at[1:].set(jnp.asarray(rng.random((7, 24, 24, 1)) * 3, jnp.float32))
+  running = [net(b, train=False)[0][:, 0] for b in (batch, other)]
+  np.testing.assert_allclose(running[0], running[1], rtol=1e-5)
+  per_batch = [net(b, train=False, batch_statistics=True)[0][:, 0] for b in (batch, other)]
+  assert not np.allclose(per_batch[0], per_batch[1], rtol=1e-3)
+  cfg = iic.Config(transforms="official", eval_statistics="batch")
+  images = jnp.asarray(rng.integers(0, 256, (4, 28, 28, 1)), jnp.uint8)
+  np.testing.assert_array_equal(iic.eval_inputs(cfg, images), iic.eval_inputs(cfg, images))
+
+
+def test_official_recipe_smoke_run(mnist_dir, tmp_path):
+  """The paper variant's choices on the quick sizes: repeats, official transforms, separate
+  BatchNorm passes, evaluation with batch statistics, no over-clustering heads."""
+  assert cli.main(["iic", "--variant", "quick", "--data-dir", str(mnist_dir), "--out-dir",
+                   str(tmp_path), "--run-name", "p", "--no-progress", "--repeats", "3",
+                   "--transforms", "official", "--batchnorm", "separate", "--eval-statistics",
+                   "batch", "--overcluster-heads", "0", "--batch-size", "32"]) == 0
+  config = json.loads((tmp_path / "p" / "config.json").read_text())
+  assert (config["repeats"], config["transforms"], config["batchnorm"]) == (3, "official",
+                                                                            "separate")
+  rows = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in rows if r["split"] == "train"]
+  assert "overcluster_loss" not in train[-1] and np.isfinite(train[-1]["loss"])
+  summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+  assert 0.1 < summary["heads"][0]["best_head_accuracy"] <= 1.0
+  assert summary["pairs_seen"] == summary["steps"] * 32 * 3
+  assert (tmp_path / "p" / "accuracy_vs_pairs.png").is_file()

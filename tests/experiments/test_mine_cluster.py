@@ -23,8 +23,11 @@ def test_linear_probe_separates_separable_latents():
 
 
 def test_quick_run(mnist_dir, tmp_path):
+  """The Keras recipe's separate BatchNorm passes on the quick sizes."""
   assert cli.main(["mine-cluster", "--variant", "quick", "--data-dir", str(mnist_dir),
-                   "--out-dir", str(tmp_path), "--run-name", "q", "--no-progress"]) == 0
+                   "--out-dir", str(tmp_path), "--run-name", "q", "--no-progress",
+                   "--batchnorm", "separate"]) == 0
+  assert json.loads((tmp_path / "q" / "config.json").read_text())["batchnorm"] == "separate"
   summary = json.loads((tmp_path / "q" / "summary.json").read_text())
   for name in ("probe_accuracy", "probe_trained_on_test_accuracy"):
     assert 0.1 <= summary[name]["mean"] <= 1.0

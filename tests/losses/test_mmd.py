@@ -593,8 +593,10 @@ def _mean_scale(a, b):
     ("biased", 40, 40, None, False),  # one tile
     ("unbiased", 300, 300, 128, False),  # 3 x 3 tiles, padded
     ("biased", 45, 45, 7, True),  # 7 x 7 tiles, padded, bandwidth held constant
-    ("unbiased", 30, 25, 8, True),  # n != m: upper tiles of XX and YY, row blocks of XY
+    ("unbiased", 30, 25, 8, True),  # n != m: upper tiles of the pooled [x; y], padded
     ("biased", 30, 25, 8, False),
+    ("biased", 600, 600, None, False),  # default tiles: the gradient's walk spans 3 x 3
+    ("unbiased", 600, 550, None, False),  # n != m, default tiles
 ])
 def test_tiled_gradient_equals_dense_float64_autodiff(estimator, n, m, block_size, stop):
   rng = np.random.default_rng(n + m)
@@ -635,4 +637,10 @@ def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
                                         lambda bw, w: w), argnums=(0, 1, 2, 3))(
                                             x, y, bandwidths, weights)
       for a, b in zip(ours, dense):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+      # Only the kernel's parameters differentiated: the walk skips the rows' matmuls.
+      only = jax.grad(lambda bw, w: g.mk_mmd2(x, y, bandwidths=bw, weights=w,
+                                              estimator=estimator, block_size=16),
+                      argnums=(0, 1))(bandwidths, weights)
+      for a, b in zip(only, dense[2:]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
