@@ -372,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
 
   cells = [(mode, impl) for mode in args.modes for impl in args.impls
            if mode == "forward" or impl not in FORWARD_ONLY]
+  with_gradient = "value-and-grad" in args.modes
   rows = []
   for d in args.d:
     for n in args.n:
       exact = {}
       if n <= args.float64_max_n:
-        with_gradient = "value-and-grad" in args.modes
         exact = _run_child(["--float64", str(n), str(d), str(int(with_gradient))],
                            10 * args.timeout, args.memory_limit_gib)
       for mode, impl in cells:

@@ -5,8 +5,8 @@ and with the VAT loss (batch 128, Adadelta), the DANN step (32 source + 32
 target images, SGD with momentum, gradient reversal), and the IIC and
 MINE-clustering steps (VGG with BatchNorm, 256 image pairs, Adam; no PyTorch
 cells), and IIC's paper recipe (``iic-paper``: 140 images, 5 transforms of
-each, 700 pairs from 840 forwarded images). Every cell runs in its own process with 2 threads: ours (the
-experiment's own ``train_step``, jitted with the state donated) on 1 device
+each, 700 pairs from 840 forwarded images). Every cell runs in its own
+process with 2 threads: ours (the experiment's own ``train_step``, jitted with the state donated) on 1 device
 and 1 seed with XLA's default flags (``jax``) and with what ``gapmmd --xla
 auto`` chooses for the experiment (``jax-auto``: what a plain ``gapmmd``
 command runs); PyTorch eager and ``torch.compile`` (the same model, batch and

@@ -42,7 +42,6 @@ from flax import nnx
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
-    augmented_pairs,
     centre_crops,
     gradient_step,
     image_split,
@@ -115,8 +114,6 @@ def _make_net(cfg: Config, key) -> IICNet:
 def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """uint8 ``[B, 28, 28, 1]`` -> ``(x [B, 24, 24, 1], x' [repeats B, 24, 24, 1])`` float32;
   ``x'`` holds ``repeats`` transforms of the whole batch, one batch after another."""
-  if cfg.transforms == "keras" and cfg.repeats == 1:
-    return augmented_pairs(key, images, INPUT_SIZE)
   unit = to_unit_float(images)
   copies = jnp.tile(unit, (cfg.repeats, 1, 1, 1))
   if cfg.transforms == "keras":

@@ -1,9 +1,10 @@
 """Gaussian kernel sums: the hot path behind every MMD estimate.
 
 Squared distances come from the closed form ``|a|^2 + |b|^2 - 2 a b^T`` (one
-matmul), never from an ``[n, m, d]`` difference tensor. Large inputs are
-processed in row blocks under ``jax.checkpoint`` so that neither the forward
-pass nor the gradient holds an ``[n, m]`` matrix. The symmetric tile walks
+matmul), never from an ``[n, m, d]`` difference tensor, and no path holds an
+``[n, m]`` matrix for large inputs: the MMD estimates walk the tiles on and
+above the diagonal; rows sharded over an explicit mesh take row blocks under
+``jax.checkpoint`` (:func:`kernel_sum`). The symmetric tile walks
 (:func:`paired_mmd_statistic`, :func:`pooled_mmd_statistic`) have a gradient of
 their own that walks the same tiles (:func:`_tile_value_and_cotangents`).
 """
@@ -422,8 +423,9 @@ def pooled_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, xx_weigh
     x: ``[n, d]``, y: ``[m, d]``.
     kernel: the kernel.
     xx_weight, yy_weight, xy_weight: the sums' coefficients (static; an estimator's).
-    block_size: tile side in pooled rows; ``None``: 512 up to ``n + m = 4096``, else
-      1024 (the stacked tile sides of :func:`paired_mmd_statistic`).
+    block_size: tile side in pooled rows; ``None``: 512 up to ``n + m = 2048``, else
+      1024 (the stacked tile sides of :func:`paired_mmd_statistic`, not measured for this
+      path); the gradient's walk takes :func:`_gradient_tile_rows`.
 
   Returns:
     Scalar (of peak-shifted kernel values).
@@ -480,7 +482,8 @@ def paired_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, h_weight
     kernel: the kernel.
     h_weight, xy_weight: the two sums' coefficients (static; an estimator's).
     block_size: rows of ``x`` (and of ``y``) per tile; ``None``: 256 up to
-      ``n = 2048``, else 512 (and 256 in the gradient's walk).
+      ``n = 2048``, else 512 (the gradient's walk: :func:`_gradient_tile_rows` stacked
+      rows, half of them each).
 
   Returns:
     Scalar (of peak-shifted kernel values).
