@@ -7,8 +7,7 @@ import importlib
 import os
 import sys
 
-from gapmmd_jax import _xla_flags
-from gapmmd_jax import config as config_lib
+from gapmmd_jax import _xla_flags, config as config_lib
 
 BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
               "seed-axis": "gapmmd_jax.benchmarks.seed_axis",

@@ -16,7 +16,7 @@ import typing
 from typing import Any
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+def option(default: Any, help: str) -> Any:
   """A config field with a default and a help line."""
   if isinstance(default, (list, dict, set)):
     raise TypeError("use a tuple for sequence defaults (configs are immutable).")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
     elif typing.get_origin(hint) is tuple:
       kwargs.update(nargs="+", type=typing.get_args(hint)[0])
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
-      inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+      inner = next(a for a in typing.get_args(hint) if a is not type(None))
       kwargs["type"] = inner
     elif typing.get_origin(hint) is typing.Literal:
       kwargs["choices"] = typing.get_args(hint)

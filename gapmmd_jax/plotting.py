@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def scatter_by_domain_and_class(points: np.ndarray, domains: np.ndarray, labels:
   by_domain.legend(markerscale=3, fontsize=8)
   by_domain.set_title("by domain", fontsize=10)
   cmap = plt.get_cmap("tab10")
-  for d, name in enumerate(domain_names):
+  for d in range(len(domain_names)):
     for c in np.unique(labels):
       pts = points[(domains == d) & (labels == c)]
       by_class.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(int(c) % 10), marker=markers[d % 4],

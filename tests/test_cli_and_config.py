@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gapmmd_jax import cli
-from gapmmd_jax import _xla_flags
+from gapmmd_jax import _xla_flags, cli
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.experiments import gap_mmd, vat
 
@@ -94,7 +93,7 @@ def test_auto_xla_applies_in_a_fresh_process_and_is_recorded(mnist_dir, tmp_path
                   "--out-dir", str(tmp_path), "--run-name", "r", "--no-progress"],
                  env=env, check=True, timeout=600, capture_output=True)
   batch_size = vat.VARIANTS["quick"].batch_size
-  name, setting, _ = _xla_flags.choose("auto", "vat", batch_size=batch_size)
+  _, setting, _ = _xla_flags.choose("auto", "vat", batch_size=batch_size)
   assert setting.ynn_dots  # something to check
   summary = json.loads((tmp_path / "r" / "summary.json").read_text())
   config = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -115,7 +114,7 @@ def test_readme_example_runs():
   blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
   assert blocks, "README has no python example"
   namespace = {}
-  exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102 - our own README
+  exec(compile(blocks[0], str(README), "exec"), namespace)
   assert namespace["loss"].shape == () and np.isfinite(float(namespace["loss"]))
 
 

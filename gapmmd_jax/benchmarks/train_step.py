@@ -29,10 +29,9 @@ import dataclasses
 import json
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
-
-from typing import NamedTuple
 
 from gapmmd_jax import _xla_flags
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags

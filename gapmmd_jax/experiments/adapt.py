@@ -422,9 +422,9 @@ def run(cfg: Config, variant: str = "custom") -> Result | dict[str, Result]:
     result = fit(build_task(sub, prepared), sub, variant=variant)
     result.run_dir.descriptions.update({k: v for k, v in FILES.items() if k == "samples.png"})
     _sample_grid(prepared[0], result.run_dir.file("samples.png"))
-    if cfg.tsne_points and jax.process_index() == 0:
-      if _tsne_plot(result, prepared, sub, result.run_dir.file("tsne.png")):
-        result.run_dir.descriptions["tsne.png"] = FILES["tsne.png"]
+    if (cfg.tsne_points and jax.process_index() == 0
+        and _tsne_plot(result, prepared, sub, result.run_dir.file("tsne.png"))):
+      result.run_dir.descriptions["tsne.png"] = FILES["tsne.png"]
     result.run_dir.write_readme(f"{NAME} {method} ({variant}), seeds {list(cfg.seeds)}")
     results[method] = result
     print(f"{method}: target accuracy {_accuracy_cells(result.summary, 'target_accuracy')}",

@@ -577,10 +577,10 @@ def _bank_shifted_tiles(zi: jax.Array, zj: jax.Array, bank: KernelBank) -> list[
   shifted = []
   if bank.gaussian_bandwidths.shape[0]:
     sq = squared_distances(zi, zj)
-    shifted += [jnp.expm1(-sq / (2.0 * l * l)) for l in bank.gaussian_bandwidths]
+    shifted += [jnp.expm1(-sq / (2.0 * bw * bw)) for bw in bank.gaussian_bandwidths]
   if bank.laplace_bandwidths.shape[0]:
     l1 = jnp.sum(jnp.abs(zi[:, None, :] - zj[None, :, :]), axis=-1)
-    shifted += [jnp.expm1(-math.sqrt(2.0) * l1 / l) for l in bank.laplace_bandwidths]
+    shifted += [jnp.expm1(-math.sqrt(2.0) * l1 / bw) for bw in bank.laplace_bandwidths]
   return shifted
 
 

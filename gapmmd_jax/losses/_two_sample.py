@@ -68,8 +68,8 @@ def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
     return jnp.where(position < below, ordered[jnp.minimum(zeros + position, size - 1)],
                      jnp.where(position < below + zeros, median, ordered[position]))
 
-  low = order_statistic(int(math.floor(size * 0.05))) / 2
-  high = order_statistic(int(math.floor(size * 0.95))) * 2
+  low = order_statistic(math.floor(size * 0.05)) / 2
+  high = order_statistic(math.floor(size * 0.95)) * 2
   # Mostly identical points give zero bandwidths: keep them positive (and their squares
   # normal floats) so that the kernels stay finite.
   return jnp.maximum(jnp.linspace(low, high, num), 1e-18)
@@ -171,7 +171,7 @@ def geometric_bandwidths(x: jax.Array, y: jax.Array, norm: str, num: int) -> jax
   distances = jnp.where(distances == 0, jnp.median(distances), distances)
   ordered = jnp.sort(distances)
   low = jnp.where(ordered[0] < 0.1,
-                  jnp.maximum(ordered[int(math.floor(ordered.shape[0] * 0.05))], 0.1),
+                  jnp.maximum(ordered[math.floor(ordered.shape[0] * 0.05)], 0.1),
                   ordered[0]) / 2
   high = jnp.maximum(ordered[-1], 0.3) * 2
   return low * (high / low) ** (jnp.arange(num, dtype=distances.dtype) / (num - 1))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ class VatMLP(nnx.Module):
                rngs: nnx.Rngs):
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal")
     self.dense = nnx.List([nnx.Linear(a, b, use_bias=False, kernel_init=init, rngs=rngs)
-                           for a, b in zip(widths[:-1], widths[1:])])
+                           for a, b in itertools.pairwise(widths)])
     self.scale = nnx.List([nnx.Param(jnp.ones((b,))) for b in widths[1:]])
     self.shift = nnx.List([nnx.Param(jnp.zeros((b,))) for b in widths[1:]])
     self.eps = eps

@@ -17,15 +17,15 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from gapmmd_jax import config as config_lib
-from gapmmd_jax import plotting
+from gapmmd_jax import config as config_lib, plotting
 from gapmmd_jax.data import _batching
 from gapmmd_jax.train import _rundir
 from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig

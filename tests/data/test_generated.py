@@ -54,7 +54,7 @@ def test_bsds_missing_message(monkeypatch, tmp_path):
   monkeypatch.delenv("GAPMMD_BSDS_DIR", raising=False)
   with pytest.raises(FileNotFoundError, match="GAPMMD_BSDS_DIR"):
     data.load_backgrounds()
-  with pytest.raises(FileNotFoundError, match="no \\*.jpg photos"):
+  with pytest.raises(FileNotFoundError, match=r"no \*.jpg photos"):
     data.load_backgrounds(tmp_path)
 
 

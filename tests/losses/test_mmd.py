@@ -14,7 +14,6 @@ import pytest
 import gapmmd_jax as g
 from gapmmd_jax.losses import _kernels, _mmd
 
-
 # ---------- float64 NumPy references, written from the formulas ----------
 
 def ref_kernel(a, b, bandwidths, weights):
@@ -471,7 +470,7 @@ def test_class_gap_loss_matches_class_matrix():
       gaps[i, j] = ref_estimate(a, b, bandwidths, [1.0] * 5, "biased")
   off = ~np.eye(4, dtype=bool)
   expected = np.nanmean(np.diag(gaps)) - np.nanmean(gaps[off])
-  loss = jax.jit(lambda f, l: g.class_gap_loss(f, l, num_classes=4))(features, labels)
+  loss = jax.jit(lambda f, c: g.class_gap_loss(f, c, num_classes=4))(features, labels)
   np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-6)
   assert float(loss) < 0  # separated classes: between-class gaps dominate
   assert np.all(np.isfinite(jax.grad(lambda f: g.class_gap_loss(f, labels, num_classes=4))(features)))

@@ -40,8 +40,8 @@ def _fuse64(x, y, splits, kernels, num_bandwidths=10, lam=1.0):
   for name in kernels:
     norm = "l1" if name == "laplace" else "l2"
     bandwidths, dist = _grid64(z, norm, num_bandwidths)
-    for l in bandwidths:
-      k = np.exp(-np.sqrt(2) * dist / l) if name == "laplace" else np.exp(-dist ** 2 / (2 * l * l))
+    for bw in bandwidths:
+      k = np.exp(-np.sqrt(2) * dist / bw) if name == "laplace" else np.exp(-dist ** 2 / (2 * bw * bw))
       np.fill_diagonal(k, 0.0)
       matrices.append(k)
   out = []
@@ -92,7 +92,7 @@ def test_bank_forms_match_dense():
   forms, squares = _kernels.bank_quadratic_forms(jnp.asarray(z, jnp.float32),
                                                  jnp.asarray(c, jnp.float32), bank, block_size=10)
   diff = z[:, None] - z[None]
-  kernels = [np.exp(-(diff ** 2).sum(-1) / (2 * l * l)) for l in (0.7, 2.0)]
+  kernels = [np.exp(-(diff ** 2).sum(-1) / (2 * bw * bw)) for bw in (0.7, 2.0)]
   kernels.append(np.exp(-np.sqrt(2) * np.abs(diff).sum(-1) / 1.5))
   for i, k in enumerate(kernels):
     shifted = k - 1.0
@@ -321,7 +321,7 @@ def test_aggregation_weights():
 def _anchor_draws(seed, n, m, b1, b2):
   """The draws MMDAgg's JAX code makes from ``seed``, less its observed row at ``b1``
   (its random calls, repeated here to feed the same draws to ours)."""
-  key, sub = jax.random.split(jax.random.PRNGKey(seed))
+  _, sub = jax.random.split(jax.random.PRNGKey(seed))
   if n == m:
     signs = jax.random.choice(sub, jnp.array([-1.0, 1.0]), shape=(b1 + b2 + 1, n))
     return np.delete(np.asarray(signs), b1, axis=0)

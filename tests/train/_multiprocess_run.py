@@ -21,9 +21,9 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
                            process_id=int(process_id), initialization_timeout=120)
 
 import numpy as np  # noqa: E402
+import tiny_task  # noqa: E402
 
 import gapmmd_jax as g  # noqa: E402
-import tiny_task  # noqa: E402
 from gapmmd_jax.train import fit  # noqa: E402
 
 assert jax.device_count() == 4 and jax.local_device_count() == 2, jax.devices()

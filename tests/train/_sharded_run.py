@@ -4,9 +4,9 @@ import sys
 
 import jax
 import numpy as np
+import tiny_task
 
 import gapmmd_jax as g
-import tiny_task
 from gapmmd_jax.train import fit
 
 data_dir, out_dir, result_path = sys.argv[1:4]
