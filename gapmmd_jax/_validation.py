@@ -36,8 +36,9 @@ def check_rank(name: str, x: jax.Array, rank: int, shape_doc: str) -> None:
     raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}.")
 
 
-def check_samples(x_name: str, x: jax.typing.ArrayLike, y_name: str,
-                  y: jax.typing.ArrayLike, *, min_rows: int = 1) -> tuple[jax.Array, jax.Array]:
+def check_samples(
+  x_name: str, x: jax.typing.ArrayLike, y_name: str, y: jax.typing.ArrayLike, *, min_rows: int = 1
+) -> tuple[jax.Array, jax.Array]:
   """Validates two sample sets ``[n, d]`` and ``[m, d]`` and promotes their dtype.
 
   Returns:
@@ -49,14 +50,14 @@ def check_samples(x_name: str, x: jax.typing.ArrayLike, y_name: str,
   check_rank(y_name, y, 2, "[m, d]")
   if x.shape[1] != y.shape[1]:
     raise ValueError(
-        f"{x_name} and {y_name} must have the same feature dimension d, got "
-        f"{x_name}.shape={tuple(x.shape)} and {y_name}.shape={tuple(y.shape)}.")
+      f"{x_name} and {y_name} must have the same feature dimension d, got "
+      f"{x_name}.shape={tuple(x.shape)} and {y_name}.shape={tuple(y.shape)}."
+    )
   if x.shape[1] == 0:
     raise ValueError(f"{x_name} and {y_name} have feature dimension 0.")
   for name, arr in ((x_name, x), (y_name, y)):
     if arr.shape[0] < min_rows:
-      raise ValueError(
-          f"{name} needs at least {min_rows} rows, got shape {tuple(arr.shape)}.")
+      raise ValueError(f"{name} needs at least {min_rows} rows, got shape {tuple(arr.shape)}.")
   dtype = jnp.promote_types(x.dtype, y.dtype)
   return x.astype(dtype), y.astype(dtype)
 
@@ -88,13 +89,16 @@ def check_int(name: str, value, minimum: int) -> None:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def check_paired(a_name: str, a: jax.typing.ArrayLike, b_name: str, b: jax.typing.ArrayLike,
-                 shape_doc: str) -> tuple[jax.Array, jax.Array]:
+def check_paired(
+  a_name: str, a: jax.typing.ArrayLike, b_name: str, b: jax.typing.ArrayLike, shape_doc: str
+) -> tuple[jax.Array, jax.Array]:
   """Two floating arrays of one non-empty shape of rank ``len(shape_doc)`` (e.g. ``[B, C]``)."""
   a = as_float_array(a_name, a)
   b = as_float_array(b_name, b)
   check_rank(a_name, a, shape_doc.count(",") + 1, shape_doc)
   if a.shape != b.shape or a.shape[0] == 0:
-    raise ValueError(f"{a_name} and {b_name} must have the same non-empty shape {shape_doc}, "
-                     f"got {tuple(a.shape)} and {tuple(b.shape)}.")
+    raise ValueError(
+      f"{a_name} and {b_name} must have the same non-empty shape {shape_doc}, "
+      f"got {tuple(a.shape)} and {tuple(b.shape)}."
+    )
   return a, b

@@ -28,8 +28,13 @@ class Setting(NamedTuple):
   ynn_dots: bool
 
 
-SETTINGS = {"default": Setting(1, False), "ynn": Setting(1, True), "2dev": Setting(2, False),
-            "4dev": Setting(4, False), "ynn-4dev": Setting(4, True)}
+SETTINGS = {
+  "default": Setting(1, False),
+  "ynn": Setting(1, True),
+  "2dev": Setting(2, False),
+  "4dev": Setting(4, False),
+  "ynn-4dev": Setting(4, True),
+}
 CHOICES = ("auto", *SETTINGS)
 # `auto` per experiment: YNNPACK dots, the fastest setting without forced host
 # devices in `gapmmd bench train` (2 cores, jaxlib 0.10.2, 2026-11-28; README
@@ -40,8 +45,14 @@ CHOICES = ("auto", *SETTINGS)
 # loaded the machine (an all-reduce rendezvous timed out after 40 s). An
 # experiment missing here (MINE on Gaussians: small dense nets) runs with the
 # default setting.
-FASTEST = {"gap-mmd": "ynn", "metric-survey": "ynn", "vat": "ynn", "adapt": "ynn", "iic": "ynn",
-           "mine-cluster": "ynn"}
+FASTEST = {
+  "gap-mmd": "ynn",
+  "metric-survey": "ynn",
+  "vat": "ynn",
+  "adapt": "ynn",
+  "iic": "ynn",
+  "mine-cluster": "ynn",
+}
 # The jaxlib series the table was measured on; the YNNPACK flag is experimental
 # and a later jaxlib may drop it (XLA rejects unknown flags), so `auto` leaves
 # it out elsewhere and keeps only the host-device split.
@@ -57,7 +68,8 @@ def with_xla_flags(*flags: str, base: str | None = None) -> str:
 def setting_flags(setting: Setting) -> list[str]:
   """The XLA flags of ``setting``."""
   return ([f"{HOST_DEVICES}={setting.host_devices}"] if setting.host_devices > 1 else []) + (
-      [YNN_DOTS] if setting.ynn_dots else [])
+    [YNN_DOTS] if setting.ynn_dots else []
+  )
 
 
 def _accelerator_installed() -> bool:
@@ -65,8 +77,9 @@ def _accelerator_installed() -> bool:
   platforms = os.environ.get("JAX_PLATFORMS", "")
   if platforms:
     return platforms.split(",")[0].strip() not in ("cpu", "")
-  names = {(d.metadata["Name"] or "").lower().replace("_", "-")
-           for d in importlib.metadata.distributions()}
+  names = {
+    (d.metadata["Name"] or "").lower().replace("_", "-") for d in importlib.metadata.distributions()
+  }
   return any(name.startswith(("jax-cuda", "jax-rocm", "libtpu")) for name in names)
 
 
@@ -79,11 +92,13 @@ def _jaxlib_version() -> str:
 
 def _backends_initialized() -> bool:
   import jax._src.xla_bridge as xla_bridge  # importing JAX creates no backend
+
   return bool(getattr(xla_bridge, "backends_are_initialized", lambda: False)())
 
 
-def choose(choice: str, command: str, *, batch_size: int | None = None,
-           distributed: bool = False) -> tuple[str, Setting, str]:
+def choose(
+  choice: str, command: str, *, batch_size: int | None = None, distributed: bool = False
+) -> tuple[str, Setting, str]:
   """``(name, setting, why)`` for ``--xla choice`` of experiment ``command``.
 
   ``auto`` takes :data:`FASTEST` on a CPU, nothing on a GPU or TPU; the host
@@ -114,8 +129,9 @@ def choose(choice: str, command: str, *, batch_size: int | None = None,
   return name, setting._replace(host_devices=devices), why
 
 
-def configure(choice: str, command: str, *, batch_size: int | None = None,
-              distributed: bool = False) -> str:
+def configure(
+  choice: str, command: str, *, batch_size: int | None = None, distributed: bool = False
+) -> str:
   """Adds the flags of :func:`choose` to ``$XLA_FLAGS``; returns a line saying what was set.
 
   Does nothing once JAX has created its backends (the flags would not apply).

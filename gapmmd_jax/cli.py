@@ -9,48 +9,68 @@ import sys
 
 from gapmmd_jax import _xla_flags, config as config_lib
 
-BENCHMARKS = {"mmd": "gapmmd_jax.benchmarks.mmd_throughput",
-              "seed-axis": "gapmmd_jax.benchmarks.seed_axis",
-              "test": "gapmmd_jax.benchmarks.two_sample_test",
-              "train": "gapmmd_jax.benchmarks.train_step"}
+BENCHMARKS = {
+  "mmd": "gapmmd_jax.benchmarks.mmd_throughput",
+  "seed-axis": "gapmmd_jax.benchmarks.seed_axis",
+  "test": "gapmmd_jax.benchmarks.two_sample_test",
+  "train": "gapmmd_jax.benchmarks.train_step",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
   from gapmmd_jax.experiments import EXPERIMENTS
 
   parser = argparse.ArgumentParser(
-      prog="gapmmd", description="gapmmd-jax experiments: MMD, mutual information, "
-      "gradient reversal and VAT on MNIST-family data.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-  parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-process runs; "
-                      "the coordinator, process count and id come from the cluster "
-                      "environment (e.g. SLURM) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                      "JAX_PROCESS_ID; on CPU-only hosts also set "
-                      "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)")
-  settings = ", ".join(f"{name} = {' '.join(_xla_flags.setting_flags(s)) or 'no flags'}"
-                       for name, s in _xla_flags.SETTINGS.items())
-  parser.add_argument("--xla", choices=_xla_flags.CHOICES,
-                      default=os.environ.get("GAPMMD_XLA", "auto"),
-                      help="XLA settings of an experiment, added to XLA_FLAGS before JAX starts: "
-                      f"{settings}; auto: per experiment, the fastest that `gapmmd bench train` "
-                      f"measured on a CPU ({_xla_flags.FASTEST}; others default), nothing on a "
-                      "GPU; host devices are cut to divide the batch size. Recorded in the run's "
-                      "config.json and summary.json. Changes float rounding, not results "
-                      "(default: $GAPMMD_XLA or auto)")
-  parser.add_argument("--ynn-dots", action="store_true",
-                      help="the same as --xla ynn (kept for older commands)")
+    prog="gapmmd",
+    description="gapmmd-jax experiments: MMD, mutual information, "
+    "gradient reversal and VAT on MNIST-family data.",
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    allow_abbrev=False,
+  )
+  parser.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize() first (multi-process runs; "
+    "the coordinator, process count and id come from the cluster "
+    "environment (e.g. SLURM) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+    "JAX_PROCESS_ID; on CPU-only hosts also set "
+    "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)",
+  )
+  settings = ", ".join(
+    f"{name} = {' '.join(_xla_flags.setting_flags(s)) or 'no flags'}"
+    for name, s in _xla_flags.SETTINGS.items()
+  )
+  parser.add_argument(
+    "--xla",
+    choices=_xla_flags.CHOICES,
+    default=os.environ.get("GAPMMD_XLA", "auto"),
+    help="XLA settings of an experiment, added to XLA_FLAGS before JAX starts: "
+    f"{settings}; auto: per experiment, the fastest that `gapmmd bench train` "
+    f"measured on a CPU ({_xla_flags.FASTEST}; others default), nothing on a "
+    "GPU; host devices are cut to divide the batch size. Recorded in the run's "
+    "config.json and summary.json. Changes float rounding, not results "
+    "(default: $GAPMMD_XLA or auto)",
+  )
+  parser.add_argument(
+    "--ynn-dots", action="store_true", help="the same as --xla ynn (kept for older commands)"
+  )
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in EXPERIMENTS.items():
     doc = (module.__doc__ or "").strip()
-    experiment = sub.add_parser(name, help=doc.splitlines()[0] if doc else name,
-                                description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    experiment = sub.add_parser(
+      name,
+      help=doc.splitlines()[0] if doc else name,
+      description=doc,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False,
+    )
     config_lib.add_arguments(experiment, module.Config, module.VARIANTS, module.DEFAULT_VARIANT)
     experiment.set_defaults(module=module)
-  bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS),
-                         description="Run a benchmark; `gapmmd bench NAME --help` for its options.")
+  bench = sub.add_parser(
+    "bench",
+    help="benchmarks: " + ", ".join(BENCHMARKS),
+    description="Run a benchmark; `gapmmd bench NAME --help` for its options.",
+  )
   bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
   bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark")
   return parser
@@ -59,9 +79,12 @@ def _parser() -> argparse.ArgumentParser:
 def _initialize_distributed() -> None:
   """``jax.distributed.initialize``, with the process count and id from the environment if set."""
   import jax
-  counts = {key: int(os.environ[env]) for key, env in (("num_processes", "JAX_NUM_PROCESSES"),
-                                                         ("process_id", "JAX_PROCESS_ID"))
-            if os.environ.get(env)}
+
+  counts = {
+    key: int(os.environ[env])
+    for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+    if os.environ.get(env)
+  }
   jax.distributed.initialize(**counts)
 
 
@@ -77,9 +100,16 @@ def main(argv: list[str] | None = None) -> int:
   try:
     cfg = config_lib.from_arguments(args, module.VARIANTS)
     # XLA reads its flags when JAX creates its backends, which nothing above has done.
-    print(_xla_flags.configure("ynn" if args.ynn_dots else args.xla, args.command,
-                               batch_size=getattr(cfg, "batch_size", None),
-                               distributed=args.distributed), file=sys.stderr, flush=True)
+    print(
+      _xla_flags.configure(
+        "ynn" if args.ynn_dots else args.xla,
+        args.command,
+        batch_size=getattr(cfg, "batch_size", None),
+        distributed=args.distributed,
+      ),
+      file=sys.stderr,
+      flush=True,
+    )
     if args.distributed:
       _initialize_distributed()
     module.run(cfg, args.variant)

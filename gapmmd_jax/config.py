@@ -37,11 +37,16 @@ def _flag(name: str) -> str:
   return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
-                  variants: dict[str, Any], default_variant: str) -> None:
+def add_arguments(
+  parser: argparse.ArgumentParser, config_cls: type, variants: dict[str, Any], default_variant: str
+) -> None:
   """Adds ``--variant`` and one flag per config field to ``parser``."""
-  parser.add_argument("--variant", choices=sorted(variants), default=default_variant,
-                      help=f"named preset the flags below override (default: {default_variant})")
+  parser.add_argument(
+    "--variant",
+    choices=sorted(variants),
+    default=default_variant,
+    help=f"named preset the flags below override (default: {default_variant})",
+  )
   hints = typing.get_type_hints(config_cls)
   for field in dataclasses.fields(config_cls):
     values = ", ".join(f"{name}={getattr(cfg, field.name)!r}" for name, cfg in variants.items())
@@ -65,8 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
 def from_arguments(args: argparse.Namespace, variants: dict[str, Any]) -> Any:
   """The chosen variant with every flag the user gave applied."""
   base = variants[args.variant]
-  overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(base)
-               if getattr(args, f.name, None) is not None}
+  overrides = {
+    f.name: getattr(args, f.name)
+    for f in dataclasses.fields(base)
+    if getattr(args, f.name, None) is not None
+  }
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
   return dataclasses.replace(base, **overrides)
 

@@ -28,13 +28,16 @@ def cluster_accuracy(y_true, y_pred) -> float:
   y_pred = np.asarray(y_pred)
   for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-      raise ValueError(f"{name} must be a 1-D integer array, got shape {arr.shape}, "
-                       f"dtype {arr.dtype}.")
+      raise ValueError(
+        f"{name} must be a 1-D integer array, got shape {arr.shape}, dtype {arr.dtype}."
+      )
     if arr.size and arr.min() < 0:
       raise ValueError(f"{name} must be non-negative, got minimum {arr.min()}.")
   if y_true.shape != y_pred.shape or y_true.size == 0:
-    raise ValueError(f"y_true and y_pred must have the same non-empty shape, got "
-                     f"{y_true.shape} and {y_pred.shape}.")
+    raise ValueError(
+      f"y_true and y_pred must have the same non-empty shape, got "
+      f"{y_true.shape} and {y_pred.shape}."
+    )
   counts = np.zeros((y_pred.max() + 1, y_true.max() + 1), np.int64)
   np.add.at(counts, (y_pred, y_true), 1)
   return matched_accuracy(counts)
@@ -52,7 +55,9 @@ def matched_accuracy(counts) -> float:
   """
   counts = np.asarray(counts, np.float64)
   if counts.ndim != 2 or counts.size == 0 or counts.min() < 0 or counts.sum() <= 0:
-    raise ValueError("counts must be a non-empty [clusters, labels] table of non-negative "
-                     f"values with a positive total, got shape {counts.shape}.")
+    raise ValueError(
+      "counts must be a non-empty [clusters, labels] table of non-negative "
+      f"values with a positive total, got shape {counts.shape}."
+    )
   rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
   return float(counts[rows, cols].sum() / counts.sum())

@@ -16,6 +16,7 @@ def _pyplot():
     return None
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -23,14 +24,22 @@ def _grid(plt, count: int, columns: int, cell: tuple[float, float]):
   """A figure with ``count`` panels in rows of ``columns``; the axes flattened."""
   columns = min(columns, count)
   rows = -(-count // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(cell[0] * columns, cell[1] * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    rows, columns, figsize=(cell[0] * columns, cell[1] * rows), squeeze=False
+  )
   return fig, list(axes.flat)
 
 
-def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathlib.Path, *,
-             fmt: str = "{:.2f}", log_scale: Sequence[bool] | None = None,
-             labels: Sequence[str] | None = None, columns: int = 4) -> bool:
+def heatmaps(
+  matrices: Sequence[np.ndarray],
+  titles: Sequence[str],
+  path: pathlib.Path,
+  *,
+  fmt: str = "{:.2f}",
+  log_scale: Sequence[bool] | None = None,
+  labels: Sequence[str] | None = None,
+  columns: int = 4,
+) -> bool:
   """Annotated heatmaps side by side (rows = first index). False without matplotlib."""
   plt = _pyplot()
   if plt is None:
@@ -51,11 +60,18 @@ def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathli
     fig.colorbar(image, ax=ax, fraction=0.046)
     if m.shape[0] <= 12:
       for (i, j), value in np.ndenumerate(m):
-        ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6.5,
-                color="white" if value < np.median(m) else "black")
+        ax.text(
+          j,
+          i,
+          fmt.format(value),
+          ha="center",
+          va="center",
+          fontsize=6.5,
+          color="white" if value < np.median(m) else "black",
+        )
     ticks = labels if labels is not None else [str(i) for i in range(m.shape[0])]
-    ax.set_xticks(range(m.shape[1]), ticks[:m.shape[1]])
-    ax.set_yticks(range(m.shape[0]), ticks[:m.shape[0]])
+    ax.set_xticks(range(m.shape[1]), ticks[: m.shape[1]])
+    ax.set_yticks(range(m.shape[0]), ticks[: m.shape[0]])
     ax.set_title(titles[k], fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -63,8 +79,14 @@ def heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], path: pathli
   return True
 
 
-def image_grid(images: np.ndarray, overlays: np.ndarray | None, titles: Sequence[str],
-               path: pathlib.Path, *, columns: int = 8) -> bool:
+def image_grid(
+  images: np.ndarray,
+  overlays: np.ndarray | None,
+  titles: Sequence[str],
+  path: pathlib.Path,
+  *,
+  columns: int = 8,
+) -> bool:
   """Images ``[K, H, W]`` or ``[K, H, W, 3]`` in a grid, optionally with heat overlays ``[K, H, W]``."""
   plt = _pyplot()
   if plt is None:
@@ -85,11 +107,17 @@ def image_grid(images: np.ndarray, overlays: np.ndarray | None, titles: Sequence
   return True
 
 
-def lines_with_bands(x: Sequence[float],
-                     series: dict[str, tuple[np.ndarray, np.ndarray | None]],
-                     path: pathlib.Path, *, xlabel: str, ylabel: str, title: str,
-                     log_x: bool = False,
-                     reference: tuple[Sequence[float], Sequence[float], str] | None = None) -> bool:
+def lines_with_bands(
+  x: Sequence[float],
+  series: dict[str, tuple[np.ndarray, np.ndarray | None]],
+  path: pathlib.Path,
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str,
+  log_x: bool = False,
+  reference: tuple[Sequence[float], Sequence[float], str] | None = None,
+) -> bool:
   """Mean lines with +-std bands, one per named series ``(mean, std or None)``.
 
   ``reference=(x, y, label)`` adds a dashed black line (e.g. a closed form).
@@ -118,8 +146,9 @@ def lines_with_bands(x: Sequence[float],
   return True
 
 
-def scatter_by_class(points: np.ndarray, labels: np.ndarray, path: pathlib.Path, *,
-                     title: str) -> bool:
+def scatter_by_class(
+  points: np.ndarray, labels: np.ndarray, path: pathlib.Path, *, title: str
+) -> bool:
   """2-D points coloured by integer class."""
   plt = _pyplot()
   if plt is None:
@@ -145,13 +174,20 @@ def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray | None:
     from sklearn.manifold import TSNE
   except ImportError:
     return None
-  return TSNE(n_components=2, init="pca", random_state=seed,
-              perplexity=min(30.0, len(points) / 4)).fit_transform(points)
+  return TSNE(
+    n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(points) / 4)
+  ).fit_transform(points)
 
 
-def scatter_by_domain_and_class(points: np.ndarray, domains: np.ndarray, labels: np.ndarray,
-                                path: pathlib.Path, *, domain_names: Sequence[str],
-                                title: str) -> bool:
+def scatter_by_domain_and_class(
+  points: np.ndarray,
+  domains: np.ndarray,
+  labels: np.ndarray,
+  path: pathlib.Path,
+  *,
+  domain_names: Sequence[str],
+  title: str,
+) -> bool:
   """Two panels of the same 2-D points: coloured by domain, and by class (marker = domain)."""
   plt = _pyplot()
   if plt is None:
@@ -167,11 +203,19 @@ def scatter_by_domain_and_class(points: np.ndarray, domains: np.ndarray, labels:
   for d in range(len(domain_names)):
     for c in np.unique(labels):
       pts = points[(domains == d) & (labels == c)]
-      by_class.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(int(c) % 10), marker=markers[d % 4],
-                       alpha=0.6, label=str(c) if d == 0 else None)
+      by_class.scatter(
+        pts[:, 0],
+        pts[:, 1],
+        s=5,
+        color=cmap(int(c) % 10),
+        marker=markers[d % 4],
+        alpha=0.6,
+        label=str(c) if d == 0 else None,
+      )
   by_class.legend(markerscale=3, fontsize=8, ncols=2)
-  by_class.set_title("by class (" + ", ".join(f"{m} {n}" for m, n in zip(markers, domain_names))
-                     + ")", fontsize=10)
+  by_class.set_title(
+    "by class (" + ", ".join(f"{m} {n}" for m, n in zip(markers, domain_names)) + ")", fontsize=10
+  )
   for ax in (by_domain, by_class):
     ax.set_xticks([])
     ax.set_yticks([])
@@ -200,12 +244,13 @@ def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
   if not panels:
     return False
   fig, axes = _grid(plt, len(panels), 4, (4.5, 3.4))
-  for ax in axes[len(panels):]:
+  for ax in axes[len(panels) :]:
     ax.axis("off")
   for ax, (split, key) in zip(axes, panels):
     for seed in sorted({r["seed"] for r in rows}):
-      pts = [(r["step"], r[key]) for r in rows
-             if r["split"] == split and r["seed"] == seed and key in r]
+      pts = [
+        (r["step"], r[key]) for r in rows if r["split"] == split and r["seed"] == seed and key in r
+      ]
       if pts:
         ax.plot(*zip(*pts), label=f"seed {seed}", marker="." if split == "eval" else None)
     ax.set_xlabel("step")
@@ -219,8 +264,9 @@ def learning_curves(rows: list[dict], path: pathlib.Path) -> bool:
   return True
 
 
-def seconds_by_size(rows: list[dict], series_key: str, series: Sequence[str], title: str,
-                    path: pathlib.Path) -> bool:
+def seconds_by_size(
+  rows: list[dict], series_key: str, series: Sequence[str], title: str, path: pathlib.Path
+) -> bool:
   """Benchmark cells as median seconds against ``n`` (log-log), one panel per ``d``, one line
   per value of ``row[series_key]`` in ``series``; cells that did not finish are named in the
   legend (``"out of memory from n = 5000"``). Returns False without matplotlib."""
@@ -232,8 +278,9 @@ def seconds_by_size(rows: list[dict], series_key: str, series: Sequence[str], ti
   for ax, d in zip(axes, dims):
     never = []  # series without a finished cell: named in the legend only
     for name in series:
-      cells = sorted((r for r in rows if r[series_key] == name and r["d"] == d),
-                     key=lambda r: r["n"])
+      cells = sorted(
+        (r for r in rows if r[series_key] == name and r["d"] == d), key=lambda r: r["n"]
+      )
       points = [(r["n"], r["seconds"]) for r in cells if r["status"] == "ok"]
       failed = [r for r in cells if r["status"] != "ok"]
       label = name + (f" ({failed[0]['status']} from n = {failed[0]['n']})" if failed else "")

@@ -9,8 +9,27 @@ from gapmmd_jax import _xla_flags, cli
 
 def test_mmd_throughput_smoke(tmp_path, capsys):
   ours = ("ours-auto", "ours-tiled", "ours-auto-ynn-off")
-  assert cli.main(["bench", "mmd", "--n", "128", "--d", "3", "--impls", *ours, "jax-naive",
-                   "yardstick", "--max-seconds", "1", "--out", str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "mmd",
+        "--n",
+        "128",
+        "--d",
+        "3",
+        "--impls",
+        *ours,
+        "jax-naive",
+        "yardstick",
+        "--max-seconds",
+        "1",
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   result = json.loads((tmp_path / "mmd_throughput.json").read_text())
   rows = {r["impl"]: r for r in result["rows"]}
   assert set(rows) == {*ours, "jax-naive", "yardstick"}
@@ -26,14 +45,39 @@ def test_mmd_throughput_smoke(tmp_path, capsys):
 def test_mmd_throughput_value_and_grad_cells(tmp_path):
   """Gradient cells beside the forward ones: checked against float64, costed in forward passes;
   the yardstick has no gradient cell."""
-  assert cli.main(["bench", "mmd", "--n", "100", "--d", "3", "--impls", "ours-auto", "jax-naive",
-                   "yardstick", "--modes", "forward", "value-and-grad", "--max-seconds", "1",
-                   "--out", str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "mmd",
+        "--n",
+        "100",
+        "--d",
+        "3",
+        "--impls",
+        "ours-auto",
+        "jax-naive",
+        "yardstick",
+        "--modes",
+        "forward",
+        "value-and-grad",
+        "--max-seconds",
+        "1",
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   rows = json.loads((tmp_path / "mmd_throughput.json").read_text())["rows"]
   cells = {(r["impl"], r["mode"]): r for r in rows}
-  assert set(cells) == {("ours-auto", "forward"), ("jax-naive", "forward"),
-                        ("yardstick", "forward"), ("ours-auto", "value-and-grad"),
-                        ("jax-naive", "value-and-grad")}
+  assert set(cells) == {
+    ("ours-auto", "forward"),
+    ("jax-naive", "forward"),
+    ("yardstick", "forward"),
+    ("ours-auto", "value-and-grad"),
+    ("jax-naive", "value-and-grad"),
+  }
   for impl in ("ours-auto", "jax-naive"):
     grad = cells[impl, "value-and-grad"]
     assert grad["status"] == "ok" and grad["relative_error"] < 1e-4
@@ -45,18 +89,60 @@ def test_mmd_throughput_value_and_grad_cells(tmp_path):
 
 
 def test_mmd_throughput_reports_out_of_memory(tmp_path):
-  assert cli.main(["bench", "mmd", "--n", "2048", "--d", "64", "--impls", "jax-naive",
-                   "--memory-limit-gib", "0.3", "--float64-max-n", "0", "--out",
-                   str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "mmd",
+        "--n",
+        "2048",
+        "--d",
+        "64",
+        "--impls",
+        "jax-naive",
+        "--memory-limit-gib",
+        "0.3",
+        "--float64-max-n",
+        "0",
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   row = json.loads((tmp_path / "mmd_throughput.json").read_text())["rows"][0]
   assert row["status"].startswith("out of memory")
 
 
 def test_two_sample_test_smoke(tmp_path):
   """Our tests always; a missing anchor folder is reported per cell, not a crash."""
-  assert cli.main(["bench", "test", "--n", "64", "--d", "3", "--draws", "50", "--repeats", "1",
-                   "--tests", "ours-permutation", "ours-wild", "ours-fuse", "ours-agg", "mmdagg",
-                   "--anchors", str(tmp_path / "no-anchors"), "--out", str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "test",
+        "--n",
+        "64",
+        "--d",
+        "3",
+        "--draws",
+        "50",
+        "--repeats",
+        "1",
+        "--tests",
+        "ours-permutation",
+        "ours-wild",
+        "ours-fuse",
+        "ours-agg",
+        "mmdagg",
+        "--anchors",
+        str(tmp_path / "no-anchors"),
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   rows = {r["test"]: r for r in json.loads((tmp_path / "two_sample_test.json").read_text())["rows"]}
   for name in ("ours-permutation", "ours-wild", "ours-fuse", "ours-agg"):
     assert rows[name]["status"] == "ok" and rows[name]["seconds"] > 0
@@ -66,8 +152,10 @@ def test_two_sample_test_smoke(tmp_path):
   assert (tmp_path / "two_sample_test.png").stat().st_size > 0
   status = rows["mmdagg"]["status"]
   assert status.startswith("not installed") and "no-anchors" in status
-  assert "| ours-wild | 1 kernel (5 bandwidths), 50 wild-bootstrap draws | 64 |" in (
-      tmp_path / "two_sample_test.md").read_text()
+  assert (
+    "| ours-wild | 1 kernel (5 bandwidths), 50 wild-bootstrap draws | 64 |"
+    in (tmp_path / "two_sample_test.md").read_text()
+  )
 
 
 def test_bench_rejects_unknown_names():
@@ -75,7 +163,9 @@ def test_bench_rejects_unknown_names():
     cli.main(["bench", "nope"])
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["mmd", "--n", "0"], "argument --n: must be >= 1 and finite, got '0'"),
     (["mmd", "--n", "-5"], "argument --n: must be >= 1 and finite, got '-5'"),
     (["mmd", "--n", "1.5"], "argument --n: must be an integer, got '1.5'"),
@@ -83,7 +173,8 @@ def test_bench_rejects_unknown_names():
     (["mmd", "--max-seconds", "nan"], "argument --max-seconds: must be >= 0.0 and finite"),
     (["train", "--timeout", "0"], "argument --timeout: must be > 0, got '0'"),
     (["seed-axis", "--seeds", "0"], "argument --seeds: must be >= 1 and finite, got '0'"),
-])
+  ],
+)
 def test_bench_rejects_bad_arguments(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(["bench", *argv])
@@ -92,16 +183,34 @@ def test_bench_rejects_bad_arguments(argv, message, capsys):
 
 
 def test_train_step_smoke(mnist_dir, tmp_path):
-  assert cli.main(["bench", "train", "--models", "gap-lenet", "--cells", "jax", "jax-2dev",
-                   "jax-auto", "jax-8steps", "torch-eager", "--max-seconds", "0.5",
-                   "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "train",
+        "--models",
+        "gap-lenet",
+        "--cells",
+        "jax",
+        "jax-2dev",
+        "jax-auto",
+        "jax-8steps",
+        "torch-eager",
+        "--max-seconds",
+        "0.5",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   rows = {r["cell"]: r for r in json.loads((tmp_path / "train_step.json").read_text())["rows"]}
   auto_devices = _xla_flags.choose("auto", "gap-mmd", batch_size=128)[1].host_devices
-  for cell, devices in (("jax", 1), ("jax-2dev", 2), ("jax-auto", auto_devices),
-                        ("jax-8steps", 1)):
+  for cell, devices in (("jax", 1), ("jax-2dev", 2), ("jax-auto", auto_devices), ("jax-8steps", 1)):
     assert rows[cell]["status"] == "ok" and rows[cell]["devices"] == devices
-    assert rows[cell]["images_per_second_per_seed"] == pytest.approx(
-        128 / rows[cell]["seconds"])
+    assert rows[cell]["images_per_second_per_seed"] == pytest.approx(128 / rows[cell]["seconds"])
   # PyTorch is an optional extra: measured where installed, reported as missing elsewhere.
   assert rows["torch-eager"]["status"] == "ok" or "not installed" in rows["torch-eager"]["status"]
   assert "| gap-lenet |" in (tmp_path / "train_step.md").read_text()
@@ -109,10 +218,30 @@ def test_train_step_smoke(mnist_dir, tmp_path):
 
 
 def test_seed_axis_smoke(mnist_dir, tmp_path):
-  assert cli.main(["bench", "seed-axis", "--seeds", "2", "--repeats", "1", "--data-dir",
-                   str(mnist_dir), "--out", str(tmp_path)]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "seed-axis",
+        "--seeds",
+        "2",
+        "--repeats",
+        "1",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   rows = {r["variant"]: r for r in json.loads((tmp_path / "seed_axis.json").read_text())["rows"]}
   assert rows["one seed"]["cost_vs_one_seed"] == 1.0
-  for name in ("vmap", "unroll", "lax.map", "conv2 fwd+bwd, grouped conv",
-               "conv2 fwd+bwd, im2col + batched matmul"):
+  for name in (
+    "vmap",
+    "unroll",
+    "lax.map",
+    "conv2 fwd+bwd, grouped conv",
+    "conv2 fwd+bwd, im2col + batched matmul",
+  ):
     assert rows[name]["seeds"] == 2 and rows[name]["median_ms"] > 0

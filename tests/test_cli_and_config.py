@@ -23,11 +23,32 @@ def parse(argv):
 
 
 def test_variant_and_overrides():
-  args = parse(["gap-mmd", "--variant", "quick", "--seeds", "3", "4", "--learning-rate", "0.01",
-                "--dataset", "cluttered_mnist", "--no-progress", "--max-eval-examples", "50"])
+  args = parse(
+    [
+      "gap-mmd",
+      "--variant",
+      "quick",
+      "--seeds",
+      "3",
+      "4",
+      "--learning-rate",
+      "0.01",
+      "--dataset",
+      "cluttered_mnist",
+      "--no-progress",
+      "--max-eval-examples",
+      "50",
+    ]
+  )
   cfg = cli.config_lib.from_arguments(args, gap_mmd.VARIANTS)
-  expected = dataclasses.replace(gap_mmd.VARIANTS["quick"], seeds=(3, 4), learning_rate=0.01,
-                                 dataset="cluttered_mnist", progress=False, max_eval_examples=50)
+  expected = dataclasses.replace(
+    gap_mmd.VARIANTS["quick"],
+    seeds=(3, 4),
+    learning_rate=0.01,
+    dataset="cluttered_mnist",
+    progress=False,
+    max_eval_examples=50,
+  )
   assert cfg == expected
 
 
@@ -41,8 +62,20 @@ def test_typos_and_bad_values_are_rejected(capsys):
 
 
 def test_missing_data_is_a_message_not_a_traceback(tmp_path, capsys):
-  assert cli.main(["gap-mmd", "--variant", "quick", "--data-dir", str(tmp_path / "none"),
-                   "--out-dir", str(tmp_path)]) == 2
+  assert (
+    cli.main(
+      [
+        "gap-mmd",
+        "--variant",
+        "quick",
+        "--data-dir",
+        str(tmp_path / "none"),
+        "--out-dir",
+        str(tmp_path),
+      ]
+    )
+    == 2
+  )
   err = capsys.readouterr().err
   assert "train-images-idx3-ubyte.gz" in err and "no such directory" in err
 
@@ -68,8 +101,10 @@ def test_auto_xla_is_the_measured_fastest_and_divides_the_batch(monkeypatch):
     chosen = _xla_flags.choose("auto", command, batch_size=128)
     assert chosen[:2] == (name, _xla_flags.SETTINGS[name])
   assert _xla_flags.choose("auto", "mine")[1] == _xla_flags.SETTINGS["default"]
-  assert all(setting.host_devices == 1 for setting in
-             (_xla_flags.SETTINGS[name] for name in _xla_flags.FASTEST.values()))
+  assert all(
+    setting.host_devices == 1
+    for setting in (_xla_flags.SETTINGS[name] for name in _xla_flags.FASTEST.values())
+  )
   # Host devices divide the batch; none forced under --distributed or when XLA_FLAGS has them.
   assert _xla_flags.choose("ynn-4dev", "vat", batch_size=6)[1] == _xla_flags.Setting(3, True)
   assert _xla_flags.choose("4dev", "vat", batch_size=128, distributed=True)[1].host_devices == 1
@@ -88,10 +123,31 @@ def test_auto_xla_is_the_measured_fastest_and_divides_the_batch(monkeypatch):
 def test_auto_xla_applies_in_a_fresh_process_and_is_recorded(mnist_dir, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", GAPMMD_XLA="auto")
   env.pop("XLA_FLAGS", None)
-  subprocess.run([sys.executable, "-m", "gapmmd_jax.cli", "vat", "--variant", "quick",
-                  "--epochs", "0.1", "--max-eval-examples", "200", "--data-dir", str(mnist_dir),
-                  "--out-dir", str(tmp_path), "--run-name", "r", "--no-progress"],
-                 env=env, check=True, timeout=600, capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "gapmmd_jax.cli",
+      "vat",
+      "--variant",
+      "quick",
+      "--epochs",
+      "0.1",
+      "--max-eval-examples",
+      "200",
+      "--data-dir",
+      str(mnist_dir),
+      "--out-dir",
+      str(tmp_path),
+      "--run-name",
+      "r",
+      "--no-progress",
+    ],
+    env=env,
+    check=True,
+    timeout=600,
+    capture_output=True,
+  )
   batch_size = vat.VARIANTS["quick"].batch_size
   _, setting, _ = _xla_flags.choose("auto", "vat", batch_size=batch_size)
   assert setting.ynn_dots  # something to check
@@ -121,9 +177,27 @@ def test_readme_example_runs():
 def test_diverging_run_stops_with_an_error_and_no_nan_checkpoint(mnist_dir, tmp_path, capsys):
   assert cli.main(["gap-mmd", "--learning-rate", "nan"]) == 2
   assert "learning_rate must be finite, got nan" in capsys.readouterr().err
-  assert cli.main(["gap-mmd", "--variant", "quick", "--learning-rate", "1e30", "--epochs", "0.5",
-                   "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path), "--run-name", "big",
-                   "--no-progress"]) == 1
+  assert (
+    cli.main(
+      [
+        "gap-mmd",
+        "--variant",
+        "quick",
+        "--learning-rate",
+        "1e30",
+        "--epochs",
+        "0.5",
+        "--data-dir",
+        str(mnist_dir),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "big",
+        "--no-progress",
+      ]
+    )
+    == 1
+  )
   err = capsys.readouterr().err
   assert "training diverged at step 8: non-finite training metric:" in err and "loss" in err
   assert not (tmp_path / "big" / "checkpoint.msgpack").exists()

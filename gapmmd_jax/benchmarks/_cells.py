@@ -36,29 +36,47 @@ def _number(text: str, kind: type, minimum: float):
     value = kind(text)
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+      f"must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+    ) from None
   if not math.isfinite(value) or value < minimum:
     raise argparse.ArgumentTypeError(f"must be >= {minimum} and finite, got {text!r}")
   return value
 
 
-def run_cell(module: str, args: list[str], timeout: float, memory_limit_gib: float = 16.0,
-             xla_flags: str | None = None) -> dict:
+def run_cell(
+  module: str,
+  args: list[str],
+  timeout: float,
+  memory_limit_gib: float = 16.0,
+  xla_flags: str | None = None,
+) -> dict:
   """Runs ``python -m module *args`` with 2 threads; kills it past ``timeout`` or
   ``memory_limit_gib`` resident. Returns ``{"status": "ok", **<its last stdout line as JSON>}``
   or ``{"status": <why not>}`` (out of memory, time-out, not installed, failed)."""
-  env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
-             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags)
-  proc = subprocess.Popen([sys.executable, "-m", module, *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  env = dict(
+    os.environ,
+    OMP_NUM_THREADS="2",
+    MKL_NUM_THREADS="2",
+    XLA_FLAGS=os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags,
+  )
+  proc = subprocess.Popen(
+    [sys.executable, "-m", module, *args],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=env,
+  )
   killed = {}
 
   def watch():
     status = pathlib.Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
       try:
-        rss_kib = next(int(line.split()[1]) for line in status.read_text().splitlines()
-                       if line.startswith("VmRSS"))
+        rss_kib = next(
+          int(line.split()[1])
+          for line in status.read_text().splitlines()
+          if line.startswith("VmRSS")
+        )
       except (OSError, StopIteration):
         return
       if rss_kib > memory_limit_gib * 2**20:
@@ -79,8 +97,13 @@ def run_cell(module: str, args: list[str], timeout: float, memory_limit_gib: flo
   if "reason" in killed:
     return {"status": killed["reason"]}
   if proc.returncode != 0:
-    memory_words = ("out of memory", "can't allocate", "resource_exhausted", "bad_alloc",
-                    "memoryerror")
+    memory_words = (
+      "out of memory",
+      "can't allocate",
+      "resource_exhausted",
+      "bad_alloc",
+      "memoryerror",
+    )
     if any(word in err.lower() for word in memory_words) or proc.returncode == -9:
       return {"status": "out of memory"}
     if "No module named" in err:
@@ -90,16 +113,21 @@ def run_cell(module: str, args: list[str], timeout: float, memory_limit_gib: flo
   return {"status": "ok", **json.loads(out.strip().splitlines()[-1])}
 
 
-def write_results(out: str | pathlib.Path, name: str, rows: list[dict], table: str,
-                  **meta) -> None:
+def write_results(out: str | pathlib.Path, name: str, rows: list[dict], table: str, **meta) -> None:
   """Writes ``name.json`` (the rows and the run's metadata) and ``name.md`` (``table``) to
   ``out`` and prints the table."""
   import jax
 
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "backend": jax.default_backend(), **meta, "argv": sys.argv[1:]}
+  meta = {
+    "date": time.strftime("%Y-%m-%d"),
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    **meta,
+    "argv": sys.argv[1:],
+  }
   (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
   (out / f"{name}.md").write_text(table + "\n")
   print("\n" + table + f"\n\nwritten to {out}/{name}.{{json,md}}")

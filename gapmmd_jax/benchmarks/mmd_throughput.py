@@ -47,20 +47,31 @@ import numpy as np
 
 from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
 from gapmmd_jax.benchmarks._cells import (
-    non_negative_int,
-    positive_float,
-    positive_int,
-    run_cell,
-    write_results,
+  non_negative_int,
+  positive_float,
+  positive_int,
+  run_cell,
+  write_results,
 )
 
-IMPLEMENTATIONS = ("ours-auto", "ours-full", "ours-tiled", "ours-auto-ynn-off",
-                   "ours-auto-ynn-dots", "jax-naive", "torch-reference", "torch-gram", "pykeops",
-                   "yardstick")
+IMPLEMENTATIONS = (
+  "ours-auto",
+  "ours-full",
+  "ours-tiled",
+  "ours-auto-ynn-off",
+  "ours-auto-ynn-dots",
+  "jax-naive",
+  "torch-reference",
+  "torch-gram",
+  "pykeops",
+  "yardstick",
+)
 # Cells run under XLA flags of their own (appended to $XLA_FLAGS); jaxlib 0.10's
 # CPU backend fuses reductions into YNNPACK by default, which "-reduce" undoes.
-XLA_FLAGS_BY_IMPL = {"ours-auto-ynn-off": "--xla_cpu_experimental_ynn_fusion_type=-reduce",
-                     "ours-auto-ynn-dots": YNN_DOTS}
+XLA_FLAGS_BY_IMPL = {
+  "ours-auto-ynn-off": "--xla_cpu_experimental_ynn_fusion_type=-reduce",
+  "ours-auto-ynn-dots": YNN_DOTS,
+}
 KERNEL_MUL, KERNEL_NUM = 2.0, 5
 MAX_REPEATS = 20
 MODES = ("forward", "value-and-grad")
@@ -85,6 +96,7 @@ def gradient_projection(grad_x, grad_y) -> float:
 
 # ---------- implementations (each returns a zero-argument callable and a sync) ----------
 
+
 def _jax_impl(name: str, x: np.ndarray, y: np.ndarray, mode: str):
   import jax
   import jax.numpy as jnp
@@ -97,19 +109,22 @@ def _jax_impl(name: str, x: np.ndarray, y: np.ndarray, mode: str):
     f = jax.jit(lambda a: a @ a.T)
     return lambda: f(z), jax.block_until_ready
   if name == "jax-naive":
+
     def naive(a, b):
       z = jnp.concatenate([a, b])
       total = z.shape[0]
       l2 = jnp.sum((z[None, :, :] - z[:, None, :]) ** 2, axis=2)
       bandwidth = jnp.sum(l2) / (float(total) * total - total) / KERNEL_MUL ** (KERNEL_NUM // 2)
-      k = sum(jnp.exp(-l2 / (bandwidth * KERNEL_MUL ** i)) for i in range(KERNEL_NUM))
+      k = sum(jnp.exp(-l2 / (bandwidth * KERNEL_MUL**i)) for i in range(KERNEL_NUM))
       n = a.shape[0]
       return jnp.mean(k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n])
+
     loss = naive
   else:
     block = {"ours-full": 1 << 30, "ours-tiled": 1024}.get(name)  # None: automatic
-    loss = lambda a, b: gapmmd_jax.mmd2(a, b, kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM,
-                                        block_size=block)
+    loss = lambda a, b: gapmmd_jax.mmd2(
+      a, b, kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM, block_size=block
+    )
   if mode == "value-and-grad":  # (value, (grad_x, grad_y))
     f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
   else:
@@ -131,8 +146,8 @@ def _torch_impl(name: str, x: np.ndarray, y: np.ndarray, mode: str):
     total0 = total.unsqueeze(0).expand(count, count, total.shape[1])
     total1 = total.unsqueeze(1).expand(count, count, total.shape[1])
     l2 = ((total0 - total1) ** 2).sum(2)
-    bandwidth = torch.sum(l2) / (count ** 2 - count) / (KERNEL_MUL ** (KERNEL_NUM // 2))
-    k = sum(torch.exp(-l2 / (bandwidth * KERNEL_MUL ** i)) for i in range(KERNEL_NUM))
+    bandwidth = torch.sum(l2) / (count**2 - count) / (KERNEL_MUL ** (KERNEL_NUM // 2))
+    k = sum(torch.exp(-l2 / (bandwidth * KERNEL_MUL**i)) for i in range(KERNEL_NUM))
     return torch.mean(k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n])
 
   def gram(source, target):
@@ -142,8 +157,8 @@ def _torch_impl(name: str, x: np.ndarray, y: np.ndarray, mode: str):
     count = total.shape[0]
     sq = (total * total).sum(1)
     l2 = (sq[:, None] + sq[None, :] - 2.0 * total @ total.T).clamp_min_(0.0)
-    bandwidth = 2.0 * count * sq.sum() / (count ** 2 - count) / (KERNEL_MUL ** (KERNEL_NUM // 2))
-    k = sum(torch.exp(-l2 / (bandwidth * KERNEL_MUL ** i)) for i in range(KERNEL_NUM))
+    bandwidth = 2.0 * count * sq.sum() / (count**2 - count) / (KERNEL_MUL ** (KERNEL_NUM // 2))
+    k = sum(torch.exp(-l2 / (bandwidth * KERNEL_MUL**i)) for i in range(KERNEL_NUM))
     return k[:n, :n].mean() + k[n:, n:].mean() - 2.0 * k[:n, n:].mean()
 
   fn = reference if name == "torch-reference" else gram
@@ -155,20 +170,24 @@ def _torch_runner(fn, xt, yt, mode: str):
   import torch
 
   if mode == "forward":
+
     def run():
       with torch.no_grad():
         return fn(xt, yt)
+
     return run
 
   def run_with_gradient():
     a, b = xt.detach().requires_grad_(), yt.detach().requires_grad_()
     value = fn(a, b)
     return value.detach(), torch.autograd.grad(value, (a, b))
+
   return run_with_gradient
 
 
 def _torch_sync(value):
   import torch
+
   if torch.cuda.is_available():
     torch.cuda.synchronize()
   return value
@@ -178,8 +197,10 @@ def _accelerator_peak_gib(name: str) -> float | None:
   """Peak accelerator memory of this process in GiB (inputs included); None on CPU."""
   if name.startswith("torch") or name == "pykeops":
     import torch
+
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
   import jax
+
   device = jax.devices()[0]
   if device.platform == "cpu":
     return None
@@ -201,13 +222,13 @@ def _keops_impl(x: np.ndarray, y: np.ndarray, mode: str):
     centred = torch.cat([source, target])
     centred = centred - centred.mean(0)
     count = centred.shape[0]
-    bandwidth = 2.0 * count * (centred ** 2).sum() / (count ** 2 - count)
+    bandwidth = 2.0 * count * (centred**2).sum() / (count**2 - count)
     bandwidth = bandwidth / KERNEL_MUL ** (KERNEL_NUM // 2)
     # The bandwidth enters as a scaling of the points (a LazyTensor takes no 0-d tensor), so
     # its gradient flows as in the other implementations.
     k = 0.0
     for i in range(KERNEL_NUM):
-      scaled = centred / torch.sqrt(bandwidth * KERNEL_MUL ** i)
+      scaled = centred / torch.sqrt(bandwidth * KERNEL_MUL**i)
       zi, zj = LazyTensor(scaled[:, None, :]), LazyTensor(scaled[None, :, :])
       k = k + (-((zi - zj) ** 2).sum(-1)).exp()
     return (weights * (k @ weights)).sum()  # w^T K w = biased MMD^2
@@ -243,14 +264,20 @@ def worker(name: str, n: int, d: int, max_seconds: float, mode: str = "forward")
     checks = {"value": float(value), "grad_projection": gradient_projection(*grads)}
   else:
     checks = {"value": None if name in FORWARD_ONLY else float(value)}
-  return {"seconds": float(np.median(times)), "repeats": len(times), "first_call_s": first,
-          **memory, **checks}
+  return {
+    "seconds": float(np.median(times)),
+    "repeats": len(times),
+    "first_call_s": first,
+    **memory,
+    **checks,
+  }
 
 
 def float64_reference(n: int, d: int, with_gradient: bool) -> dict:
   """MMD^2 of the cell's data in float64 (our tiled path with x64 enabled) and, if asked,
   its gradient's projection (the tests check that gradient against dense autodiff)."""
   import jax
+
   jax.config.update("jax_enable_x64", True)
   import gapmmd_jax
 
@@ -262,10 +289,12 @@ def float64_reference(n: int, d: int, with_gradient: bool) -> dict:
   return {"value": float(value), "grad_projection": gradient_projection(*grads)}
 
 
-def _run_child(args: list[str], timeout: float, memory_limit_gib: float,
-               xla_flags: str | None = None) -> dict:
-  return run_cell("gapmmd_jax.benchmarks.mmd_throughput", args, timeout, memory_limit_gib,
-                  xla_flags=xla_flags)
+def _run_child(
+  args: list[str], timeout: float, memory_limit_gib: float, xla_flags: str | None = None
+) -> dict:
+  return run_cell(
+    "gapmmd_jax.benchmarks.mmd_throughput", args, timeout, memory_limit_gib, xla_flags=xla_flags
+  )
 
 
 class Ratio(NamedTuple):
@@ -278,10 +307,12 @@ class Ratio(NamedTuple):
   base_impl: str | None
 
 
-RATIOS = {"vs_reference": Ratio("ref", MODES, None, "torch-reference"),
-          "vs_gram": Ratio("gram", MODES, None, "torch-gram"),
-          "vs_yardstick": Ratio("yardstick", ("forward",), "forward", "yardstick"),
-          "vs_forward": Ratio("of its forward", ("value-and-grad",), "forward", None)}
+RATIOS = {
+  "vs_reference": Ratio("ref", MODES, None, "torch-reference"),
+  "vs_gram": Ratio("gram", MODES, None, "torch-gram"),
+  "vs_yardstick": Ratio("yardstick", ("forward",), "forward", "yardstick"),
+  "vs_forward": Ratio("of its forward", ("value-and-grad",), "forward", None),
+}
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -296,25 +327,36 @@ def add_ratios(rows: list[dict]) -> None:
       base = done.get((ratio.base_mode or mode, ratio.base_impl or impl, n, d))
       if mode not in ratio.modes or base is None or base is row:
         continue
-      row[key] = (row["seconds"] / base["seconds"] if key == "vs_forward"
-                  else base["seconds"] / row["seconds"])
+      row[key] = (
+        row["seconds"] / base["seconds"]
+        if key == "vs_forward"
+        else base["seconds"] / row["seconds"]
+      )
 
 
 def _markdown(rows: list[dict], d: int) -> str:
   sizes = sorted({r["n"] for r in rows if r["d"] == d})
-  series = [(m, i) for i in IMPLEMENTATIONS for m in MODES
-            if any(r["impl"] == i and r["mode"] == m and r["d"] == d for r in rows)]
-  lines = [f"d = {d}: median seconds (speed-up vs the PyTorch reference (ref) and Gram-matrix "
-           "(gram) code in the same mode and vs the yardstick; a gradient's cost in forward "
-           "passes; GiB: extra host memory, or peak device memory on a GPU; relative error of "
-           "the value and the gradient's projection vs float64)", "",
-           "| implementation | " + " | ".join(f"n = {n}" for n in sizes) + " |",
-           "| --- |" + " --- |" * len(sizes)]
+  series = [
+    (m, i)
+    for i in IMPLEMENTATIONS
+    for m in MODES
+    if any(r["impl"] == i and r["mode"] == m and r["d"] == d for r in rows)
+  ]
+  lines = [
+    f"d = {d}: median seconds (speed-up vs the PyTorch reference (ref) and Gram-matrix "
+    "(gram) code in the same mode and vs the yardstick; a gradient's cost in forward "
+    "passes; GiB: extra host memory, or peak device memory on a GPU; relative error of "
+    "the value and the gradient's projection vs float64)",
+    "",
+    "| implementation | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+    "| --- |" + " --- |" * len(sizes),
+  ]
   for mode, impl in series:
     cells = []
     for n in sizes:
-      r = next((r for r in rows if (r["mode"], r["impl"], r["n"], r["d"]) == (mode, impl, n, d)),
-               None)
+      r = next(
+        (r for r in rows if (r["mode"], r["impl"], r["n"], r["d"]) == (mode, impl, n, d)), None
+      )
       if r is None:
         cells.append("")
       elif r["status"] != "ok":
@@ -322,8 +364,9 @@ def _markdown(rows: list[dict], d: int) -> str:
       else:
         ratios = [f"{ratio.label} {r[key]:.3g}x" for key, ratio in RATIOS.items() if r.get(key)]
         notes = [", ".join(ratios), f"{r['extra_memory_gib']:.2f} GiB"]
-        errors = [f"{r[k]:.1e}" for k in ("relative_error", "grad_relative_error")
-                  if r.get(k) is not None]
+        errors = [
+          f"{r[k]:.1e}" for k in ("relative_error", "grad_relative_error") if r.get(k) is not None
+        ]
         if errors:
           notes.append("err " + " / ".join(errors))
         cells.append(f"{r['seconds']:.3g} s ({'; '.join(note for note in notes if note)})")
@@ -336,30 +379,63 @@ def _series_name(mode: str, impl: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="gapmmd bench mmd", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   allow_abbrev=False)
-  parser.add_argument("--n", type=positive_int, nargs="+", default=[256, 1024, 4096, 16384, 65536],
-                      help="samples per set (n = m)")
-  parser.add_argument("--d", type=positive_int, nargs="+", default=[2, 64, 512],
-                      help="feature dimensions")
-  parser.add_argument("--impls", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
-                      help="implementations to run")
-  parser.add_argument("--modes", nargs="+", choices=MODES, default=["forward"],
-                      help="what each implementation computes: MMD^2 (forward) and / or MMD^2 "
-                      "with its gradient (value-and-grad)")
+  parser = argparse.ArgumentParser(
+    prog="gapmmd bench mmd",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
+  )
+  parser.add_argument(
+    "--n",
+    type=positive_int,
+    nargs="+",
+    default=[256, 1024, 4096, 16384, 65536],
+    help="samples per set (n = m)",
+  )
+  parser.add_argument(
+    "--d", type=positive_int, nargs="+", default=[2, 64, 512], help="feature dimensions"
+  )
+  parser.add_argument(
+    "--impls",
+    nargs="+",
+    choices=IMPLEMENTATIONS,
+    default=list(IMPLEMENTATIONS),
+    help="implementations to run",
+  )
+  parser.add_argument(
+    "--modes",
+    nargs="+",
+    choices=MODES,
+    default=["forward"],
+    help="what each implementation computes: MMD^2 (forward) and / or MMD^2 "
+    "with its gradient (value-and-grad)",
+  )
   parser.add_argument("--timeout", type=positive_float, default=180.0, help="seconds per cell")
-  parser.add_argument("--max-seconds", type=positive_float, default=10.0,
-                      help="stop repeating a cell after this many seconds")
-  parser.add_argument("--memory-limit-gib", type=positive_float, default=16.0,
-                      help="kill a cell whose resident memory exceeds this")
-  parser.add_argument("--float64-max-n", type=non_negative_int, default=16384,
-                      help="largest n for which the float64 reference is computed")
+  parser.add_argument(
+    "--max-seconds",
+    type=positive_float,
+    default=10.0,
+    help="stop repeating a cell after this many seconds",
+  )
+  parser.add_argument(
+    "--memory-limit-gib",
+    type=positive_float,
+    default=16.0,
+    help="kill a cell whose resident memory exceeds this",
+  )
+  parser.add_argument(
+    "--float64-max-n",
+    type=non_negative_int,
+    default=16384,
+    help="largest n for which the float64 reference is computed",
+  )
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
-  parser.add_argument("--worker", nargs=4, metavar=("IMPL", "N", "D", "MODE"),
-                      help=argparse.SUPPRESS)
-  parser.add_argument("--float64", nargs=3, type=int, metavar=("N", "D", "GRADIENT"),
-                      help=argparse.SUPPRESS)
+  parser.add_argument(
+    "--worker", nargs=4, metavar=("IMPL", "N", "D", "MODE"), help=argparse.SUPPRESS
+  )
+  parser.add_argument(
+    "--float64", nargs=3, type=int, metavar=("N", "D", "GRADIENT"), help=argparse.SUPPRESS
+  )
   args = parser.parse_args(argv)
   if args.worker:
     name, n, d, mode = args.worker
@@ -370,26 +446,44 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(float64_reference(n, d, bool(with_gradient))))
     return 0
 
-  cells = [(mode, impl) for mode in args.modes for impl in args.impls
-           if mode == "forward" or impl not in FORWARD_ONLY]
+  cells = [
+    (mode, impl)
+    for mode in args.modes
+    for impl in args.impls
+    if mode == "forward" or impl not in FORWARD_ONLY
+  ]
   with_gradient = "value-and-grad" in args.modes
   rows = []
   for d in args.d:
     for n in args.n:
       exact = {}
       if n <= args.float64_max_n:
-        exact = _run_child(["--float64", str(n), str(d), str(int(with_gradient))],
-                           10 * args.timeout, args.memory_limit_gib)
+        exact = _run_child(
+          ["--float64", str(n), str(d), str(int(with_gradient))],
+          10 * args.timeout,
+          args.memory_limit_gib,
+        )
       for mode, impl in cells:
-        result = _run_child(["--worker", impl, str(n), str(d), mode, "--max-seconds",
-                             str(args.max_seconds)], args.timeout, args.memory_limit_gib,
-                            xla_flags=with_xla_flags(XLA_FLAGS_BY_IMPL.get(impl, "")))
-        row = {"impl": impl, "mode": mode, "series": _series_name(mode, impl), "n": n, "d": d,
-               **result}
+        result = _run_child(
+          ["--worker", impl, str(n), str(d), mode, "--max-seconds", str(args.max_seconds)],
+          args.timeout,
+          args.memory_limit_gib,
+          xla_flags=with_xla_flags(XLA_FLAGS_BY_IMPL.get(impl, "")),
+        )
+        row = {
+          "impl": impl,
+          "mode": mode,
+          "series": _series_name(mode, impl),
+          "n": n,
+          "d": d,
+          **result,
+        }
         if impl in XLA_FLAGS_BY_IMPL:
           row["xla_flags"] = XLA_FLAGS_BY_IMPL[impl]
-        for key, error_key in (("value", "relative_error"),
-                               ("grad_projection", "grad_relative_error")):
+        for key, error_key in (
+          ("value", "relative_error"),
+          ("grad_projection", "grad_relative_error"),
+        ):
           if exact.get(key) is not None and row.get(key) is not None:
             row[error_key] = abs(row[key] - exact[key]) / abs(exact[key])
         rows.append(row)
@@ -400,13 +494,15 @@ def main(argv: list[str] | None = None) -> int:
   import jax
 
   tables = "\n\n".join(_markdown(rows, d) for d in args.d)
-  write_results(args.out, "mmd_throughput", rows, tables,
-                devices=[str(dev) for dev in jax.devices()])
+  write_results(
+    args.out, "mmd_throughput", rows, tables, devices=[str(dev) for dev in jax.devices()]
+  )
   from gapmmd_jax import plotting
 
   series = [_series_name(mode, impl) for impl in IMPLEMENTATIONS for mode in MODES]
-  if plotting.seconds_by_size(rows, "series", series, "MMD$^2$, d = {d}",
-                              pathlib.Path(args.out) / "mmd_throughput.png"):
+  if plotting.seconds_by_size(
+    rows, "series", series, "MMD$^2$, d = {d}", pathlib.Path(args.out) / "mmd_throughput.png"
+  ):
     print(f"and {args.out}/mmd_throughput.png")
   return 0
 

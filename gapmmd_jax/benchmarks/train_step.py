@@ -39,10 +39,24 @@ from gapmmd_jax.benchmarks._cells import positive_float, run_cell, write_results
 
 MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "iic-paper", "mine-cluster")
 # Images drawn per step (IIC's paper recipe: 140 images, each giving 5 pairs).
-IMAGES_PER_STEP = {"gap-lenet": 128, "vat": 128, "vat+loss": 128, "dann": 64, "iic": 256,
-                   "iic-paper": 140, "mine-cluster": 256}
-EXPERIMENT = {"gap-lenet": "gap-mmd", "vat": "vat", "vat+loss": "vat", "dann": "adapt",
-              "iic": "iic", "iic-paper": "iic", "mine-cluster": "mine-cluster"}
+IMAGES_PER_STEP = {
+  "gap-lenet": 128,
+  "vat": 128,
+  "vat+loss": 128,
+  "dann": 64,
+  "iic": 256,
+  "iic-paper": 140,
+  "mine-cluster": 256,
+}
+EXPERIMENT = {
+  "gap-lenet": "gap-mmd",
+  "vat": "vat",
+  "vat+loss": "vat",
+  "dann": "adapt",
+  "iic": "iic",
+  "iic-paper": "iic",
+  "mine-cluster": "mine-cluster",
+}
 TORCH_MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
 
 
@@ -55,14 +69,20 @@ class Cell(NamedTuple):
   auto: bool = False  # devices and flags from `gapmmd --xla auto` for the model's experiment
 
 
-CELLS = {"jax": Cell("jax"), "jax-auto": Cell("jax", auto=True),
-         "jax-ynn": Cell("jax", ynn_dots=True),
-         "torch-eager": Cell("torch-eager"), "torch-compile": Cell("torch-compile"),
-         "jax-2dev": Cell("jax", devices=2), "jax-4dev": Cell("jax", devices=4),
-         "jax-ynn-4dev": Cell("jax", devices=4, ynn_dots=True),
-         "jax-8steps": Cell("jax", steps_per_call=8),
-         "jax-4seeds": Cell("jax", seeds=4), "jax-8seeds": Cell("jax", seeds=8),
-         "jax-ynn-8seeds": Cell("jax", seeds=8, ynn_dots=True)}
+CELLS = {
+  "jax": Cell("jax"),
+  "jax-auto": Cell("jax", auto=True),
+  "jax-ynn": Cell("jax", ynn_dots=True),
+  "torch-eager": Cell("torch-eager"),
+  "torch-compile": Cell("torch-compile"),
+  "jax-2dev": Cell("jax", devices=2),
+  "jax-4dev": Cell("jax", devices=4),
+  "jax-ynn-4dev": Cell("jax", devices=4, ynn_dots=True),
+  "jax-8steps": Cell("jax", steps_per_call=8),
+  "jax-4seeds": Cell("jax", seeds=4),
+  "jax-8seeds": Cell("jax", seeds=8),
+  "jax-ynn-8seeds": Cell("jax", seeds=8, ynn_dots=True),
+}
 MAX_REPEATS = 20
 
 
@@ -82,28 +102,45 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
 
 # ---------- ours ----------
 
+
 def _jax_task(model: str, data_dir: str | None):
   from gapmmd_jax.experiments import adapt, gap_mmd, iic, mine_cluster, vat
+
   small = dict(data_dir=data_dir, max_eval_examples=100)
   if model in ("iic", "iic-paper", "mine-cluster"):
     module = mine_cluster if model == "mine-cluster" else iic
     variant = "paper" if model == "iic-paper" else "default"
-    return module.build_task(dataclasses.replace(module.VARIANTS[variant],
-                                                 max_train_examples=2048, **small))
+    return module.build_task(
+      dataclasses.replace(module.VARIANTS[variant], max_train_examples=2048, **small)
+    )
   if model == "gap-lenet":
-    return gap_mmd.build_task(dataclasses.replace(gap_mmd.VARIANTS["default"],
-                                                  max_train_examples=1024, **small))
+    return gap_mmd.build_task(
+      dataclasses.replace(gap_mmd.VARIANTS["default"], max_train_examples=1024, **small)
+    )
   if model in ("vat", "vat+loss"):
-    return vat.build_task(dataclasses.replace(vat.VARIANTS["default"], dropout=True,
-                                              vat=model == "vat+loss", max_train_examples=1024,
-                                              **small))
-  return adapt.build_task(dataclasses.replace(adapt.VARIANTS["default"], method="dann",
-                                              max_train_examples=1024, validation_size=100,
-                                              **small))
+    return vat.build_task(
+      dataclasses.replace(
+        vat.VARIANTS["default"],
+        dropout=True,
+        vat=model == "vat+loss",
+        max_train_examples=1024,
+        **small,
+      )
+    )
+  return adapt.build_task(
+    dataclasses.replace(
+      adapt.VARIANTS["default"],
+      method="dann",
+      max_train_examples=1024,
+      validation_size=100,
+      **small,
+    )
+  )
 
 
-def jax_worker(model: str, seeds: int, steps_per_call: int, data_dir: str | None,
-               max_seconds: float) -> dict:
+def jax_worker(
+  model: str, seeds: int, steps_per_call: int, data_dir: str | None, max_seconds: float
+) -> dict:
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
@@ -118,16 +155,22 @@ def jax_worker(model: str, seeds: int, steps_per_call: int, data_dir: str | None
   states = jax.jit(jax.vmap(task.init), out_shardings=repl)(keys)
   seeded = over_seeds(task.train_step, "auto", (0, 0, 0))
   if steps_per_call == 1:
-    batch = jax.device_put({k: np.stack([v[:rows]] * seeds) for k, v in task.train_data.items()},
-                           sharded)
-    step = jax.jit(seeded, donate_argnums=0, in_shardings=(repl, sharded, repl),
-                   out_shardings=(repl, repl))
+    batch = jax.device_put(
+      {k: np.stack([v[:rows]] * seeds) for k, v in task.train_data.items()}, sharded
+    )
+    step = jax.jit(
+      seeded, donate_argnums=0, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl)
+    )
     call = lambda states: step(states, batch, keys)
   else:  # steps_per_call different batches, gathered on device inside one call
     data = jax.device_put(task.train_data, repl)
     order = jax.device_put(np.tile(np.arange(steps_per_call * rows), (seeds, 1)), repl)
-    steps = jax.jit(multi_step(seeded, rows, sharded), donate_argnums=0,
-                    out_shardings=(repl, repl), static_argnums=5)
+    steps = jax.jit(
+      multi_step(seeded, rows, sharded),
+      donate_argnums=0,
+      out_shardings=(repl, repl),
+      static_argnums=5,
+    )
     call = lambda states: steps(states, data, order, 0, keys, steps_per_call)
   holder = [states]
 
@@ -136,25 +179,43 @@ def jax_worker(model: str, seeds: int, steps_per_call: int, data_dir: str | None
     jax.block_until_ready(metrics)
 
   seconds, first = _time_steps(run, max_seconds)
-  return {"seconds": seconds / steps_per_call, "first_call_s": first,
-          "devices": jax.device_count()}
+  return {"seconds": seconds / steps_per_call, "first_call_s": first, "devices": jax.device_count()}
 
 
 # ---------- PyTorch: the same models, batches and optimizers ----------
+
 
 def _torch_model(model: str):
   import torch
   from torch import nn
 
   if model == "gap-lenet":
-    net = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10, bias=False))
+    net = nn.Sequential(
+      nn.Conv2d(1, 32, 5, padding=2),
+      nn.ReLU(),
+      nn.MaxPool2d(2),
+      nn.Conv2d(32, 64, 5, padding=2),
+      nn.ReLU(),
+      nn.MaxPool2d(2),
+      nn.AdaptiveAvgPool2d(1),
+      nn.Flatten(),
+      nn.Linear(64, 10, bias=False),
+    )
     return net, torch.optim.Adam(net.parameters(), lr=3e-3)
   if model in ("vat", "vat+loss"):
-    net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(4608, 128),
-                        nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+    net = nn.Sequential(
+      nn.Conv2d(1, 32, 3),
+      nn.ReLU(),
+      nn.Conv2d(32, 32, 3),
+      nn.ReLU(),
+      nn.MaxPool2d(2),
+      nn.Dropout(0.25),
+      nn.Flatten(),
+      nn.Linear(4608, 128),
+      nn.ReLU(),
+      nn.Dropout(0.5),
+      nn.Linear(128, 10),
+    )
     return net, torch.optim.Adadelta(net.parameters(), lr=1.0, rho=0.95, eps=1e-7)
 
   class Reverse(torch.autograd.Function):
@@ -170,10 +231,18 @@ def _torch_model(model: str):
   class Dann(nn.Module):
     def __init__(self):
       super().__init__()
-      self.features = nn.Sequential(nn.Conv2d(3, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                                    nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-      self.label = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
-                                 nn.Linear(100, 10))
+      self.features = nn.Sequential(
+        nn.Conv2d(3, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 48, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+      )
+      self.label = nn.Sequential(
+        nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)
+      )
       self.domain = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 2))
 
     def forward(self, x, lam: float):
@@ -244,10 +313,13 @@ def worker(model: str, cell: str, data_dir: str | None, max_seconds: float) -> d
 
 def _markdown(rows: list[dict], cells: list[str]) -> str:
   compare = "jax-auto" in cells
-  lines = ["images / s per seed (median step in ms; relative to torch-eager)"
-           + ("; last column: jax-auto against the fastest one-seed jax cell" if compare else ""),
-           "", "| model | " + " | ".join(cells) + " |" + (" auto / fastest |" if compare else ""),
-           "| --- |" + " --- |" * (len(cells) + compare)]
+  lines = [
+    "images / s per seed (median step in ms; relative to torch-eager)"
+    + ("; last column: jax-auto against the fastest one-seed jax cell" if compare else ""),
+    "",
+    "| model | " + " | ".join(cells) + " |" + (" auto / fastest |" if compare else ""),
+    "| --- |" + " --- |" * (len(cells) + compare),
+  ]
   for model in dict.fromkeys(r["model"] for r in rows):
     by_cell = {r["cell"]: r for r in rows if r["model"] == model}
     eager = by_cell.get("torch-eager", {}).get("images_per_second_per_seed")
@@ -264,8 +336,11 @@ def _markdown(rows: list[dict], cells: list[str]) -> str:
         ratio = f"; {rate / eager:.2f}x" if eager else ""
         entries.append(f"{rate:.0f} ({1e3 * r['seconds']:.0f} ms{ratio})")
     if compare:
-      single = {c: rate for c, rate in ok.items()
-                if CELLS[c].implementation == "jax" and CELLS[c].seeds == 1}
+      single = {
+        c: rate
+        for c, rate in ok.items()
+        if CELLS[c].implementation == "jax" and CELLS[c].seeds == 1
+      }
       if "jax-auto" in ok and single:
         fastest = max(single, key=single.get)
         entries.append(f"{ok['jax-auto'] / single[fastest]:.2f} ({fastest})")
@@ -276,17 +351,34 @@ def _markdown(rows: list[dict], cells: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="gapmmd bench train", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   allow_abbrev=False)
-  parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
-                      help="train steps to time")
-  parser.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS),
-                      help="implementations / device counts / seed counts to time")
-  parser.add_argument("--data-dir", default=None, help="MNIST IDX directory (else "
-                      "$GAPMMD_DATA_DIR); the DANN step also needs BSDS500 ($GAPMMD_BSDS_DIR)")
-  parser.add_argument("--max-seconds", type=positive_float, default=10.0,
-                      help="stop timing a cell after this many seconds of steps")
+  parser = argparse.ArgumentParser(
+    prog="gapmmd bench train",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
+  )
+  parser.add_argument(
+    "--models", nargs="+", choices=MODELS, default=list(MODELS), help="train steps to time"
+  )
+  parser.add_argument(
+    "--cells",
+    nargs="+",
+    choices=list(CELLS),
+    default=list(CELLS),
+    help="implementations / device counts / seed counts to time",
+  )
+  parser.add_argument(
+    "--data-dir",
+    default=None,
+    help="MNIST IDX directory (else "
+    "$GAPMMD_DATA_DIR); the DANN step also needs BSDS500 ($GAPMMD_BSDS_DIR)",
+  )
+  parser.add_argument(
+    "--max-seconds",
+    type=positive_float,
+    default=10.0,
+    help="stop timing a cell after this many seconds of steps",
+  )
   parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per cell")
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CELL"), help=argparse.SUPPRESS)
@@ -303,20 +395,35 @@ def main(argv: list[str] | None = None) -> int:
         continue
       devices, ynn, seeds = spec.devices, spec.ynn_dots, spec.seeds
       if spec.auto:
-        _, setting, _ = _xla_flags.choose("auto", EXPERIMENT[model],
-                                          batch_size=IMAGES_PER_STEP[model])
+        _, setting, _ = _xla_flags.choose(
+          "auto", EXPERIMENT[model], batch_size=IMAGES_PER_STEP[model]
+        )
         devices, ynn = setting
-      flags = with_xla_flags(f"--xla_force_host_platform_device_count={devices}"
-                             if devices > 1 else "", YNN_DOTS if ynn else "")
+      flags = with_xla_flags(
+        f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "",
+        YNN_DOTS if ynn else "",
+      )
       worker_args = ["--worker", model, cell, "--max-seconds", str(args.max_seconds)]
       if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]
-      result = run_cell("gapmmd_jax.benchmarks.train_step", worker_args, args.timeout,
-                        xla_flags=flags)
-      rows.append({"model": model, "cell": cell, "devices": devices, "seeds": seeds,
-                   "xla_flags": flags, **result})
-      shown = (f"{result['images_per_second_per_seed']:.0f} images/s per seed"
-               if result["status"] == "ok" else result["status"])
+      result = run_cell(
+        "gapmmd_jax.benchmarks.train_step", worker_args, args.timeout, xla_flags=flags
+      )
+      rows.append(
+        {
+          "model": model,
+          "cell": cell,
+          "devices": devices,
+          "seeds": seeds,
+          "xla_flags": flags,
+          **result,
+        }
+      )
+      shown = (
+        f"{result['images_per_second_per_seed']:.0f} images/s per seed"
+        if result["status"] == "ok"
+        else result["status"]
+      )
       print(f"{model:10s} {cell:14s} {shown}", flush=True)
 
   write_results(args.out, "train_step", rows, _markdown(rows, args.cells))

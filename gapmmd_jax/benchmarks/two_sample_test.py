@@ -42,18 +42,22 @@ from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell,
 TESTS = ("ours-permutation", "ours-wild", "ours-fuse", "ours-agg", "mmdagg", "mmdfuse")
 # Reference test -> our implementation of the same test (same kernels and draws).
 SAME_TEST = {"mmdfuse": "ours-fuse", "mmdagg": "ours-agg"}
-WORK = {"ours-permutation": "1 kernel (5 bandwidths), B permutations",
-        "ours-wild": "1 kernel (5 bandwidths), B wild-bootstrap draws",
-        "ours-fuse": "20 kernels, B permutations",
-        "ours-agg": "20 kernels, B + B wild-bootstrap draws",
-        "mmdagg": "20 kernels, 2000 + 2000 wild-bootstrap draws",
-        "mmdfuse": "20 kernels, 2000 permutations"}
+WORK = {
+  "ours-permutation": "1 kernel (5 bandwidths), B permutations",
+  "ours-wild": "1 kernel (5 bandwidths), B wild-bootstrap draws",
+  "ours-fuse": "20 kernels, B permutations",
+  "ours-agg": "20 kernels, B + B wild-bootstrap draws",
+  "mmdagg": "20 kernels, 2000 + 2000 wild-bootstrap draws",
+  "mmdfuse": "20 kernels, 2000 permutations",
+}
 
 
 def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   rng = np.random.default_rng(seed)
-  return (rng.standard_normal((n, d)).astype(np.float32),
-          (rng.standard_normal((n, d)) + 0.1).astype(np.float32))
+  return (
+    rng.standard_normal((n, d)).astype(np.float32),
+    (rng.standard_normal((n, d)) + 0.1).astype(np.float32),
+  )
 
 
 def _anchors_dir(given: str | None) -> pathlib.Path:
@@ -69,13 +73,16 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
     import gapmmd_jax
 
     ours = {  # (key, x, y) -> the decision or the p-value
-        "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
-            k, x, y, num_permutations=draws, method="permutation")[1],
-        "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
-            k, x, y, num_permutations=draws, method="wild-bootstrap")[1],
-        "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws)[1],
-        "ours-agg": lambda k, x, y: gapmmd_jax.mmd_agg(
-            k, x, y, num_draws=draws, num_correction_draws=draws).reject,
+      "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
+        k, x, y, num_permutations=draws, method="permutation"
+      )[1],
+      "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
+        k, x, y, num_permutations=draws, method="wild-bootstrap"
+      )[1],
+      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws)[1],
+      "ours-agg": lambda k, x, y: (
+        gapmmd_jax.mmd_agg(k, x, y, num_draws=draws, num_correction_draws=draws).reject
+      ),
     }
     test = jax.jit(ours[name])
     return lambda x, y, seed: test(jax.random.key(seed), x, y)
@@ -108,42 +115,67 @@ def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib
     times.append(time.perf_counter() - start)
     results.append(np.asarray(jax.tree.leaves(result)[-1]).item())
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  return {"seconds": float(np.median(times)), "repeats": repeats, "first_call_s": first,
-          "peak_rss_gib": peak_gib, "results": results}
+  return {
+    "seconds": float(np.median(times)),
+    "repeats": repeats,
+    "first_call_s": first,
+    "peak_rss_gib": peak_gib,
+    "results": results,
+  }
 
 
 def _markdown(rows: list[dict], draws: int) -> str:
-  lines = ["| test | work | n = m | d | steady s | peak RSS GiB | time / ours (same test) |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    "| test | work | n = m | d | steady s | peak RSS GiB | time / ours (same test) |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ]
   for r in rows:
     work = WORK[r["test"]].replace("B ", f"{draws} ")
     if r["status"] != "ok":
       lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['status']} | | |")
       continue
     ratio = f"{r['vs_ours']:.2f}x" if "vs_ours" in r else ""
-    lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['seconds']:.3g} | "
-                 f"{r['peak_rss_gib']:.2f} | {ratio} |")
+    lines.append(
+      f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['seconds']:.3g} | "
+      f"{r['peak_rss_gib']:.2f} | {ratio} |"
+    )
   return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="gapmmd bench test", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   allow_abbrev=False)
-  parser.add_argument("--n", type=positive_int, nargs="+", default=[1000, 4000, 5000, 20000],
-                      help="samples per set (n = m)")
+  parser = argparse.ArgumentParser(
+    prog="gapmmd bench test",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
+  )
+  parser.add_argument(
+    "--n",
+    type=positive_int,
+    nargs="+",
+    default=[1000, 4000, 5000, 20000],
+    help="samples per set (n = m)",
+  )
   parser.add_argument("--d", type=positive_int, nargs="+", default=[10], help="dimensions")
-  parser.add_argument("--tests", nargs="+", choices=TESTS, default=list(TESTS),
-                      help="tests to run")
-  parser.add_argument("--draws", type=positive_int, default=2000,
-                      help="permutations / bootstrap draws of our tests")
-  parser.add_argument("--repeats", type=positive_int, default=2,
-                      help="timed calls per cell, each on fresh data")
+  parser.add_argument("--tests", nargs="+", choices=TESTS, default=list(TESTS), help="tests to run")
+  parser.add_argument(
+    "--draws", type=positive_int, default=2000, help="permutations / bootstrap draws of our tests"
+  )
+  parser.add_argument(
+    "--repeats", type=positive_int, default=2, help="timed calls per cell, each on fresh data"
+  )
   parser.add_argument("--timeout", type=positive_float, default=900.0, help="seconds per cell")
-  parser.add_argument("--memory-limit-gib", type=positive_float, default=20.0,
-                      help="kill a cell whose resident memory exceeds this")
-  parser.add_argument("--anchors", default=None,
-                      help="folder holding mmdagg/ and mmdfuse/ (default ../shared/anchors)")
+  parser.add_argument(
+    "--memory-limit-gib",
+    type=positive_float,
+    default=20.0,
+    help="kill a cell whose resident memory exceeds this",
+  )
+  parser.add_argument(
+    "--anchors",
+    default=None,
+    help="folder holding mmdagg/ and mmdfuse/ (default ../shared/anchors)",
+  )
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   parser.add_argument("--worker", nargs=3, metavar=("TEST", "N", "D"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -157,10 +189,23 @@ def main(argv: list[str] | None = None) -> int:
   for d in args.d:
     for n in args.n:
       for name in args.tests:
-        result = run_cell("gapmmd_jax.benchmarks.two_sample_test",
-                          ["--worker", name, str(n), str(d), "--draws", str(args.draws),
-                           "--repeats", str(args.repeats), "--anchors", str(anchors)],
-                          args.timeout, args.memory_limit_gib)
+        result = run_cell(
+          "gapmmd_jax.benchmarks.two_sample_test",
+          [
+            "--worker",
+            name,
+            str(n),
+            str(d),
+            "--draws",
+            str(args.draws),
+            "--repeats",
+            str(args.repeats),
+            "--anchors",
+            str(anchors),
+          ],
+          args.timeout,
+          args.memory_limit_gib,
+        )
         rows.append({"test": name, "n": n, "d": d, **result})
         shown = f"{result['seconds']:.4g} s" if result["status"] == "ok" else result["status"]
         print(f"d={d:4d} n={n:6d} {name:17s} {shown}", flush=True)
@@ -172,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
   write_results(args.out, "two_sample_test", rows, _markdown(rows, args.draws), draws=args.draws)
   from gapmmd_jax import plotting
 
-  if plotting.seconds_by_size(rows, "test", TESTS, "two-sample tests, d = {d}",
-                              pathlib.Path(args.out) / "two_sample_test.png"):
+  if plotting.seconds_by_size(
+    rows, "test", TESTS, "two-sample tests, d = {d}", pathlib.Path(args.out) / "two_sample_test.png"
+  ):
     print(f"and {args.out}/two_sample_test.png")
   return 0
 

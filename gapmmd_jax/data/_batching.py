@@ -24,10 +24,13 @@ def put_replicated(tree, mesh: jax.sharding.Mesh):
   return jax.tree.map(put, tree)
 
 
-def epoch_permutations(data_keys: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+def epoch_permutations(
+  data_keys: jax.Array, epoch: int | jax.Array, num_examples: int
+) -> jax.Array:
   """One permutation of ``range(num_examples)`` per seed: ``[S, N]`` int32."""
-  return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch),
-                                                   num_examples))(data_keys)
+  return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), num_examples))(
+    data_keys
+  )
 
 
 def take_batch(data, permutations: jax.Array, index: jax.Array, batch_size: int):

@@ -18,8 +18,14 @@ from gapmmd_jax.data._mnist import cache_dir, load_mnist
 BSDS_DIR_ENV = "GAPMMD_BSDS_DIR"
 
 
-def cluttered_mnist(images: np.ndarray, *, seed: int, canvas_size: int = 60,
-                    num_clutter: int = 4, clutter_size: int = 8) -> np.ndarray:
+def cluttered_mnist(
+  images: np.ndarray,
+  *,
+  seed: int,
+  canvas_size: int = 60,
+  num_clutter: int = 4,
+  clutter_size: int = 8,
+) -> np.ndarray:
   """Places each digit at a random position on a larger canvas with clutter.
 
   Clutter: ``num_clutter`` patches of ``clutter_size`` pixels squared, cut at
@@ -41,8 +47,10 @@ def cluttered_mnist(images: np.ndarray, *, seed: int, canvas_size: int = 60,
     raise ValueError(f"images must be [N, H, W] uint8, got {images.shape} {images.dtype}.")
   n, h, w = images.shape
   if canvas_size < max(h, w) or not 0 < clutter_size <= min(h, w):
-    raise ValueError(f"canvas_size={canvas_size} must be >= {max(h, w)} and clutter_size="
-                     f"{clutter_size} in [1, {min(h, w)}].")
+    raise ValueError(
+      f"canvas_size={canvas_size} must be >= {max(h, w)} and clutter_size="
+      f"{clutter_size} in [1, {min(h, w)}]."
+    )
   rng = np.random.default_rng(seed)
   canvas = np.zeros((n, canvas_size, canvas_size), np.uint8)
   rows = np.arange(n)[:, None, None]
@@ -75,12 +83,15 @@ def load_backgrounds(bsds_dir: str | os.PathLike | None = None) -> list[np.ndarr
   directory = bsds_dir if bsds_dir is not None else os.environ.get(BSDS_DIR_ENV)
   if not directory:
     raise FileNotFoundError(
-        f"MNIST-M needs the BSDS500 training photos: pass --bsds-dir DIR or set "
-        f"{BSDS_DIR_ENV}=DIR (the folder BSR/BSDS500/data/images/train with *.jpg).")
+      f"MNIST-M needs the BSDS500 training photos: pass --bsds-dir DIR or set "
+      f"{BSDS_DIR_ENV}=DIR (the folder BSR/BSDS500/data/images/train with *.jpg)."
+    )
   paths = sorted(pathlib.Path(directory).expanduser().glob("*.jpg"))
   if not paths:
-    raise FileNotFoundError(f"no *.jpg photos in {directory} (from "
-                            f"{'--bsds-dir' if bsds_dir is not None else '$' + BSDS_DIR_ENV}).")
+    raise FileNotFoundError(
+      f"no *.jpg photos in {directory} (from "
+      f"{'--bsds-dir' if bsds_dir is not None else '$' + BSDS_DIR_ENV})."
+    )
   return [np.asarray(Image.open(p).convert("RGB"), np.uint8) for p in paths]
 
 
@@ -110,7 +121,7 @@ def mnist_m(images: np.ndarray, backgrounds: list[np.ndarray], *, seed: int) -> 
     photo = backgrounds[photo_index]
     r = rng.integers(0, photo.shape[0] - h + 1)
     c = rng.integers(0, photo.shape[1] - w + 1)
-    crop = photo[r:r + h, c:c + w].astype(np.int16)
+    crop = photo[r : r + h, c : c + w].astype(np.int16)
     out[i] = np.abs(crop - digit[i]).astype(np.uint8)
   return out
 
@@ -128,25 +139,46 @@ def _cached(name: str, params: dict, build) -> np.ndarray:
   return images
 
 
-def load_cluttered_mnist(split: str = "train", *, seed: int = 0, canvas_size: int = 60,
-                         num_clutter: int = 4, clutter_size: int = 8,
-                         data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def load_cluttered_mnist(
+  split: str = "train",
+  *,
+  seed: int = 0,
+  canvas_size: int = 60,
+  num_clutter: int = 4,
+  clutter_size: int = 8,
+  data_dir=None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Cluttered MNIST of a split, generated once per setting and cached.
 
   Returns:
     ``(images [N, canvas, canvas] uint8, labels [N] int32)``; labels are MNIST's.
   """
   digits, labels = load_mnist(split, data_dir=data_dir)
-  params = dict(split=split, seed=seed, canvas_size=canvas_size, num_clutter=num_clutter,
-                clutter_size=clutter_size, digits=hashlib.sha256(digits.tobytes()).hexdigest())
-  images = _cached("cluttered_mnist", params, lambda: cluttered_mnist(
-      digits, seed=seed + (split == "test"), canvas_size=canvas_size,
-      num_clutter=num_clutter, clutter_size=clutter_size))
+  params = dict(
+    split=split,
+    seed=seed,
+    canvas_size=canvas_size,
+    num_clutter=num_clutter,
+    clutter_size=clutter_size,
+    digits=hashlib.sha256(digits.tobytes()).hexdigest(),
+  )
+  images = _cached(
+    "cluttered_mnist",
+    params,
+    lambda: cluttered_mnist(
+      digits,
+      seed=seed + (split == "test"),
+      canvas_size=canvas_size,
+      num_clutter=num_clutter,
+      clutter_size=clutter_size,
+    ),
+  )
   return images, labels
 
 
-def load_mnist_m(split: str = "train", *, seed: int = 0, data_dir=None,
-                 bsds_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist_m(
+  split: str = "train", *, seed: int = 0, data_dir=None, bsds_dir=None
+) -> tuple[np.ndarray, np.ndarray]:
   """MNIST-M of a split, generated once per seed and cached.
 
   Returns:
@@ -154,8 +186,13 @@ def load_mnist_m(split: str = "train", *, seed: int = 0, data_dir=None,
   """
   digits, labels = load_mnist(split, data_dir=data_dir)
   backgrounds = load_backgrounds(bsds_dir)
-  params = dict(split=split, seed=seed, digits=hashlib.sha256(digits.tobytes()).hexdigest(),
-                photos=hashlib.sha256(b"".join(p.tobytes() for p in backgrounds)).hexdigest())
-  images = _cached("mnist_m", params,
-                   lambda: mnist_m(digits, backgrounds, seed=seed + (split == "test")))
+  params = dict(
+    split=split,
+    seed=seed,
+    digits=hashlib.sha256(digits.tobytes()).hexdigest(),
+    photos=hashlib.sha256(b"".join(p.tobytes() for p in backgrounds)).hexdigest(),
+  )
+  images = _cached(
+    "mnist_m", params, lambda: mnist_m(digits, backgrounds, seed=seed + (split == "test"))
+  )
   return images, labels

@@ -9,8 +9,12 @@ import numpy as np
 
 # Third byte of the magic number -> element dtype (big-endian where it matters).
 _IDX_DTYPES = {
-    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+  0x08: np.dtype(np.uint8),
+  0x09: np.dtype(np.int8),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 
 
@@ -22,8 +26,9 @@ def parse_idx(raw: bytes, *, source: str = "<bytes>") -> np.ndarray:
       does not match the dimensions in the header (e.g. a truncated file).
   """
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-    raise ValueError(f"{source}: not an IDX file (magic bytes {raw[:4].hex() or 'missing'}, "
-                     "expected 0000TTNN).")
+    raise ValueError(
+      f"{source}: not an IDX file (magic bytes {raw[:4].hex() or 'missing'}, expected 0000TTNN)."
+    )
   type_code, ndim = raw[2], raw[3]
   if type_code not in _IDX_DTYPES:
     raise ValueError(f"{source}: unknown IDX type code 0x{type_code:02x}.")
@@ -36,8 +41,10 @@ def parse_idx(raw: bytes, *, source: str = "<bytes>") -> np.ndarray:
   dtype = _IDX_DTYPES[type_code]
   expected = header + int(np.prod(shape)) * dtype.itemsize
   if len(raw) != expected:
-    raise ValueError(f"{source}: IDX header says shape {shape} ({expected} bytes in all) "
-                     f"but the file has {len(raw)} bytes; it is truncated or corrupt.")
+    raise ValueError(
+      f"{source}: IDX header says shape {shape} ({expected} bytes in all) "
+      f"but the file has {len(raw)} bytes; it is truncated or corrupt."
+    )
   return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 

@@ -26,10 +26,10 @@ _FILE_PREFIX = {"train": "train", "test": "t10k"}
 _DOWNLOAD_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 # Published SHA-256 of the original gzip files.
 _MNIST_SHA256 = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+  "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+  "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+  "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+  "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
 
@@ -62,8 +62,10 @@ def _load_idx_pair(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.
     return None
   images, labels = read_idx(paths[0]), read_idx(paths[1])
   if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-    raise ValueError(f"{directory}: images {images.shape} and labels {labels.shape} do not "
-                     "form a dataset (expected [N, H, W] and [N]).")
+    raise ValueError(
+      f"{directory}: images {images.shape} and labels {labels.shape} do not "
+      "form a dataset (expected [N, H, W] and [N])."
+    )
   return images.astype(np.uint8), labels.astype(np.int32)
 
 
@@ -103,9 +105,14 @@ def _sha256(path: pathlib.Path) -> str:
   return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_mnist(split: str = "train", *, dataset: str = "mnist",
-               data_dir: str | os.PathLike | None = None, download: bool = True,
-               timeout: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(
+  split: str = "train",
+  *,
+  dataset: str = "mnist",
+  data_dir: str | os.PathLike | None = None,
+  download: bool = True,
+  timeout: float = 30.0,
+) -> tuple[np.ndarray, np.ndarray]:
   """Loads a split of MNIST or Fashion-MNIST.
 
   Args:
@@ -134,9 +141,10 @@ def load_mnist(split: str = "train", *, dataset: str = "mnist",
     if directory.is_dir() and (found := _load_idx_pair(directory, split)) is not None:
       return found
     raise DataNotFoundError(
-        f"{dataset} {split} split not found: looked for {', '.join(names)} (or without .gz) "
-        f"in {directory} ({'exists' if directory.is_dir() else 'no such directory'}), given by "
-        f"{'--data-dir' if data_dir is not None else '$' + DATA_DIR_ENV}.")
+      f"{dataset} {split} split not found: looked for {', '.join(names)} (or without .gz) "
+      f"in {directory} ({'exists' if directory.is_dir() else 'no such directory'}), given by "
+      f"{'--data-dir' if data_dir is not None else '$' + DATA_DIR_ENV}."
+    )
   cached = cache_dir() / dataset
   if (found := _load_idx_pair(cached, split)) is not None:
     return found
@@ -150,6 +158,7 @@ def load_mnist(split: str = "train", *, dataset: str = "mnist",
     except OSError as e:
       tried.append(f"download from {_DOWNLOAD_URL} ({e})")
   raise DataNotFoundError(
-      f"{dataset} {split} split not found. Looked for {', '.join(names)} in: "
-      f"{'; '.join(tried)}. Put the IDX files in a directory and set {DATA_DIR_ENV}=DIR "
-      "(or pass --data-dir DIR).")
+    f"{dataset} {split} split not found. Looked for {', '.join(names)} in: "
+    f"{'; '.join(tried)}. Put the IDX files in a directory and set {DATA_DIR_ENV}=DIR "
+    "(or pass --data-dir DIR)."
+  )

@@ -14,9 +14,12 @@ from gapmmd_jax import data
 from gapmmd_jax.train import TrainConfig
 
 
-def image_split(cfg: TrainConfig, split: str,
-                load: Callable[..., tuple[np.ndarray, np.ndarray]] = data.load_mnist,
-                **load_options) -> dict[str, np.ndarray]:
+def image_split(
+  cfg: TrainConfig,
+  split: str,
+  load: Callable[..., tuple[np.ndarray, np.ndarray]] = data.load_mnist,
+  **load_options,
+) -> dict[str, np.ndarray]:
   """``{"image": [N, H, W, 1] uint8, "label": [N] int32}`` of ``split``.
 
   ``load(split, data_dir=..., **load_options)`` reads the grey-scale images
@@ -38,16 +41,20 @@ def centre_crops(images: jax.Array, size: int = 24) -> jax.Array:
   return data.centre_crop(to_unit_float(images), size)
 
 
-def augmented_pairs(key: jax.Array, images: jax.Array,
-                    size: int = 24) -> tuple[jax.Array, jax.Array]:
+def augmented_pairs(
+  key: jax.Array, images: jax.Array, size: int = 24
+) -> tuple[jax.Array, jax.Array]:
   """IIC-style pairs of uint8 ``[B, H, W, C]`` images: the ``size`` centre crops, and a random
   rotation or crop-and-resize of each (:func:`gapmmd_jax.data.random_rotate_or_crop`), float32."""
-  return (centre_crops(images, size),
-          data.random_rotate_or_crop(key, to_unit_float(images), out_size=size))
+  return (
+    centre_crops(images, size),
+    data.random_rotate_or_crop(key, to_unit_float(images), out_size=size),
+  )
 
 
-def gradient_step(tx: optax.GradientTransformation, loss_fn: Callable, state: dict,
-                  *args) -> tuple[dict, jax.Array, Any, Any]:
+def gradient_step(
+  tx: optax.GradientTransformation, loss_fn: Callable, state: dict, *args
+) -> tuple[dict, jax.Array, Any, Any]:
   """One optimizer step on ``state["params"]`` for ``loss_fn(params, *args) -> (loss, aux)``.
 
   Returns:
@@ -56,5 +63,9 @@ def gradient_step(tx: optax.GradientTransformation, loss_fn: Callable, state: di
   """
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], *args)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-  return ({**state, "params": optax.apply_updates(state["params"], updates),
-           "opt_state": opt_state}, loss, aux, grads)
+  return (
+    {**state, "params": optax.apply_updates(state["params"], updates), "opt_state": opt_state},
+    loss,
+    aux,
+    grads,
+  )

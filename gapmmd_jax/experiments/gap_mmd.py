@@ -37,15 +37,15 @@ SWEEP_SIZES = (1, 2, 5, 10, 25, 50, 150)
 SWEEP_REPEATS = 5
 
 FILES = {
-    "gap_features.npy": "GAP features of test images, [seeds, 10 classes, N, 64] float32, "
-                        "standardised per dimension over all classes of that seed",
-    "class_mmd.npy": "class MMD^2 matrices [seeds, 10, 10]: row i = first half of class i, "
-                     "column j = second half of class j (biased, 5 kernels, mean bandwidth)",
-    "class_mmd_pvalues.npy": "permutation-test p-values [seeds, 10, 10] (class i vs class j, "
-                             "diagonal: the two halves of class i)",
-    "class_mmd.png": "the class MMD matrix and its p-values (first seed), annotated",
-    "cam_grid.png": "class activation maps of the predicted class over test images (first seed)",
-    "sample_size_sweep.png": "mean diagonal vs off-diagonal MMD^2 against samples per set",
+  "gap_features.npy": "GAP features of test images, [seeds, 10 classes, N, 64] float32, "
+  "standardised per dimension over all classes of that seed",
+  "class_mmd.npy": "class MMD^2 matrices [seeds, 10, 10]: row i = first half of class i, "
+  "column j = second half of class j (biased, 5 kernels, mean bandwidth)",
+  "class_mmd_pvalues.npy": "permutation-test p-values [seeds, 10, 10] (class i vs class j, "
+  "diagonal: the two halves of class i)",
+  "class_mmd.png": "the class MMD matrix and its p-values (first seed), annotated",
+  "cam_grid.png": "class activation maps of the predicted class over test images (first seed)",
+  "sample_size_sweep.png": "mean diagonal vs off-diagonal MMD^2 against samples per set",
 }
 
 
@@ -64,12 +64,21 @@ class Config(TrainConfig):
 
 
 VARIANTS = {
-    "quick": Config(epochs=2.0, max_train_examples=2048, max_eval_examples=2000,
-                    batch_size=64, eval_every=32, log_every=8, checkpoint_every=32,
-                    features_per_class=40, num_permutations=200, cam_examples=8),
-    "default": Config(epochs=2.0),
-    "full": Config(epochs=40.0, max_shift=2, seeds=(0, 1, 2)),
-    "full-cluttered": Config(dataset="cluttered_mnist", epochs=45.0, max_shift=4, seeds=(0, 1, 2)),
+  "quick": Config(
+    epochs=2.0,
+    max_train_examples=2048,
+    max_eval_examples=2000,
+    batch_size=64,
+    eval_every=32,
+    log_every=8,
+    checkpoint_every=32,
+    features_per_class=40,
+    num_permutations=200,
+    cam_examples=8,
+  ),
+  "default": Config(epochs=2.0),
+  "full": Config(epochs=40.0, max_shift=2, seeds=(0, 1, 2)),
+  "full-cluttered": Config(dataset="cluttered_mnist", epochs=45.0, max_shift=4, seeds=(0, 1, 2)),
 }
 DEFAULT_VARIANT = "default"
 
@@ -99,8 +108,10 @@ def build_task(cfg: Config) -> Task:
     images = data.random_translate(key, batch["image"], cfg.max_shift)
     logits, features = nnx.merge(graphdef, params)(to_unit_float(images))
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    metrics = {"cross_entropy": cross_entropy,
-               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+    metrics = {
+      "cross_entropy": cross_entropy,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+    }
     loss = cross_entropy
     if cfg.mmd_reg:
       gap = class_gap_loss(features, batch["label"], num_classes=NUM_CLASSES)
@@ -114,11 +125,19 @@ def build_task(cfg: Config) -> Task:
 
   def eval_step(state, batch):
     logits, _ = nnx.merge(graphdef, state["params"])(to_unit_float(batch["image"]))
-    return {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
-            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])}
+    return {
+      "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
+      "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
+    }
 
-  return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
-              train_data=train_data, eval_data=eval_data)
+  return Task(
+    name=NAME,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    train_data=train_data,
+    eval_data=eval_data,
+  )
 
 
 def _per_class_indices(labels: np.ndarray, count: int) -> np.ndarray:
@@ -126,8 +145,9 @@ def _per_class_indices(labels: np.ndarray, count: int) -> np.ndarray:
   members = [np.flatnonzero(labels == c) for c in range(NUM_CLASSES)]
   available = min(len(m) for m in members)
   if available < count:
-    raise ValueError(f"features_per_class={count} but the smallest test class has only "
-                     f"{available} examples.")
+    raise ValueError(
+      f"features_per_class={count} but the smallest test class has only {available} examples."
+    )
   return np.stack([m[:count] for m in members])
 
 
@@ -141,8 +161,7 @@ def _class_tests(key: jax.Array, features: np.ndarray, num_permutations: int) ->
   pvalues = np.zeros((NUM_CLASSES, NUM_CLASSES))
   pairs = list(itertools.combinations(range(NUM_CLASSES), 2))
   keys = jax.random.split(key, len(pairs) + 1)
-  test = jax.jit(jax.vmap(lambda k, x, y: mmd_test(k, x, y,
-                                                   num_permutations=num_permutations)[1]))
+  test = jax.jit(jax.vmap(lambda k, x, y: mmd_test(k, x, y, num_permutations=num_permutations)[1]))
   first, second = zip(*pairs)
   off = np.asarray(test(keys[:-1], features[list(first)], features[list(second)]))
   for (i, j), p in zip(pairs, off):
@@ -150,7 +169,8 @@ def _class_tests(key: jax.Array, features: np.ndarray, num_permutations: int) ->
   half = features.shape[1] // 2
   diag_keys = jax.random.split(keys[-1], NUM_CLASSES)
   pvalues[np.diag_indices(NUM_CLASSES)] = np.asarray(
-      test(diag_keys, features[:, :half], features[:, half:2 * half]))
+    test(diag_keys, features[:, :half], features[:, half : 2 * half])
+  )
   return pvalues
 
 
@@ -165,8 +185,9 @@ def _sample_size_sweep(features: np.ndarray, seed: int) -> dict[str, np.ndarray]
     shuffled = np.stack([f[rng.permutation(len(f))] for f in features])
     flat = shuffled.reshape(-1, features.shape[-1])
     for k, n in enumerate(sizes):
-      m = np.asarray(class_mmd_matrix(flat, labels, num_classes=NUM_CLASSES,
-                                      samples_per_class=2 * n))
+      m = np.asarray(
+        class_mmd_matrix(flat, labels, num_classes=NUM_CLASSES, samples_per_class=2 * n)
+      )
       diag[k, r], offdiag[k, r] = np.diag(m).mean(), m[off].mean()
   return {"sizes": np.asarray(sizes), "diagonal": diag, "off_diagonal": offdiag}
 
@@ -190,28 +211,38 @@ def analyse(result: Result, task: Task, cfg: Config) -> dict:
     cams = jax.image.resize(cams, (len(batch), *batch.shape[1:3]), "bilinear")
     return maps.mean(axis=(1, 2)), cams, predicted
 
-  per_seed_params = [jax.tree.map(lambda a, s=s: a[s], result.state["state"]["params"])
-                     for s in range(len(cfg.seeds))]
+  per_seed_params = [
+    jax.tree.map(lambda a, s=s: a[s], result.state["state"]["params"])
+    for s in range(len(cfg.seeds))
+  ]
   all_features, matrices, pvalues, gap_stats = [], [], [], []
   for s, params in enumerate(per_seed_params):
-    feats = np.concatenate([np.asarray(features_and_cams(params, chunk)[0])
-                            for chunk in np.array_split(chosen, max(1, len(chosen) // 500))])
+    feats = np.concatenate(
+      [
+        np.asarray(features_and_cams(params, chunk)[0])
+        for chunk in np.array_split(chosen, max(1, len(chosen) // 500))
+      ]
+    )
     feats = _standardise(feats.reshape(NUM_CLASSES, cfg.features_per_class, -1))
     flat_labels = np.repeat(np.arange(NUM_CLASSES), cfg.features_per_class)
-    matrix = np.asarray(class_mmd_matrix(feats.reshape(-1, feats.shape[-1]), flat_labels,
-                                         num_classes=NUM_CLASSES))
+    matrix = np.asarray(
+      class_mmd_matrix(feats.reshape(-1, feats.shape[-1]), flat_labels, num_classes=NUM_CLASSES)
+    )
     p = _class_tests(jax.random.key(cfg.seeds[s]), feats, cfg.num_permutations)
     off = ~np.eye(NUM_CLASSES, dtype=bool)
-    gap_stats.append({
+    gap_stats.append(
+      {
         "seed": cfg.seeds[s],
-        "every_row_diagonal_below_off_diagonal": bool(all(
-            matrix[i, i] < matrix[i, off[i]].min() for i in range(NUM_CLASSES))),
+        "every_row_diagonal_below_off_diagonal": bool(
+          all(matrix[i, i] < matrix[i, off[i]].min() for i in range(NUM_CLASSES))
+        ),
         **diagonal_separability(matrix),
         "mean_diagonal": float(np.diag(matrix).mean()),
         "mean_off_diagonal": float(matrix[off].mean()),
         "max_off_diagonal_p_value": float(p[off].max()),
         "min_diagonal_p_value": float(np.diag(p).min()),
-    })
+      }
+    )
     all_features.append(feats)
     matrices.append(matrix)
     pvalues.append(p)
@@ -219,28 +250,46 @@ def analyse(result: Result, task: Task, cfg: Config) -> dict:
   np.save(run.file("class_mmd.npy"), np.stack(matrices))
   np.save(run.file("class_mmd_pvalues.npy"), np.stack(pvalues))
 
-  plotting.heatmaps([matrices[0], pvalues[0]],
-                    [f"class MMD$^2$ (seed {cfg.seeds[0]}, {cfg.features_per_class // 2} vs "
-                     f"{cfg.features_per_class // 2} per cell)",
-                     f"permutation p-values ({cfg.num_permutations} permutations)"],
-                    run.file("class_mmd.png"), fmt="{:.2g}", log_scale=[False, True])
-  cam_images = images[:cfg.cam_examples]
+  plotting.heatmaps(
+    [matrices[0], pvalues[0]],
+    [
+      f"class MMD$^2$ (seed {cfg.seeds[0]}, {cfg.features_per_class // 2} vs "
+      f"{cfg.features_per_class // 2} per cell)",
+      f"permutation p-values ({cfg.num_permutations} permutations)",
+    ],
+    run.file("class_mmd.png"),
+    fmt="{:.2g}",
+    log_scale=[False, True],
+  )
+  cam_images = images[: cfg.cam_examples]
   _, cams, predicted = features_and_cams(per_seed_params[0], cam_images)
-  plotting.image_grid(cam_images[..., 0], np.asarray(cams),
-                      [f"true {t} / pred {p}" for t, p in zip(labels[:cfg.cam_examples],
-                                                               np.asarray(predicted))],
-                      run.file("cam_grid.png"))
+  plotting.image_grid(
+    cam_images[..., 0],
+    np.asarray(cams),
+    [f"true {t} / pred {p}" for t, p in zip(labels[: cfg.cam_examples], np.asarray(predicted))],
+    run.file("cam_grid.png"),
+  )
   sweep = _sample_size_sweep(all_features[0], cfg.seeds[0])
   plotting.lines_with_bands(
-      sweep["sizes"], {"same class (diagonal)": (sweep["diagonal"].mean(1), sweep["diagonal"].std(1)),
-                       "different classes": (sweep["off_diagonal"].mean(1),
-                                             sweep["off_diagonal"].std(1))},
-      run.file("sample_size_sweep.png"), xlabel="samples per set", ylabel="mean MMD$^2$",
-      title="1 vs 1 cannot tell classes apart; tens of samples can", log_x=True)
-  return {"class_gap": gap_stats,
-          "sample_size_sweep": {"sizes": sweep["sizes"].tolist(),
-                                "diagonal_mean": sweep["diagonal"].mean(1).tolist(),
-                                "off_diagonal_mean": sweep["off_diagonal"].mean(1).tolist()}}
+    sweep["sizes"],
+    {
+      "same class (diagonal)": (sweep["diagonal"].mean(1), sweep["diagonal"].std(1)),
+      "different classes": (sweep["off_diagonal"].mean(1), sweep["off_diagonal"].std(1)),
+    },
+    run.file("sample_size_sweep.png"),
+    xlabel="samples per set",
+    ylabel="mean MMD$^2$",
+    title="1 vs 1 cannot tell classes apart; tens of samples can",
+    log_x=True,
+  )
+  return {
+    "class_gap": gap_stats,
+    "sample_size_sweep": {
+      "sizes": sweep["sizes"].tolist(),
+      "diagonal_mean": sweep["diagonal"].mean(1).tolist(),
+      "off_diagonal_mean": sweep["off_diagonal"].mean(1).tolist(),
+    },
+  }
 
 
 def run(cfg: Config, variant: str = "custom") -> Result:
@@ -250,15 +299,18 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   result.summary.update(analyse(result, task, cfg), dataset=cfg.dataset, mmd_reg=cfg.mmd_reg)
   result.run_dir.descriptions.update(FILES)
   result.run_dir.write_json("summary.json", result.summary)
-  result.run_dir.write_readme(f"{NAME} ({cfg.dataset}, {variant}, mmd_reg={cfg.mmd_reg}), "
-                              f"seeds {list(cfg.seeds)}")
+  result.run_dir.write_readme(
+    f"{NAME} ({cfg.dataset}, {variant}, mmd_reg={cfg.mmd_reg}), seeds {list(cfg.seeds)}"
+  )
   accuracy = result.summary["final_eval"]["accuracy"]
   print(f"\n{NAME} ({cfg.dataset}, {variant}, mmd_reg={cfg.mmd_reg})")
   print("| seed | test accuracy | diag < off-diag in every row | max off-diag p |")
   print("| --- | --- | --- | --- |")
   for seed, value, gap in zip(cfg.seeds, accuracy["per_seed"], result.summary["class_gap"]):
-    print(f"| {seed} | {100 * value:.2f}% | {gap['every_row_diagonal_below_off_diagonal']} | "
-          f"{gap['max_off_diagonal_p_value']:.4f} |")
+    print(
+      f"| {seed} | {100 * value:.2f}% | {gap['every_row_diagonal_below_off_diagonal']} | "
+      f"{gap['max_off_diagonal_p_value']:.4f} |"
+    )
   print(f"| mean +- std | {100 * accuracy['mean']:.2f} +- {100 * accuracy['std']:.2f}% | | |")
   print(f"run directory: {result.run_dir.path}")
   return result

@@ -42,10 +42,10 @@ from flax import nnx
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
-    centre_crops,
-    gradient_step,
-    image_split,
-    to_unit_float,
+  centre_crops,
+  gradient_step,
+  image_split,
+  to_unit_float,
 )
 from gapmmd_jax.losses import iic_loss
 from gapmmd_jax.metrics import matched_accuracy
@@ -57,8 +57,10 @@ NUM_CLASSES = 10
 INPUT_SIZE = 24
 # The official MNIST run's best sub-head against the image pairs it had seen (repository
 # xu-ji/IIC, training log of model 685; one logged epoch = 1.05M pairs).
-OFFICIAL_CURVE = ((1.05e6, 2.1e6, 3.15e6, 6.3e6, 10.5e6, 31e6),
-                  (85.6, 89.9, 98.7, 99.0, 99.1, 99.2))
+OFFICIAL_CURVE = (
+  (1.05e6, 2.1e6, 3.15e6, 6.3e6, 10.5e6, 31e6),
+  (85.6, 89.9, 98.7, 99.0, 99.1, 99.2),
+)
 OFFICIAL_CROP = 20  # the official recipe's x: a 20-pixel crop resized to INPUT_SIZE
 LOSS_WINDOW = 0.1  # fraction of the last training log rows whose head losses are averaged
 
@@ -70,45 +72,77 @@ class Config(TrainConfig):
   heads: int = option(5, "main heads (10 clusters each)")
   overcluster_heads: int = option(5, "over-clustering heads (50 clusters each); 0 for none")
   learning_rate: float = option(1e-3, "Adam learning rate")
-  repeats: int = option(1, "transformed copies x' of each image per step; x goes through the "
-                        "network once and its prediction is repeated (the official run: 5)")
+  repeats: int = option(
+    1,
+    "transformed copies x' of each image per step; x goes through the "
+    "network once and its prediction is repeated (the official run: 5)",
+  )
   transforms: Literal["keras", "official"] = option(
-      "keras", "pair transforms: keras (x the centre crop, x' a rotation or a crop) or official "
-      "(x a random 20-crop, x' a rotation with p = 0.5, a 16/20/24 crop and a brightness / "
-      "contrast jitter; all resized to 24)")
+    "keras",
+    "pair transforms: keras (x the centre crop, x' a rotation or a crop) or official "
+    "(x a random 20-crop, x' a rotation with p = 0.5, a 16/20/24 crop and a brightness / "
+    "contrast jitter; all resized to 24)",
+  )
   batchnorm: Literal["joint", "separate"] = option(
-      "joint", "x and x' through one forward pass (shared batch statistics) or two")
+    "joint", "x and x' through one forward pass (shared batch statistics) or two"
+  )
   eval_statistics: Literal["running", "batch"] = option(
-      "running", "BatchNorm at evaluation: the running averages, or each evaluation batch's "
-      "statistics (the official code)")
+    "running",
+    "BatchNorm at evaluation: the running averages, or each evaluation batch's "
+    "statistics (the official code)",
+  )
 
   def __post_init__(self):
     super().__post_init__()
     if self.heads < 1 or self.overcluster_heads < 0 or self.repeats < 1:
-      raise ValueError(f"need heads >= 1, overcluster_heads >= 0 and repeats >= 1, got "
-                       f"{self.heads}, {self.overcluster_heads} and {self.repeats}.")
+      raise ValueError(
+        f"need heads >= 1, overcluster_heads >= 0 and repeats >= 1, got "
+        f"{self.heads}, {self.overcluster_heads} and {self.repeats}."
+      )
     if self.learning_rate <= 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
 
 
 VARIANTS = {
-    "quick": Config(epochs=1.0, batch_size=64, max_train_examples=1024, max_eval_examples=500,
-                    eval_every=8, log_every=4, checkpoint_every=8, heads=2, overcluster_heads=1),
-    "default": Config(epochs=10.0, batch_size=256, eval_every=200, log_every=20),
-    "full": Config(epochs=30.0, batch_size=256, seeds=(0, 1, 2), eval_every=500, log_every=20),
-    # 35 epochs of 140 images x 5 transforms: 10.5M pairs, where the official run's best
-    # sub-head reached 99.1% (10 logged epochs of 1.05M pairs).
-    "paper": Config(epochs=35.0, batch_size=140, repeats=5, overcluster_heads=0,
-                    learning_rate=1e-4, transforms="official", batchnorm="separate",
-                    eval_statistics="batch", eval_every=500, log_every=50,
-                    checkpoint_every=500),
+  "quick": Config(
+    epochs=1.0,
+    batch_size=64,
+    max_train_examples=1024,
+    max_eval_examples=500,
+    eval_every=8,
+    log_every=4,
+    checkpoint_every=8,
+    heads=2,
+    overcluster_heads=1,
+  ),
+  "default": Config(epochs=10.0, batch_size=256, eval_every=200, log_every=20),
+  "full": Config(epochs=30.0, batch_size=256, seeds=(0, 1, 2), eval_every=500, log_every=20),
+  # 35 epochs of 140 images x 5 transforms: 10.5M pairs, where the official run's best
+  # sub-head reached 99.1% (10 logged epochs of 1.05M pairs).
+  "paper": Config(
+    epochs=35.0,
+    batch_size=140,
+    repeats=5,
+    overcluster_heads=0,
+    learning_rate=1e-4,
+    transforms="official",
+    batchnorm="separate",
+    eval_statistics="batch",
+    eval_every=500,
+    log_every=50,
+    checkpoint_every=500,
+  ),
 }
 DEFAULT_VARIANT = "default"
 
 
 def _make_net(cfg: Config, key) -> IICNet:
-  return IICNet(num_heads=cfg.heads, overcluster_heads=cfg.overcluster_heads,
-                input_size=INPUT_SIZE, rngs=nnx.Rngs(key))
+  return IICNet(
+    num_heads=cfg.heads,
+    overcluster_heads=cfg.overcluster_heads,
+    input_size=INPUT_SIZE,
+    rngs=nnx.Rngs(key),
+  )
 
 
 def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -117,11 +151,14 @@ def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Arr
   unit = to_unit_float(images)
   copies = jnp.tile(unit, (cfg.repeats, 1, 1, 1))
   if cfg.transforms == "keras":
-    return centre_crops(images, INPUT_SIZE), data.random_rotate_or_crop(key, copies,
-                                                                      out_size=INPUT_SIZE)
+    return centre_crops(images, INPUT_SIZE), data.random_rotate_or_crop(
+      key, copies, out_size=INPUT_SIZE
+    )
   key_x, key_bar = jax.random.split(key)
-  return (data.crop_resize(key_x, unit, crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE),
-          data.iic_official_transform(key_bar, copies, out_size=INPUT_SIZE))
+  return (
+    data.crop_resize(key_x, unit, crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE),
+    data.iic_official_transform(key_bar, copies, out_size=INPUT_SIZE),
+  )
 
 
 def eval_inputs(cfg: Config, images: jax.Array) -> jax.Array:
@@ -129,8 +166,7 @@ def eval_inputs(cfg: Config, images: jax.Array) -> jax.Array:
   resized to 24 (official)."""
   if cfg.transforms == "keras":
     return centre_crops(images, INPUT_SIZE)
-  return data.crop_resize(None, to_unit_float(images), crop_size=OFFICIAL_CROP,
-                          out_size=INPUT_SIZE)
+  return data.crop_resize(None, to_unit_float(images), crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE)
 
 
 def repeated_pair_losses(logits_x: jax.Array, logits_bar: jax.Array, repeats: int) -> jax.Array:
@@ -173,14 +209,16 @@ def build_task(cfg: Config) -> Task:
     return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
   def train_step(state, batch, key):
-    state, loss, (metrics, stats), _ = gradient_step(tx, loss_fn, state, state["batch_stats"],
-                                                     batch["image"], key)
+    state, loss, (metrics, stats), _ = gradient_step(
+      tx, loss_fn, state, state["batch_stats"], batch["image"], key
+    )
     return {**state, "batch_stats": stats}, {"loss": loss, **metrics}
 
   def eval_step(state, batch):
     model = nnx.merge(graphdef, state["params"], state["batch_stats"])
-    main, _ = model(eval_inputs(cfg, batch["image"]), train=False,
-                    batch_statistics=cfg.eval_statistics == "batch")
+    main, _ = model(
+      eval_inputs(cfg, batch["image"]), train=False, batch_statistics=cfg.eval_statistics == "batch"
+    )
     clusters = jax.nn.one_hot(jnp.argmax(main, -1), NUM_CLASSES)  # [heads, B, clusters]
     labels = jax.nn.one_hot(batch["label"], NUM_CLASSES)  # [B, classes]
     return {"contingency": jnp.einsum("hbk,bc->bhkc", clusters, labels)}
@@ -188,11 +226,21 @@ def build_task(cfg: Config) -> Task:
   def finish_eval(means):
     table = means.pop("contingency")  # [seeds, heads, clusters, classes]
     accuracy = np.array([[matched_accuracy(t) for t in per_seed] for per_seed in table])
-    return {**means, "best_head_accuracy": accuracy.max(1),
-            **{f"accuracy_head_{h}": accuracy[:, h] for h in range(cfg.heads)}}
+    return {
+      **means,
+      "best_head_accuracy": accuracy.max(1),
+      **{f"accuracy_head_{h}": accuracy[:, h] for h in range(cfg.heads)},
+    }
 
-  return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
-              train_data=train_data, eval_data=eval_data, finish_eval=finish_eval)
+  return Task(
+    name=NAME,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    train_data=train_data,
+    eval_data=eval_data,
+    finish_eval=finish_eval,
+  )
 
 
 def head_selection(result: Result, cfg: Config) -> list[dict]:
@@ -201,13 +249,21 @@ def head_selection(result: Result, cfg: Config) -> list[dict]:
   selections = []
   for i, seed in enumerate(cfg.seeds):
     train = [r for r in rows if r["split"] == "train" and r["seed"] == seed]
-    window = train[-max(1, int(LOSS_WINDOW * len(train))):]
+    window = train[-max(1, int(LOSS_WINDOW * len(train))) :]
     losses = [np.mean([r[f"loss_head_{h}"] for r in window]) for h in range(cfg.heads)]
     accuracy = [result.final_eval[f"accuracy_head_{h}"][i] for h in range(cfg.heads)]
     best, lowest = int(np.argmax(accuracy)), int(np.argmin(losses))
-    selections.append({"seed": seed, "best_head": best, "best_head_accuracy": accuracy[best],
-                       "lowest_loss_head": lowest, "lowest_loss_head_accuracy": accuracy[lowest],
-                       "head_accuracies": accuracy, "head_final_losses": losses})
+    selections.append(
+      {
+        "seed": seed,
+        "best_head": best,
+        "best_head_accuracy": accuracy[best],
+        "lowest_loss_head": lowest,
+        "lowest_loss_head_accuracy": accuracy[lowest],
+        "head_accuracies": accuracy,
+        "head_final_losses": losses,
+      }
+    )
   return selections
 
 
@@ -223,10 +279,15 @@ def plot_accuracy_vs_pairs(result: Result, cfg: Config) -> bool:
   std = np.asarray([np.std(a) for a in per_step]) if len(cfg.seeds) > 1 else None
   pairs = [s * cfg.batch_size * cfg.repeats for s in steps]
   return plotting.lines_with_bands(
-      pairs, {f"ours, best sub-head (seeds {list(cfg.seeds)})": (mean, std)},
-      result.run_dir.path / "accuracy_vs_pairs.png", xlabel="image pairs seen",
-      ylabel="test accuracy (%)", title="IIC on MNIST: accuracy against training length",
-      log_x=True, reference=(*OFFICIAL_CURVE, "official run (xu-ji/IIC, best sub-head)"))
+    pairs,
+    {f"ours, best sub-head (seeds {list(cfg.seeds)})": (mean, std)},
+    result.run_dir.path / "accuracy_vs_pairs.png",
+    xlabel="image pairs seen",
+    ylabel="test accuracy (%)",
+    title="IIC on MNIST: accuracy against training length",
+    log_x=True,
+    reference=(*OFFICIAL_CURVE, "official run (xu-ji/IIC, best sub-head)"),
+  )
 
 
 def run(cfg: Config, variant: str = "custom") -> Result:
@@ -235,8 +296,11 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   selections = head_selection(result, cfg)
   for key in ("best_head_accuracy", "lowest_loss_head_accuracy"):
     values = np.asarray([s[key] for s in selections])
-    result.summary[key] = {"per_seed": values.tolist(), "mean": float(values.mean()),
-                           "std": float(values.std())}
+    result.summary[key] = {
+      "per_seed": values.tolist(),
+      "mean": float(values.mean()),
+      "std": float(values.std()),
+    }
   result.summary["heads"] = selections
   result.summary["pairs_seen"] = result.summary["steps"] * cfg.batch_size * cfg.repeats
   result.run_dir.write_json("summary.json", result.summary)
@@ -245,10 +309,13 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   print("| seed | best head | accuracy | lowest-loss head | accuracy |")
   print("| --- | --- | --- | --- | --- |")
   for s in selections:
-    print(f"| {s['seed']} | {s['best_head']} | {100 * s['best_head_accuracy']:.2f}% | "
-          f"{s['lowest_loss_head']} | {100 * s['lowest_loss_head_accuracy']:.2f}% |")
+    print(
+      f"| {s['seed']} | {s['best_head']} | {100 * s['best_head_accuracy']:.2f}% | "
+      f"{s['lowest_loss_head']} | {100 * s['lowest_loss_head_accuracy']:.2f}% |"
+    )
   for key in ("best_head_accuracy", "lowest_loss_head_accuracy"):
-    print(f"{key}: {100 * result.summary[key]['mean']:.2f} +- "
-          f"{100 * result.summary[key]['std']:.2f}%")
+    print(
+      f"{key}: {100 * result.summary[key]['mean']:.2f} +- {100 * result.summary[key]['std']:.2f}%"
+    )
   print(f"run directory: {result.run_dir.path}")
   return result

@@ -30,11 +30,11 @@ NAME = "metric-survey"
 REFERENCE_DEMO = {"same": 0.7, "different": 7.4}
 
 FILES = {
-    "survey.json": "the demo values and, per distance, the class matrix and its scores",
-    "survey.md": "the ranked table of distances (also printed)",
-    "distances.png": "every distance as a 10 x 10 class matrix (first half of class i vs "
-                     "second half of class j)",
-    "tsne.png": "t-SNE of the GAP features coloured by class (needs scikit-learn)",
+  "survey.json": "the demo values and, per distance, the class matrix and its scores",
+  "survey.md": "the ranked table of distances (also printed)",
+  "distances.png": "every distance as a 10 x 10 class matrix (first half of class i vs "
+  "second half of class j)",
+  "tsne.png": "t-SNE of the GAP features coloured by class (needs scikit-learn)",
 }
 
 
@@ -42,8 +42,9 @@ FILES = {
 class Config(gap_mmd.Config):
   """GAP-LeNet options (used when training here) plus the survey's own."""
 
-  gap_run: str | None = option(None, "gap-mmd run directory whose gap_features.npy to survey "
-                               "(default: train GAP-LeNet first)")
+  gap_run: str | None = option(
+    None, "gap-mmd run directory whose gap_features.npy to survey (default: train GAP-LeNet first)"
+  )
   demo_seed: int = option(0, "seed of the random-distribution demo")
   grassmann_rank: int = option(5, "subspace dimension of the Grassmann distance")
   histogram_bins: int = option(8, "bins per axis of the histogram mutual information")
@@ -60,8 +61,10 @@ def random_distribution_demo(seed: int) -> dict[str, float]:
   lognormal = lambda: rng.lognormal(-0.6, 0.15, size=(10, 500)).astype(np.float32)
   same_a, same_b = lognormal(), lognormal()
   different = rng.beta(1.0, 10.0, size=(10, 500)).astype(np.float32)
-  return {"same": float(losses.mmd2(same_a, same_b)),
-          "different": float(losses.mmd2(same_a, different))}
+  return {
+    "same": float(losses.mmd2(same_a, same_b)),
+    "different": float(losses.mmd2(same_a, different)),
+  }
 
 
 def _histogram_mi_of_means(x, y, *, bins):
@@ -71,16 +74,20 @@ def _histogram_mi_of_means(x, y, *, bins):
 def distances(cfg: Config) -> dict[str, tuple[object, bool]]:
   """Name -> (set distance ``(x, y) -> scalar``, higher_is_closer)."""
   return {
-      "MMD^2 (biased, 5 kernels)": (losses.mmd2, False),
-      "MMD^2 (unbiased)": (functools.partial(losses.mmd2, estimator="unbiased"), False),
-      "Euclidean (means)": (losses.euclidean_distance, False),
-      "standardised Euclidean": (losses.standardized_euclidean_distance, False),
-      "Mahalanobis (pooled, shrunk)": (losses.mahalanobis_distance, False),
-      "cosine distance (means)": (losses.cosine_distance, False),
-      f"Grassmann (rank {cfg.grassmann_rank})":
-          (functools.partial(losses.grassmann_distance, rank=cfg.grassmann_rank), False),
-      f"histogram MI of means ({cfg.histogram_bins} bins)":
-          (functools.partial(_histogram_mi_of_means, bins=cfg.histogram_bins), True),
+    "MMD^2 (biased, 5 kernels)": (losses.mmd2, False),
+    "MMD^2 (unbiased)": (functools.partial(losses.mmd2, estimator="unbiased"), False),
+    "Euclidean (means)": (losses.euclidean_distance, False),
+    "standardised Euclidean": (losses.standardized_euclidean_distance, False),
+    "Mahalanobis (pooled, shrunk)": (losses.mahalanobis_distance, False),
+    "cosine distance (means)": (losses.cosine_distance, False),
+    f"Grassmann (rank {cfg.grassmann_rank})": (
+      functools.partial(losses.grassmann_distance, rank=cfg.grassmann_rank),
+      False,
+    ),
+    f"histogram MI of means ({cfg.histogram_bins} bins)": (
+      functools.partial(_histogram_mi_of_means, bins=cfg.histogram_bins),
+      True,
+    ),
   }
 
 
@@ -95,13 +102,19 @@ def survey(features: np.ndarray, cfg: Config) -> list[dict]:
   rows = []
   for name, (fn, higher_is_closer) in distances(cfg).items():
     matrix = np.asarray(losses.class_pair_matrix(fn, flat, labels, num_classes=num_classes))
-    rows.append({"distance": name, "higher_is_closer": higher_is_closer, "matrix": matrix,
-                 **losses.diagonal_separability(matrix, higher_is_closer=higher_is_closer)})
+    rows.append(
+      {
+        "distance": name,
+        "higher_is_closer": higher_is_closer,
+        "matrix": matrix,
+        **losses.diagonal_separability(matrix, higher_is_closer=higher_is_closer),
+      }
+    )
   return sorted(rows, key=lambda r: (-r["rows_diagonal_best"], -r["offdiag_to_diag"]))
 
 
 def _tsne(features: np.ndarray, cfg: Config, path: pathlib.Path) -> str:
-  subset = features[:, :cfg.tsne_points_per_class]
+  subset = features[:, : cfg.tsne_points_per_class]
   labels = np.repeat(np.arange(len(features)), subset.shape[1])
   points = plotting.tsne_2d(subset.reshape(len(labels), -1), seed=cfg.demo_seed)
   if points is None:
@@ -111,11 +124,15 @@ def _tsne(features: np.ndarray, cfg: Config, path: pathlib.Path) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-  lines = ["| rank | distance | rows with diagonal closest | off-diag / diag |",
-           "| --- | --- | --- | --- |"]
+  lines = [
+    "| rank | distance | rows with diagonal closest | off-diag / diag |",
+    "| --- | --- | --- | --- |",
+  ]
   for rank, r in enumerate(rows, 1):
-    lines.append(f"| {rank} | {r['distance']} | {100 * r['rows_diagonal_best']:.0f}% | "
-                 f"{r['offdiag_to_diag']:.2f} |")
+    lines.append(
+      f"| {rank} | {r['distance']} | {100 * r['rows_diagonal_best']:.0f}% | "
+      f"{r['offdiag_to_diag']:.2f} |"
+    )
   return "\n".join(lines)
 
 
@@ -128,23 +145,35 @@ def run(cfg: Config, variant: str = "custom") -> dict:
     gap_dir = pathlib.Path(cfg.gap_run)
   features_path = gap_dir / "gap_features.npy"
   if not features_path.is_file():
-    raise FileNotFoundError(f"{features_path} not found: --gap-run must be a gap-mmd run "
-                            "directory.")
+    raise FileNotFoundError(
+      f"{features_path} not found: --gap-run must be a gap-mmd run directory."
+    )
   features = np.load(features_path)[0]  # first seed
   rows = survey(features, cfg)
   out = RunDir(gap_dir / "survey", FILES)
   tsne = _tsne(features, cfg, out.file("tsne.png"))
-  plotting.heatmaps([r["matrix"] for r in rows], [r["distance"] for r in rows],
-                    out.file("distances.png"), fmt="{:.2g}")
-  result = {"gap_run": str(gap_dir), "demo": demo, "reference_demo": REFERENCE_DEMO,
-            "tsne": tsne, "ranking": rows}
+  plotting.heatmaps(
+    [r["matrix"] for r in rows],
+    [r["distance"] for r in rows],
+    out.file("distances.png"),
+    fmt="{:.2g}",
+  )
+  result = {
+    "gap_run": str(gap_dir),
+    "demo": demo,
+    "reference_demo": REFERENCE_DEMO,
+    "tsne": tsne,
+    "ranking": rows,
+  }
   out.write_json("survey.json", result)
   table = _table(rows)
   out.file("survey.md").write_text(table + "\n")
   out.write_readme(f"{NAME} on {gap_dir}")
-  print(f"\n{NAME}: MMD^2 of 10 x 500 values, same distribution {demo['same']:.3f} "
-        f"(reference ~{REFERENCE_DEMO['same']}), different {demo['different']:.3f} "
-        f"(reference ~{REFERENCE_DEMO['different']})")
+  print(
+    f"\n{NAME}: MMD^2 of 10 x 500 values, same distribution {demo['same']:.3f} "
+    f"(reference ~{REFERENCE_DEMO['same']}), different {demo['different']:.3f} "
+    f"(reference ~{REFERENCE_DEMO['different']})"
+  )
   print(f"distances between the classes' GAP features ({gap_dir}):")
   print(table)
   print(f"survey directory: {out.path}")

@@ -26,21 +26,21 @@ import optax
 from gapmmd_jax import plotting
 from gapmmd_jax.config import check_finite, option, to_dict
 from gapmmd_jax.losses import (
-    gaussian_mutual_information,
-    histogram_mutual_information,
-    mine_bias_corrected_loss,
-    mine_lower_bound,
+  gaussian_mutual_information,
+  histogram_mutual_information,
+  mine_bias_corrected_loss,
+  mine_lower_bound,
 )
 from gapmmd_jax.train import RunDir
 
 NAME = "mine"
 ESTIMATORS = ("plain", "bias-corrected")
 FILES = {
-    "table.md": "per rho: true MI, histogram estimate, and each estimator's mean +- std over "
-                "seeds with its error",
-    "results.json": "the config, the table and every seed's estimate",
-    "estimates.png": "estimate against rho for both estimators, the true MI and the histogram",
-    "curves.png": "the bound during training (smoothed, mean over seeds) per rho and estimator",
+  "table.md": "per rho: true MI, histogram estimate, and each estimator's mean +- std over "
+  "seeds with its error",
+  "results.json": "the config, the table and every seed's estimate",
+  "estimates.png": "estimate against rho for both estimators, the true MI and the histogram",
+  "curves.png": "the bound during training (smoothed, mean over seeds) per rho and estimator",
 }
 
 
@@ -68,21 +68,30 @@ class Config:
       raise ValueError(f"rhos must be non-empty and lie in (-1, 1), got {self.rhos}.")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
-    for name in ("steps", "batch_size", "hidden", "average_last", "histogram_samples",
-                 "histogram_bins"):
+    for name in (
+      "steps",
+      "batch_size",
+      "hidden",
+      "average_last",
+      "histogram_samples",
+      "histogram_bins",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
     if self.average_last > self.steps:
       raise ValueError(f"average_last={self.average_last} exceeds steps={self.steps}.")
     if self.learning_rate <= 0 or not 0.0 < self.ema_decay <= 1.0:
-      raise ValueError("learning_rate must be > 0 and ema_decay in (0, 1], got "
-                       f"{self.learning_rate} and {self.ema_decay}.")
+      raise ValueError(
+        "learning_rate must be > 0 and ema_decay in (0, 1], got "
+        f"{self.learning_rate} and {self.ema_decay}."
+      )
 
 
 VARIANTS = {
-    "quick": Config(rhos=(0.5, 0.9), seeds=(0,), steps=300, average_last=100,
-                    histogram_samples=100_000),
-    "default": Config(),
+  "quick": Config(
+    rhos=(0.5, 0.9), seeds=(0,), steps=300, average_last=100, histogram_samples=100_000
+  ),
+  "default": Config(),
 }
 DEFAULT_VARIANT = "default"
 
@@ -91,8 +100,13 @@ def init_statistics_network(key: jax.Array, hidden: int) -> dict[str, jax.Array]
   """Parameters of ``T(x, y) = w . relu(a x + b y + c) + d`` (Glorot-uniform, zero biases)."""
   kx, ky, kout = jax.random.split(key, 3)
   glorot = jax.nn.initializers.glorot_uniform()
-  return {"x": glorot(kx, (1, hidden)), "y": glorot(ky, (1, hidden)),
-          "bias": jnp.zeros(hidden), "out": glorot(kout, (hidden, 1)), "out_bias": jnp.zeros(1)}
+  return {
+    "x": glorot(kx, (1, hidden)),
+    "y": glorot(ky, (1, hidden)),
+    "bias": jnp.zeros(hidden),
+    "out": glorot(kout, (hidden, 1)),
+    "out_bias": jnp.zeros(1),
+  }
 
 
 def statistic(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
@@ -142,10 +156,15 @@ def make_trainer(cfg: Config, bias_corrected: bool):
 def histogram_estimates(cfg: Config) -> list[float]:
   """Histogram MI of ``histogram_samples`` pairs per rho."""
   key = jax.random.key(12345)
-  return [float(histogram_mutual_information(*correlated_pairs(jax.random.fold_in(key, i), rho,
-                                                               cfg.histogram_samples),
-                                             bins=cfg.histogram_bins))
-          for i, rho in enumerate(cfg.rhos)]
+  return [
+    float(
+      histogram_mutual_information(
+        *correlated_pairs(jax.random.fold_in(key, i), rho, cfg.histogram_samples),
+        bins=cfg.histogram_bins,
+      )
+    )
+    for i, rho in enumerate(cfg.rhos)
+  ]
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
@@ -155,8 +174,11 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def _table(rows: list[dict]) -> str:
-  lines = ["| rho | true MI | histogram | plain DV (mean +- std) | error | bias-corrected "
-           "(mean +- std) | error |", "| --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    "| rho | true MI | histogram | plain DV (mean +- std) | error | bias-corrected "
+    "(mean +- std) | error |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ]
   for r in rows:
     cells = [f"{r['rho']:g}", f"{r['true']:.4f}", f"{r['histogram']:.4f}"]
     for name in ESTIMATORS:
@@ -174,8 +196,11 @@ def run(cfg: Config, variant: str = "custom") -> dict:
   bounds = {}
   for name in ESTIMATORS:
     if cfg.progress:
-      print(f"{NAME}: training {len(cfg.rhos)} x {len(cfg.seeds)} networks, {name} "
-            f"gradient, {cfg.steps} steps ...", flush=True)
+      print(
+        f"{NAME}: training {len(cfg.rhos)} x {len(cfg.seeds)} networks, {name} "
+        f"gradient, {cfg.steps} steps ...",
+        flush=True,
+      )
     bounds[name] = np.asarray(make_trainer(cfg, name == "bias-corrected")(rhos, keys))  # [R, S, T]
   true = np.asarray(gaussian_mutual_information(np.asarray(cfg.rhos)))
   histogram = histogram_estimates(cfg)
@@ -183,36 +208,62 @@ def run(cfg: Config, variant: str = "custom") -> dict:
   for i, rho in enumerate(cfg.rhos):
     row = {"rho": rho, "true": float(true[i]), "histogram": histogram[i]}
     for name in ESTIMATORS:
-      per_seed = bounds[name][i, :, -cfg.average_last:].mean(-1)
-      row[name] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
-                   "std": float(per_seed.std())}
+      per_seed = bounds[name][i, :, -cfg.average_last :].mean(-1)
+      row[name] = {
+        "per_seed": per_seed.tolist(),
+        "mean": float(per_seed.mean()),
+        "std": float(per_seed.std()),
+      }
     rows.append(row)
 
   fine = np.linspace(0.0, max(0.95, max(cfg.rhos)), 100)
   plotting.lines_with_bands(
-      cfg.rhos, {**{f"MINE, {name}": (np.array([r[name]["mean"] for r in rows]),
-                                      np.array([r[name]["std"] for r in rows]))
-                    for name in ESTIMATORS},
-                 f"histogram ({cfg.histogram_samples:g} samples)": (np.array(histogram), None)},
-      out.file("estimates.png"), xlabel="rho", ylabel="mutual information (nats)",
-      title=f"MINE on bivariate Gaussians, mean of the last {cfg.average_last} steps",
-      reference=(fine, -0.5 * np.log1p(-fine**2), "true -0.5 log(1 - rho^2)"))
+    cfg.rhos,
+    {
+      **{
+        f"MINE, {name}": (
+          np.array([r[name]["mean"] for r in rows]),
+          np.array([r[name]["std"] for r in rows]),
+        )
+        for name in ESTIMATORS
+      },
+      f"histogram ({cfg.histogram_samples:g} samples)": (np.array(histogram), None),
+    },
+    out.file("estimates.png"),
+    xlabel="rho",
+    ylabel="mutual information (nats)",
+    title=f"MINE on bivariate Gaussians, mean of the last {cfg.average_last} steps",
+    reference=(fine, -0.5 * np.log1p(-(fine**2)), "true -0.5 log(1 - rho^2)"),
+  )
   width = max(1, cfg.steps // 50)
   steps = np.arange(width, cfg.steps + 1)
   plotting.lines_with_bands(
-      steps, {f"rho={rho:g}, {name}": (_smooth(bounds[name][i], width).mean(0), None)
-              for i, rho in enumerate(cfg.rhos) for name in ESTIMATORS},
-      out.file("curves.png"), xlabel="step", ylabel=f"bound (moving mean of {width} steps)",
-      title="MINE training, mean over seeds")
+    steps,
+    {
+      f"rho={rho:g}, {name}": (_smooth(bounds[name][i], width).mean(0), None)
+      for i, rho in enumerate(cfg.rhos)
+      for name in ESTIMATORS
+    },
+    out.file("curves.png"),
+    xlabel="step",
+    ylabel=f"bound (moving mean of {width} steps)",
+    title="MINE training, mean over seeds",
+  )
   table = _table(rows)
   out.file("table.md").write_text(table + "\n")
-  result = {"config": to_dict(cfg), "variant": variant, "devices": [str(d) for d in jax.devices()],
-            "rows": rows}
+  result = {
+    "config": to_dict(cfg),
+    "variant": variant,
+    "devices": [str(d) for d in jax.devices()],
+    "rows": rows,
+  }
   out.write_json("results.json", result)
-  out.write_readme(f"{NAME} ({variant}): {len(cfg.seeds)} seeds, {cfg.steps} steps, "
-                   f"batch {cfg.batch_size}")
-  worst = max(abs(r[name]["mean"] - r["true"]) for r in rows for name in ESTIMATORS
-              if r["rho"] <= 0.8)
+  out.write_readme(
+    f"{NAME} ({variant}): {len(cfg.seeds)} seeds, {cfg.steps} steps, batch {cfg.batch_size}"
+  )
+  worst = max(
+    abs(r[name]["mean"] - r["true"]) for r in rows for name in ESTIMATORS if r["rho"] <= 0.8
+  )
   print(f"\n{NAME} ({variant}), estimate = mean bound over the last {cfg.average_last} steps")
   print(table)
   if any(r["rho"] <= 0.8 for r in rows):

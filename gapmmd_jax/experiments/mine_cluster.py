@@ -32,10 +32,10 @@ from flax import nnx
 
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
-    augmented_pairs,
-    centre_crops,
-    gradient_step,
-    image_split,
+  augmented_pairs,
+  centre_crops,
+  gradient_step,
+  image_split,
 )
 from gapmmd_jax.losses import mine_lower_bound
 from gapmmd_jax.models import MineEncoder
@@ -56,7 +56,8 @@ class Config(TrainConfig):
   probe_epochs: int = option(30, "epochs of the linear probe")
   probe_learning_rate: float = option(1e-3, "Adam learning rate of the linear probe")
   batchnorm: Literal["joint", "separate"] = option(
-      "joint", "x and x' through one encoder call (shared batch statistics) or two (Keras)")
+    "joint", "x and x' through one encoder call (shared batch statistics) or two (Keras)"
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -68,19 +69,37 @@ class Config(TrainConfig):
 
 
 VARIANTS = {
-    "quick": Config(epochs=1.0, batch_size=64, max_train_examples=1024, max_eval_examples=500,
-                    eval_every=8, log_every=4, checkpoint_every=8, statistic_hidden=64,
-                    probe_epochs=3),
-    "default": Config(epochs=10.0, batch_size=256, eval_every=200, log_every=20),
-    "keras": Config(epochs=200.0, batch_size=1024, batchnorm="separate", eval_every=500,
-                    log_every=20, checkpoint_every=250),
+  "quick": Config(
+    epochs=1.0,
+    batch_size=64,
+    max_train_examples=1024,
+    max_eval_examples=500,
+    eval_every=8,
+    log_every=4,
+    checkpoint_every=8,
+    statistic_hidden=64,
+    probe_epochs=3,
+  ),
+  "default": Config(epochs=10.0, batch_size=256, eval_every=200, log_every=20),
+  "keras": Config(
+    epochs=200.0,
+    batch_size=1024,
+    batchnorm="separate",
+    eval_every=500,
+    log_every=20,
+    checkpoint_every=250,
+  ),
 }
 DEFAULT_VARIANT = "default"
 
 
 def _make_net(cfg: Config, key) -> MineEncoder:
-  return MineEncoder(latent_dim=cfg.latent_dim, hidden=cfg.statistic_hidden,
-                     input_size=INPUT_SIZE, rngs=nnx.Rngs(key))
+  return MineEncoder(
+    latent_dim=cfg.latent_dim,
+    hidden=cfg.statistic_hidden,
+    input_size=INPUT_SIZE,
+    rngs=nnx.Rngs(key),
+  )
 
 
 def build_task(cfg: Config) -> Task:
@@ -95,11 +114,10 @@ def build_task(cfg: Config) -> Task:
     x, x_bar = augmented_pairs(transform_key, images, INPUT_SIZE)
     if cfg.batchnorm == "joint":
       z = model.encode(jnp.concatenate([x, x_bar]), train=train)
-      z, z_bar = z[:len(x)], z[len(x):]
+      z, z_bar = z[: len(x)], z[len(x) :]
     else:
       z, z_bar = model.encode(x, train=train), model.encode(x_bar, train=train)
-    return model.statistic(z, z_bar), model.statistic(z, jax.random.permutation(shuffle_key,
-                                                                               z_bar))
+    return model.statistic(z, z_bar), model.statistic(z, jax.random.permutation(shuffle_key, z_bar))
 
   def init(key):
     _, params, stats = nnx.split(_make_net(cfg, key), nnx.Param, nnx.BatchStat)
@@ -111,8 +129,9 @@ def build_task(cfg: Config) -> Task:
     return -bound, (bound, nnx.state(model, nnx.BatchStat))
 
   def train_step(state, batch, key):
-    state, loss, (bound, stats), _ = gradient_step(tx, loss_fn, state, state["batch_stats"],
-                                                   batch["image"], key)
+    state, loss, (bound, stats), _ = gradient_step(
+      tx, loss_fn, state, state["batch_stats"], batch["image"], key
+    )
     return {**state, "batch_stats": stats}, {"loss": loss, "mi_bound": bound}
 
   def eval_step(state, batch):
@@ -124,19 +143,38 @@ def build_task(cfg: Config) -> Task:
   def finish_eval(means):
     return {"mi_bound": means["t_joint"] - np.log(means["exp_t_marginal"])}
 
-  return Task(name=NAME, init=init, train_step=train_step, eval_step=eval_step,
-              train_data=train_data, eval_data=eval_data, finish_eval=finish_eval)
+  return Task(
+    name=NAME,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    train_data=train_data,
+    eval_data=eval_data,
+    finish_eval=finish_eval,
+  )
 
 
-def linear_probe(key: jax.Array, train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray,
-                 test_y: np.ndarray, *, epochs: int, learning_rate: float,
-                 batch_size: int = 256) -> float:
+def linear_probe(
+  key: jax.Array,
+  train_z: np.ndarray,
+  train_y: np.ndarray,
+  test_z: np.ndarray,
+  test_y: np.ndarray,
+  *,
+  epochs: int,
+  learning_rate: float,
+  batch_size: int = 256,
+) -> float:
   """Test accuracy of dense(256) -> dense(10), no non-linearity, trained with Adam."""
   init_key, order_key = jax.random.split(key)
   k1, k2 = jax.random.split(init_key)
   glorot = jax.nn.initializers.glorot_uniform()
-  params = {"w1": glorot(k1, (train_z.shape[1], 256)), "b1": jnp.zeros(256),
-            "w2": glorot(k2, (256, NUM_CLASSES)), "b2": jnp.zeros(NUM_CLASSES)}
+  params = {
+    "w1": glorot(k1, (train_z.shape[1], 256)),
+    "b1": jnp.zeros(256),
+    "w2": glorot(k2, (256, NUM_CLASSES)),
+    "b2": jnp.zeros(NUM_CLASSES),
+  }
   mean, std = train_z.mean(0), train_z.std(0) + 1e-6  # the probe sees standardised latents
   train_z, test_z = (train_z - mean) / std, (test_z - mean) / std
   logits = lambda p, z: (z @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
@@ -147,16 +185,18 @@ def linear_probe(key: jax.Array, train_z: np.ndarray, train_y: np.ndarray, test_
     def step(carry, rows):
       p, opt = carry
       loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-          logits(p, train_z[rows]), train_y[rows]).mean()
+        logits(p, train_z[rows]), train_y[rows]
+      ).mean()
       updates, opt = tx.update(jax.grad(loss)(p), opt, p)
       return (optax.apply_updates(p, updates), opt), None
 
-    order = jax.random.permutation(epoch_key, len(train_z))[:steps * batch_size]
+    order = jax.random.permutation(epoch_key, len(train_z))[: steps * batch_size]
     return jax.lax.scan(step, carry, order.reshape(steps, batch_size))[0], None
 
   train_z, train_y = jnp.asarray(train_z), jnp.asarray(train_y)
   (params, _), _ = jax.jit(lambda c, k: jax.lax.scan(epoch, c, k))(
-      (params, tx.init(params)), jax.random.split(order_key, epochs))
+    (params, tx.init(params)), jax.random.split(order_key, epochs)
+  )
   return float(jnp.mean(jnp.argmax(logits(params, jnp.asarray(test_z)), -1) == test_y))
 
 
@@ -169,34 +209,53 @@ def run(cfg: Config, variant: str = "custom") -> Result:
 
   @jax.jit
   def encode(params, stats, images):
-    return nnx.merge(graphdef, params, stats).encode(centre_crops(images, INPUT_SIZE),
-                                                     train=False)
+    return nnx.merge(graphdef, params, stats).encode(centre_crops(images, INPUT_SIZE), train=False)
 
   probes = []
   for i, seed in enumerate(cfg.seeds):
-    params, stats = (jax.tree.map(lambda a, i=i: a[i], result.state["state"][k])
-                     for k in ("params", "batch_stats"))
-    latents = {name: np.concatenate([np.asarray(encode(params, stats, chunk))
-                                     for chunk in np.array_split(split["image"],
-                                                                 max(1, len(split["image"]) // 1000))])
-               for name, split in (("train", train_split), ("test", test_split))}
+    params, stats = (
+      jax.tree.map(lambda a, i=i: a[i], result.state["state"][k]) for k in ("params", "batch_stats")
+    )
+    latents = {
+      name: np.concatenate(
+        [
+          np.asarray(encode(params, stats, chunk))
+          for chunk in np.array_split(split["image"], max(1, len(split["image"]) // 1000))
+        ]
+      )
+      for name, split in (("train", train_split), ("test", test_split))
+    }
     key = jax.random.key(seed)
     kwargs = dict(epochs=cfg.probe_epochs, learning_rate=cfg.probe_learning_rate)
-    probes.append({
+    probes.append(
+      {
         "seed": seed,
-        "probe_accuracy": linear_probe(key, latents["train"], train_split["label"],
-                                       latents["test"], test_split["label"], **kwargs),
+        "probe_accuracy": linear_probe(
+          key,
+          latents["train"],
+          train_split["label"],
+          latents["test"],
+          test_split["label"],
+          **kwargs,
+        ),
         "probe_trained_on_test_accuracy": linear_probe(
-            key, latents["test"], test_split["label"], latents["test"], test_split["label"],
-            **kwargs)})
+          key, latents["test"], test_split["label"], latents["test"], test_split["label"], **kwargs
+        ),
+      }
+    )
   for name in ("probe_accuracy", "probe_trained_on_test_accuracy"):
     values = np.asarray([p[name] for p in probes])
-    result.summary[name] = {"per_seed": values.tolist(), "mean": float(values.mean()),
-                            "std": float(values.std())}
+    result.summary[name] = {
+      "per_seed": values.tolist(),
+      "mean": float(values.mean()),
+      "std": float(values.std()),
+    }
   result.run_dir.write_json("summary.json", result.summary)
   print(f"\n{NAME} ({variant}), latent dimension {cfg.latent_dim}")
   for p in probes:
-    print(f"seed {p['seed']}: linear probe (train -> test) {100 * p['probe_accuracy']:.2f}%, "
-          f"probe trained and tested on the test set {100 * p['probe_trained_on_test_accuracy']:.2f}%")
+    print(
+      f"seed {p['seed']}: linear probe (train -> test) {100 * p['probe_accuracy']:.2f}%, "
+      f"probe trained and tested on the test set {100 * p['probe_trained_on_test_accuracy']:.2f}%"
+    )
   print(f"run directory: {result.run_dir.path}")
   return result

@@ -10,8 +10,9 @@ import numpy as np
 from gapmmd_jax import _validation as v
 
 
-def class_halves(features: jax.typing.ArrayLike, labels, *, num_classes: int,
-                 samples_per_class: int | None = None) -> tuple[jax.Array, jax.Array]:
+def class_halves(
+  features: jax.typing.ArrayLike, labels, *, num_classes: int, samples_per_class: int | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Two disjoint, equally sized halves of every class's samples.
 
   Each class's samples, in the given order, are cut into a first and a second
@@ -37,24 +38,32 @@ def class_halves(features: jax.typing.ArrayLike, labels, *, num_classes: int,
   if labels_np.shape != (features.shape[0],):
     raise ValueError(f"labels must have shape [N]={features.shape[0]}, got {labels_np.shape}.")
   if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                     f"[{labels_np.min()}, {labels_np.max()}].")
+    raise ValueError(
+      f"labels must lie in [0, {num_classes}), got range [{labels_np.min()}, {labels_np.max()}]."
+    )
   members = [np.flatnonzero(labels_np == c) for c in range(num_classes)]
   half = min(len(idx) for idx in members) // 2
   if samples_per_class is not None:
     half = min(half, samples_per_class // 2)
   if half < 1:
     counts = [len(idx) for idx in members]
-    raise ValueError(f"every class needs at least 2 samples (two disjoint halves), got "
-                     f"per-class counts {counts} and samples_per_class={samples_per_class}.")
+    raise ValueError(
+      f"every class needs at least 2 samples (two disjoint halves), got "
+      f"per-class counts {counts} and samples_per_class={samples_per_class}."
+    )
   first = features[np.stack([idx[:half] for idx in members])]
-  second = features[np.stack([idx[half:2 * half] for idx in members])]
+  second = features[np.stack([idx[half : 2 * half] for idx in members])]
   return first, second
 
 
-def class_pair_matrix(distance_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                      features: jax.typing.ArrayLike, labels, *, num_classes: int,
-                      samples_per_class: int | None = None) -> jax.Array:
+def class_pair_matrix(
+  distance_fn: Callable[[jax.Array, jax.Array], jax.Array],
+  features: jax.typing.ArrayLike,
+  labels,
+  *,
+  num_classes: int,
+  samples_per_class: int | None = None,
+) -> jax.Array:
   r"""``[C, C]`` matrix of a set distance between the classes' feature sets.
 
   .. math:: M_{ij} = \mathrm{dist}(A_i, B_j)
@@ -70,8 +79,9 @@ def class_pair_matrix(distance_fn: Callable[[jax.Array, jax.Array], jax.Array],
   Returns:
     ``[C, C]`` array.
   """
-  first, second = class_halves(features, labels, num_classes=num_classes,
-                               samples_per_class=samples_per_class)
+  first, second = class_halves(
+    features, labels, num_classes=num_classes, samples_per_class=samples_per_class
+  )
   return jax.vmap(lambda a: jax.vmap(lambda b: distance_fn(a, b))(second))(first)
 
 
@@ -94,5 +104,7 @@ def diagonal_separability(matrix, *, higher_is_closer: bool = False) -> dict[str
   rows_ok = [sign * m[i, i] < np.min(sign * m[i, off[i]]) for i in range(c)]
   diag, offdiag = np.mean(np.diag(m)), np.mean(m[off])
   ratio = diag / offdiag if higher_is_closer else offdiag / diag
-  return {"rows_diagonal_best": float(np.mean(rows_ok)),
-          "offdiag_to_diag": float(ratio) if np.isfinite(ratio) else float("inf")}
+  return {
+    "rows_diagonal_best": float(np.mean(rows_ok)),
+    "offdiag_to_diag": float(ratio) if np.isfinite(ratio) else float("inf"),
+  }

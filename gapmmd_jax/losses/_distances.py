@@ -25,8 +25,9 @@ def _pooled_covariance(x: jax.Array, y: jax.Array) -> jax.Array:
   return (xc.T @ xc + yc.T @ yc) / max(n + m - 2, 1)
 
 
-def standardized_euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                                    eps: float = 1e-12) -> jax.Array:
+def standardized_euclidean_distance(
+  x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, eps: float = 1e-12
+) -> jax.Array:
   r"""Mean difference scaled per feature by the pooled variance.
 
   .. math:: \sqrt{\textstyle\sum_k (\bar x_k - \bar y_k)^2 / (s_k^2 + \epsilon)}
@@ -39,8 +40,9 @@ def standardized_euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.Array
   return jnp.sqrt(jnp.sum(diff * diff / (var + eps)))
 
 
-def mahalanobis_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                         shrinkage: float = 1e-3) -> jax.Array:
+def mahalanobis_distance(
+  x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, shrinkage: float = 1e-3
+) -> jax.Array:
   r"""Mahalanobis distance of the means under the shrunk pooled covariance.
 
   .. math:: \sqrt{(\bar x-\bar y)^T \Sigma_\alpha^{-1} (\bar x-\bar y)},\quad
@@ -74,8 +76,9 @@ def cosine_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Arr
   return 1.0 - jnp.where(norms > 0, a @ b / jnp.where(norms > 0, norms, 1.0), 0.0)
 
 
-def grassmann_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                       rank: int = 5) -> jax.Array:
+def grassmann_distance(
+  x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, rank: int = 5
+) -> jax.Array:
   r"""Geodesic distance between the ``rank``-dim principal subspaces.
 
   With orthonormal bases ``U_x, U_y`` ``[d, rank]`` (top right singular
@@ -92,8 +95,9 @@ def grassmann_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   x, y = v.check_samples("x", x, "y", y)
   v.check_int("rank", rank, 1)
   if rank > min(x.shape[0], y.shape[0], x.shape[1]):
-    raise ValueError(f"rank={rank} exceeds min(n, m, d) for x.shape={tuple(x.shape)}, "
-                     f"y.shape={tuple(y.shape)}.")
+    raise ValueError(
+      f"rank={rank} exceeds min(n, m, d) for x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}."
+    )
 
   def basis(a):
     _, _, vt = jnp.linalg.svd(a - jnp.mean(a, axis=0), full_matrices=False)

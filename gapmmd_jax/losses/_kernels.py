@@ -85,8 +85,9 @@ def gaussian_kernel(sq_dists: jax.Array, kernel: Kernel) -> jax.Array:
   return sum(w * term for w, term in zip(kernel.weights, shifted))
 
 
-def _shifted_terms(sq_dists: jax.Array, inv_bandwidths: jax.Array,
-                   doubling: bool) -> list[jax.Array]:
+def _shifted_terms(
+  sq_dists: jax.Array, inv_bandwidths: jax.Array, doubling: bool
+) -> list[jax.Array]:
   """``[expm1(-sq_dists * inv_bandwidths[k]) for k]``: each Gaussian minus its peak."""
   num = inv_bandwidths.shape[0]
   if not doubling:
@@ -132,8 +133,9 @@ def _replicated(x: jax.Array) -> jax.Array:
   return x
 
 
-def kernel_sum(a: jax.Array, b: jax.Array, kernel: Kernel, *,
-               block_size: int | None = None) -> jax.Array:
+def kernel_sum(
+  a: jax.Array, b: jax.Array, kernel: Kernel, *, block_size: int | None = None
+) -> jax.Array:
   """``sum_ij (k(a_i, b_j) - peak)`` without materialising ``[n, m]`` for large inputs.
 
   Args:
@@ -184,9 +186,17 @@ class _Wanted(NamedTuple):
   weights: bool
 
 
-def _tile_value_and_cotangents(p: jax.Array, q: jax.Array, inv_scale: jax.Array,
-                               inv_bandwidths: jax.Array, weights: jax.Array, doubling: bool,
-                               coef: jax.Array, wanted: _Wanted, symmetric: bool = False):
+def _tile_value_and_cotangents(
+  p: jax.Array,
+  q: jax.Array,
+  inv_scale: jax.Array,
+  inv_bandwidths: jax.Array,
+  weights: jax.Array,
+  doubling: bool,
+  coef: jax.Array,
+  wanted: _Wanted,
+  symmetric: bool = False,
+):
   """``S = sum(coef * (kernel_matrix(p, q) - peak))`` for one tile, with its gradients.
 
   With ``D`` the squared distances, ``s_k = inv_scale * r_k`` (``r =
@@ -230,7 +240,7 @@ def _tile_value_and_cotangents(p: jax.Array, q: jax.Array, inv_scale: jax.Array,
   sums = jnp.sum(jnp.stack(summands), axis=(1, 2))
   if wanted.bandwidths:
     at = 1 + wanted.scale
-    sums = sums.at[at:at + num].multiply(-inv_scale * weights)
+    sums = sums.at[at : at + num].multiply(-inv_scale * weights)
   dp = dq = None
   if wanted.rows:
     ones = jnp.ones((p.shape[0], 1), p.dtype)
@@ -244,10 +254,16 @@ def _tile_value_and_cotangents(p: jax.Array, q: jax.Array, inv_scale: jax.Array,
   return sums, dp, dq
 
 
-def _symmetric_tile_sums(arrays: tuple[jax.Array, ...], kernel: Kernel, block_size: int,
-                         tile_fn, combination: tuple[float, ...], coefficients: tuple,
-                         features: tuple[jax.Array, ...] = (),
-                         gradient_block_size: int | None = None) -> jax.Array:
+def _symmetric_tile_sums(
+  arrays: tuple[jax.Array, ...],
+  kernel: Kernel,
+  block_size: int,
+  tile_fn,
+  combination: tuple[float, ...],
+  coefficients: tuple,
+  features: tuple[jax.Array, ...] = (),
+  gradient_block_size: int | None = None,
+) -> jax.Array:
   """``sum_o combination[o] * _sum_upper_tiles(arrays + features, block_size, tile_fn)[o]``,
   with a gradient that walks the same tiles.
 
@@ -268,38 +284,77 @@ def _symmetric_tile_sums(arrays: tuple[jax.Array, ...], kernel: Kernel, block_si
   """
   inv_scale = jnp.ones((), arrays[0].dtype) if kernel.inv_scale is None else kernel.inv_scale
   n, d = arrays[0].shape
-  gradient_block_size = min(n, gradient_block_size
-                            or max(1, _gradient_tile_rows(d) // len(arrays)))
-  return _symmetric_statistic(arrays, tuple(features), inv_scale, kernel.inv_bandwidths,
-                              kernel.weights, kernel.doubling, block_size, gradient_block_size,
-                              tile_fn, combination, coefficients)
+  gradient_block_size = min(n, gradient_block_size or max(1, _gradient_tile_rows(d) // len(arrays)))
+  return _symmetric_statistic(
+    arrays,
+    tuple(features),
+    inv_scale,
+    kernel.inv_bandwidths,
+    kernel.weights,
+    kernel.doubling,
+    block_size,
+    gradient_block_size,
+    tile_fn,
+    combination,
+    coefficients,
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
-def _symmetric_statistic(arrays, features, inv_scale, inv_bandwidths, weights, doubling,
-                         block_size, gradient_block_size, tile_fn, combination, coefficients):
+def _symmetric_statistic(
+  arrays,
+  features,
+  inv_scale,
+  inv_bandwidths,
+  weights,
+  doubling,
+  block_size,
+  gradient_block_size,
+  tile_fn,
+  combination,
+  coefficients,
+):
   del gradient_block_size
   kernel = Kernel(inv_bandwidths, weights, doubling, inv_scale)
-  sums = _sum_upper_tiles(arrays + features, block_size,
-                          functools.partial(tile_fn, kernel=kernel, coefficients=coefficients))
+  sums = _sum_upper_tiles(
+    arrays + features,
+    block_size,
+    functools.partial(tile_fn, kernel=kernel, coefficients=coefficients),
+  )
   return sum(c * total for c, total in zip(combination, sums) if c)
 
 
-def _symmetric_statistic_fwd(arrays, features, inv_scale, inv_bandwidths, weights, doubling,
-                             block_size, gradient_block_size, tile_fn, combination,
-                             coefficients):
+def _symmetric_statistic_fwd(
+  arrays,
+  features,
+  inv_scale,
+  inv_bandwidths,
+  weights,
+  doubling,
+  block_size,
+  gradient_block_size,
+  tile_fn,
+  combination,
+  coefficients,
+):
   """The value and its wanted gradients in one walk over the tiles ``I <= J``."""
   del block_size, tile_fn, combination
-  wanted = _Wanted(any(a.perturbed for a in arrays), inv_scale.perturbed,
-                   inv_bandwidths.perturbed, weights.perturbed)
+  wanted = _Wanted(
+    any(a.perturbed for a in arrays),
+    inv_scale.perturbed,
+    inv_bandwidths.perturbed,
+    weights.perturbed,
+  )
   arrays, features = tuple(a.value for a in arrays), tuple(f.value for f in features)
   features_given = len(features)
   inv_scale, inv_bandwidths, weights = inv_scale.value, inv_bandwidths.value, weights.value
   num_arrays, (n, d) = len(arrays), arrays[0].shape
   dtype = arrays[0].dtype
   if not features:  # one-hot: each array's rows weighed as a whole
-    features = tuple(jnp.broadcast_to(jnp.eye(num_arrays, dtype=dtype)[r], (n, num_arrays))
-                     for r in range(num_arrays))
+    features = tuple(
+      jnp.broadcast_to(jnp.eye(num_arrays, dtype=dtype)[r], (n, num_arrays))
+      for r in range(num_arrays)
+    )
   b = gradient_block_size
   num_blocks = math.ceil(n / b)
   pad = lambda a: jnp.pad(a, ((0, num_blocks * b - n), (0, 0)))  # padded rows: zero features
@@ -311,13 +366,16 @@ def _symmetric_statistic_fwd(arrays, features, inv_scale, inv_bandwidths, weight
 
   def take(k):  # the rows of tile k of every array, stacked: [R b, d], and their features
     block = lambda a: jax.lax.dynamic_slice_in_dim(a, k * b, b, axis=1)
-    return (block(padded).reshape(num_arrays * b, d),
-            block(padded_features).reshape(num_arrays * b, -1))
+    return (
+      block(padded).reshape(num_arrays * b, d),
+      block(padded_features).reshape(num_arrays * b, -1),
+    )
 
   def add(grads, k, rows_grad):
     block = jax.lax.dynamic_slice_in_dim(grads, k * b, b, axis=1)
     return jax.lax.dynamic_update_slice_in_dim(
-        grads, block + rows_grad.reshape(num_arrays, b, d), k * b, axis=1)
+      grads, block + rows_grad.reshape(num_arrays, b, d), k * b, axis=1
+    )
 
   def one_tile(carry, pair, diagonal: bool):
     grads, sums = carry
@@ -326,8 +384,9 @@ def _symmetric_statistic_fwd(arrays, features, inv_scale, inv_bandwidths, weight
     coef = fi @ w @ fj.T
     # Diagonal tiles: self pairs out, and G symmetric, so one matmul serves both sides.
     coef = jnp.where(eye, 0.0, coef) if diagonal else 2.0 * coef
-    tile_sums, dzi, dzj = _tile_value_and_cotangents(zi, zj, inv_scale, inv_bandwidths, weights,
-                                                     doubling, coef, wanted, symmetric=diagonal)
+    tile_sums, dzi, dzj = _tile_value_and_cotangents(
+      zi, zj, inv_scale, inv_bandwidths, weights, doubling, coef, wanted, symmetric=diagonal
+    )
     if wanted.rows:
       grads = add(add(grads, i, dzi), j, dzj)
     return (grads, sums + tile_sums), None
@@ -338,33 +397,49 @@ def _symmetric_statistic_fwd(arrays, features, inv_scale, inv_bandwidths, weight
     carry, _ = one_tile(carry, (0, 0), True)
   else:
     diagonal = jnp.arange(num_blocks)
-    carry, _ = jax.lax.scan(functools.partial(one_tile, diagonal=True), carry,
-                            (diagonal, diagonal))
+    carry, _ = jax.lax.scan(functools.partial(one_tile, diagonal=True), carry, (diagonal, diagonal))
     upper = rows < cols
-    carry, _ = jax.lax.scan(functools.partial(one_tile, diagonal=False), carry,
-                            (jnp.asarray(rows[upper]), jnp.asarray(cols[upper])))
+    carry, _ = jax.lax.scan(
+      functools.partial(one_tile, diagonal=False),
+      carry,
+      (jnp.asarray(rows[upper]), jnp.asarray(cols[upper])),
+    )
   grads, sums = carry
   num = inv_bandwidths.shape[0]
   at = 1 + wanted.scale
-  residuals = (tuple(grads[r, :n] if wanted.rows else None for r in range(num_arrays)),
-               (None,) * features_given,  # their (zero) cotangents
-               sums[1] if wanted.scale else None,
-               sums[at:at + num] if wanted.bandwidths else None,
-               sums[at + num * wanted.bandwidths:] if wanted.weights else None)
+  residuals = (
+    tuple(grads[r, :n] if wanted.rows else None for r in range(num_arrays)),
+    (None,) * features_given,  # their (zero) cotangents
+    sums[1] if wanted.scale else None,
+    sums[at : at + num] if wanted.bandwidths else None,
+    sums[at + num * wanted.bandwidths :] if wanted.weights else None,
+  )
   return sums[0], residuals
 
 
-def _symmetric_statistic_bwd(doubling, block_size, gradient_block_size, tile_fn, combination,
-                             coefficients, residuals, cotangent):
+def _symmetric_statistic_bwd(
+  doubling,
+  block_size,
+  gradient_block_size,
+  tile_fn,
+  combination,
+  coefficients,
+  residuals,
+  cotangent,
+):
   del doubling, block_size, gradient_block_size, tile_fn, combination, coefficients
   rows, features, d_scale, d_inv, d_weights = residuals
   scaled = lambda g: None if g is None else cotangent * g  # None: not differentiated
-  return (tuple(scaled(g) for g in rows), features, scaled(d_scale), scaled(d_inv),
-          scaled(d_weights))
+  return (
+    tuple(scaled(g) for g in rows),
+    features,
+    scaled(d_scale),
+    scaled(d_inv),
+    scaled(d_weights),
+  )
 
 
-_symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd,
-                            symbolic_zeros=True)
+_symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd, symbolic_zeros=True)
 
 
 def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
@@ -391,8 +466,9 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
     i, j = pair
     take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
     mask = take(valid, i)[:, None] & take(valid, j)[None, :] if pad[0][1] else None
-    sums = tile_fn(tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask,
-                   i == j)
+    sums = tile_fn(
+      tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask, i == j
+    )
     return tuple(jnp.where(i == j, 1.0, 2.0) * total for total in sums)
 
   if num_blocks == 1:
@@ -403,14 +479,22 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
     return tuple(jnp.sum(t) for t in jax.lax.map(one_tile, pairs))
   # Arrays (one value per draw, say): accumulate, so memory does not grow with the tiles.
   zeros = tuple(jnp.zeros(shape.shape, shape.dtype) for shape in shapes)
-  totals, _ = jax.lax.scan(lambda acc, pair: (tuple(a + t for a, t in zip(acc, one_tile(pair))),
-                                              None), zeros, pairs)
+  totals, _ = jax.lax.scan(
+    lambda acc, pair: (tuple(a + t for a, t in zip(acc, one_tile(pair))), None), zeros, pairs
+  )
   return totals
 
 
-def pooled_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, xx_weight: float,
-                         yy_weight: float, xy_weight: float,
-                         block_size: int | None = None) -> jax.Array:
+def pooled_mmd_statistic(
+  x: jax.Array,
+  y: jax.Array,
+  kernel: Kernel,
+  *,
+  xx_weight: float,
+  yy_weight: float,
+  xy_weight: float,
+  block_size: int | None = None,
+) -> jax.Array:
   """``xx_weight * Sxx + yy_weight * Syy + xy_weight * Sxy`` (``S`` the kernel sums, self
   pairs excluded) from the upper tiles of the pooled ``[x; y]`` only.
 
@@ -432,12 +516,24 @@ def pooled_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, xx_weigh
   """
   n, m = x.shape[0], y.shape[0]
   pooled = jnp.concatenate([x, y])
-  features = jnp.concatenate([jnp.tile(jnp.asarray([[1.0, 0.0]], x.dtype), (n, 1)),
-                              jnp.tile(jnp.asarray([[0.0, 1.0]], x.dtype), (m, 1))])
+  features = jnp.concatenate(
+    [
+      jnp.tile(jnp.asarray([[1.0, 0.0]], x.dtype), (n, 1)),
+      jnp.tile(jnp.asarray([[0.0, 1.0]], x.dtype), (m, 1)),
+    ]
+  )
   coefficients = ((xx_weight, 0.5 * xy_weight), (0.5 * xy_weight, yy_weight))
   side = block_size or 2 * _paired_block_size(n + m, None)
-  return _symmetric_tile_sums((pooled,), kernel, min(side, n + m), _weighted_tile, (1.0,),
-                              coefficients, (features,), gradient_block_size=block_size)
+  return _symmetric_tile_sums(
+    (pooled,),
+    kernel,
+    min(side, n + m),
+    _weighted_tile,
+    (1.0,),
+    coefficients,
+    (features,),
+    gradient_block_size=block_size,
+  )
 
 
 def _weighted_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients: tuple):
@@ -466,8 +562,15 @@ def _paired_block_size(n: int, block_size: int | None) -> int:
   return min(block_size, n)
 
 
-def paired_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, h_weight: float,
-                         xy_weight: float, block_size: int | None = None) -> jax.Array:
+def paired_mmd_statistic(
+  x: jax.Array,
+  y: jax.Array,
+  kernel: Kernel,
+  *,
+  h_weight: float,
+  xy_weight: float,
+  block_size: int | None = None,
+) -> jax.Array:
   """For ``n == m``: ``h_weight * sum_ij h_ij + xy_weight * sum_ij k(x_i, y_j)``, tile by tile.
 
   ``h_ij = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(y_i, x_j)`` is reduced
@@ -491,8 +594,15 @@ def paired_mmd_statistic(x: jax.Array, y: jax.Array, kernel: Kernel, *, h_weight
   b = _paired_block_size(x.shape[0], block_size)
   # The weights of x-x, x-y, y-x and y-y entries: h = xx + yy - xy - yx, plus (xy + yx) / 2.
   xy = -h_weight + 0.5 * xy_weight
-  return _symmetric_tile_sums((x, y), kernel, b, _paired_tile, (h_weight, xy_weight),
-                              ((h_weight, xy), (xy, h_weight)), gradient_block_size=block_size)
+  return _symmetric_tile_sums(
+    (x, y),
+    kernel,
+    b,
+    _paired_tile,
+    (h_weight, xy_weight),
+    ((h_weight, xy), (xy, h_weight)),
+    gradient_block_size=block_size,
+  )
 
 
 def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients: tuple):
@@ -506,8 +616,9 @@ def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients
   return jnp.sum(kxx + kyy - kxy - kyx), 0.5 * (jnp.sum(kxy) + jnp.sum(kyx))
 
 
-def kernel_quadratic_forms(z: jax.Array, coefficients: jax.Array, kernel: Kernel, *,
-                           block_size: int | None = None) -> jax.Array:
+def kernel_quadratic_forms(
+  z: jax.Array, coefficients: jax.Array, kernel: Kernel, *, block_size: int | None = None
+) -> jax.Array:
   """``c_b^T (K - peak) c_b`` for every row ``c_b`` of ``coefficients``, tile by tile.
 
   ``K`` is the kernel matrix of ``z``; its peak-shifted diagonal is exactly 0,
@@ -527,8 +638,9 @@ def kernel_quadratic_forms(z: jax.Array, coefficients: jax.Array, kernel: Kernel
     ``[B]`` forms.
   """
   b = min(block_size or _QUADRATIC_BLOCK_ROWS, z.shape[0])
-  forms, = _sum_upper_tiles((z, coefficients.T), b,
-                            functools.partial(_quadratic_tile, kernel=kernel))
+  (forms,) = _sum_upper_tiles(
+    (z, coefficients.T), b, functools.partial(_quadratic_tile, kernel=kernel)
+  )
   return forms
 
 
@@ -548,8 +660,9 @@ class KernelBank(NamedTuple):
   laplace_bandwidths: jax.Array
 
 
-def bank_quadratic_forms(z: jax.Array, coefficients: jax.Array, bank: KernelBank, *,
-                         block_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def bank_quadratic_forms(
+  z: jax.Array, coefficients: jax.Array, bank: KernelBank, *, block_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Per kernel of ``bank``: ``c_b^T (K - 1) c_b`` for every row ``c_b`` of ``coefficients``,
   and ``sum_{i != j} K_ij^2``, from one walk over the tiles ``I <= J``.
 
@@ -603,8 +716,9 @@ def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
   return jnp.stack(forms), jnp.stack(squares)
 
 
-def bank_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, bank: KernelBank, *,
-                      block_size: int | None = None) -> jax.Array:
+def bank_paired_forms(
+  x: jax.Array, y: jax.Array, signs: jax.Array, bank: KernelBank, *, block_size: int | None = None
+) -> jax.Array:
   r"""Per kernel of ``bank``: ``sum_{i != j} e_i e_j h_ij`` for every row ``e`` of ``signs``.
 
   ``h_ij = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(y_i, x_j)`` is the
@@ -624,12 +738,12 @@ def bank_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, bank: Kernel
   Returns:
     ``[G + L, B]`` forms.
   """
-  return _paired_forms(x, y, signs, functools.partial(_bank_shifted_tiles, bank=bank),
-                       block_size)
+  return _paired_forms(x, y, signs, functools.partial(_bank_shifted_tiles, bank=bank), block_size)
 
 
-def kernel_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, kernel: Kernel, *,
-                        block_size: int | None = None) -> jax.Array:
+def kernel_paired_forms(
+  x: jax.Array, y: jax.Array, signs: jax.Array, kernel: Kernel, *, block_size: int | None = None
+) -> jax.Array:
   """:func:`bank_paired_forms` for one kernel (a sum of Gaussians): ``[B]`` forms."""
   tiles = lambda a, b: [gaussian_kernel(squared_distances(a, b), kernel)]
   return _paired_forms(x, y, signs, tiles, block_size)[0]
@@ -638,8 +752,9 @@ def kernel_paired_forms(x: jax.Array, y: jax.Array, signs: jax.Array, kernel: Ke
 def _paired_forms(x, y, signs, shifted_tiles, block_size):
   """``[K, B]``: the paired forms of each kernel that ``shifted_tiles(a, b)`` returns tiles of."""
   b = min(block_size or _BANK_BLOCK_ROWS, x.shape[0])
-  forms, = _sum_upper_tiles((x, y, signs.T), b,
-                            functools.partial(_paired_forms_tile, shifted_tiles=shifted_tiles))
+  (forms,) = _sum_upper_tiles(
+    (x, y, signs.T), b, functools.partial(_paired_forms_tile, shifted_tiles=shifted_tiles)
+  )
   return forms
 
 

@@ -19,15 +19,24 @@ BANDWIDTH_RULES = ("mean", "median")
 # The fixed bank of the Domain Separation Networks code (Bousmalis et al.,
 # NeurIPS 2016; tensorflow/models research/domain_adaptation, utils.py): 19
 # Gaussians exp(-|a - b|^2 / (2 sigma)) with these sigma and unit weights.
+# fmt: off
 DSN_SIGMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0,
               100.0, 1e3, 1e4, 1e5, 1e6)
+# fmt: on
 # The same bank in the ``exp(-|a - b|^2 / bandwidth)`` convention of
 # :func:`mk_mmd2`: ``mk_mmd2(x, y, bandwidths=DSN_BANDWIDTHS)`` is DSN's kernel.
 DSN_BANDWIDTHS = tuple(2.0 * sigma for sigma in DSN_SIGMAS)
 
 
-def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, fix_sigma,
-                      bandwidth: str, stop_bandwidth_gradient: bool = False) -> _kernels.Kernel:
+def _reference_kernel(
+  pooled: jax.Array,
+  *,
+  kernel_mul: float,
+  kernel_num: int,
+  fix_sigma,
+  bandwidth: str,
+  stop_bandwidth_gradient: bool = False,
+) -> _kernels.Kernel:
   """The reference ``mmd_rbf`` kernel: unit weights, geometric bandwidths.
 
   Args:
@@ -53,34 +62,39 @@ def _reference_kernel(pooled: jax.Array, *, kernel_mul: float, kernel_num: int, 
       scale = jax.lax.stop_gradient(scale)
   # Bandwidths scale * kernel_mul^(i - kernel_num // 2): the data-driven scale stays a
   # factor of its own (one gradient sum per tile instead of kernel_num).
-  relative = jnp.asarray([kernel_mul ** (kernel_num // 2 - i) for i in range(kernel_num)],
-                         pooled.dtype)
-  return _kernels.Kernel(relative, jnp.ones((kernel_num,), pooled.dtype),
-                         doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0,
-                         inv_scale=1.0 / scale)
+  relative = jnp.asarray(
+    [kernel_mul ** (kernel_num // 2 - i) for i in range(kernel_num)], pooled.dtype
+  )
+  return _kernels.Kernel(
+    relative,
+    jnp.ones((kernel_num,), pooled.dtype),
+    doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0,
+    inv_scale=1.0 / scale,
+  )
 
 
 def _check_estimator(estimator: str, x: jax.Array, y: jax.Array) -> None:
   v.check_choice("estimator", estimator, ESTIMATORS)
   if estimator == "unbiased" and min(x.shape[0], y.shape[0]) < 2:
     raise ValueError(
-        "estimator='unbiased' needs at least 2 rows in x and in y, got "
-        f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+      "estimator='unbiased' needs at least 2 rows in x and in y, got "
+      f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}."
+    )
   if estimator == "linear":
     if x.shape[0] != y.shape[0]:
       raise ValueError(
-          "estimator='linear' pairs x_i with y_i and needs n == m, got "
-          f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+        "estimator='linear' pairs x_i with y_i and needs n == m, got "
+        f"x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}."
+      )
     if x.shape[0] < 2:
-      raise ValueError(
-          f"estimator='linear' needs at least 2 rows, got x.shape={tuple(x.shape)}.")
+      raise ValueError(f"estimator='linear' needs at least 2 rows, got x.shape={tuple(x.shape)}.")
 
 
 def _linear_terms(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel) -> jax.Array:
   """Per-pair statistics ``h_i`` ``[n // 2]`` of the linear-time estimator."""
   half = x.shape[0] // 2
-  x1, x2 = x[0:2 * half:2], x[1:2 * half:2]
-  y1, y2 = y[0:2 * half:2], y[1:2 * half:2]
+  x1, x2 = x[0 : 2 * half : 2], x[1 : 2 * half : 2]
+  y1, y2 = y[0 : 2 * half : 2], y[1 : 2 * half : 2]
 
   def k(a, b):
     diff = a - b
@@ -89,8 +103,9 @@ def _linear_terms(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel) -> jax.Ar
   return k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)
 
 
-def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estimator: str,
-                      block_size: int | None) -> jax.Array:
+def _mmd2_with_kernel(
+  x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estimator: str, block_size: int | None
+) -> jax.Array:
   if estimator == "linear":
     return jnp.mean(_linear_terms(x, y, kernel))
   # Centring by the pooled mean changes no distance and keeps the one-matmul
@@ -110,20 +125,32 @@ def _mmd2_with_kernel(x: jax.Array, y: jax.Array, kernel: _kernels.Kernel, estim
   if estimator == "biased":
     weights = dict(xx_weight=1.0 / (n * n), yy_weight=1.0 / (m * m), xy_weight=-2.0 / (n * m))
   else:
-    weights = dict(xx_weight=1.0 / (n * (n - 1)), yy_weight=1.0 / (m * (m - 1)),
-                   xy_weight=-2.0 / (n * m))
+    weights = dict(
+      xx_weight=1.0 / (n * (n - 1)), yy_weight=1.0 / (m * (m - 1)), xy_weight=-2.0 / (n * m)
+    )
   if _kernels.is_explicitly_sharded(x) or _kernels.is_explicitly_sharded(y):
     # Row blocks: every device works on its own rows against all columns.
     total = lambda a, b: _kernels.kernel_sum(a, b, kernel, block_size=block_size)
-    return (weights["xx_weight"] * total(x, x) + weights["yy_weight"] * total(y, y)
-            + weights["xy_weight"] * total(x, y))
+    return (
+      weights["xx_weight"] * total(x, x)
+      + weights["yy_weight"] * total(y, y)
+      + weights["xy_weight"] * total(x, y)
+    )
   return _kernels.pooled_mmd_statistic(x, y, kernel, block_size=block_size, **weights)
 
 
-def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-         kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
-         estimator: str = "biased", bandwidth: str = "mean",
-         stop_bandwidth_gradient: bool = False, block_size: int | None = None) -> jax.Array:
+def mmd2(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  kernel_mul: float = 2.0,
+  kernel_num: int = 5,
+  fix_sigma=None,
+  estimator: str = "biased",
+  bandwidth: str = "mean",
+  stop_bandwidth_gradient: bool = False,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Squared MMD with a sum of Gaussian kernels (the reference ``mmd_rbf``).
 
   .. math:: k(a, b) = \sum_{i<K} \exp(-\|a-b\|^2 / (\beta\,\mu^i)),\quad
@@ -165,9 +192,14 @@ def mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  kernel = _reference_kernel(jnp.concatenate([x, y]), kernel_mul=kernel_mul,
-                             kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth,
-                             stop_bandwidth_gradient=stop_bandwidth_gradient)
+  kernel = _reference_kernel(
+    jnp.concatenate([x, y]),
+    kernel_mul=kernel_mul,
+    kernel_num=kernel_num,
+    fix_sigma=fix_sigma,
+    bandwidth=bandwidth,
+    stop_bandwidth_gradient=stop_bandwidth_gradient,
+  )
   return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
 
 
@@ -178,8 +210,9 @@ def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
     raise ValueError(f"bandwidths must have shape [K] with K >= 1, got {tuple(bandwidths.shape)}.")
   if weights.shape != bandwidths.shape:
     raise ValueError(
-        f"weights must have the shape of bandwidths {tuple(bandwidths.shape)}, "
-        f"got {tuple(weights.shape)}.")
+      f"weights must have the shape of bandwidths {tuple(bandwidths.shape)}, "
+      f"got {tuple(weights.shape)}."
+    )
   v.check_positive("bandwidths", bandwidths)
   concrete = v.concrete_or_none(weights)
   if concrete is not None and np.any(concrete < 0):
@@ -187,9 +220,15 @@ def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
   return _kernels.Kernel(1.0 / bandwidths, weights)
 
 
-def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-            bandwidths: jax.typing.ArrayLike, weights: jax.typing.ArrayLike | None = None,
-            estimator: str = "biased", block_size: int | None = None) -> jax.Array:
+def mk_mmd2(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  bandwidths: jax.typing.ArrayLike,
+  weights: jax.typing.ArrayLike | None = None,
+  estimator: str = "biased",
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Multi-kernel squared MMD with explicit bandwidths and weights (DAN's MK-MMD).
 
   .. math:: k(a, b) = \sum_k w_k \exp(-\|a-b\|^2 / \sigma_k)
@@ -223,13 +262,18 @@ def mk_mmd2(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  return _mmd2_with_kernel(x, y, _explicit_kernel(bandwidths, weights, x.dtype), estimator,
-                           block_size)
+  return _mmd2_with_kernel(
+    x, y, _explicit_kernel(bandwidths, weights, x.dtype), estimator, block_size
+  )
 
 
-def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                          bandwidths: jax.typing.ArrayLike,
-                          regularization: float = 1e-3) -> jax.Array:
+def mk_mmd_kernel_weights(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  bandwidths: jax.typing.ArrayLike,
+  regularization: float = 1e-3,
+) -> jax.Array:
   r"""Learned MK-MMD kernel weights: maximise the test power (DAN's QP step).
 
   With ``h`` the per-pair linear-time statistics of each kernel, ``delta =
@@ -265,7 +309,8 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   kernel = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
   single = lambda inv_bw: _kernels.Kernel(inv_bw[None], kernel.weights[:1])
   per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, single(ib)), out_axes=1)(
-      kernel.scaled_inv_bandwidths())
+    kernel.scaled_inv_bandwidths()
+  )
   h = np.asarray(per_kernel, np.float64)  # [n // 2, K]
   delta = h.mean(axis=0)
   num_kernels = delta.shape[0]
@@ -276,9 +321,13 @@ def mk_mmd_kernel_weights(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   start = np.where(delta > 0, delta, 0.0)
   start /= start @ delta
   result = scipy.optimize.minimize(
-      lambda b: b @ q @ b, start, jac=lambda b: 2.0 * q @ b, method="SLSQP",
-      bounds=[(0.0, None)] * num_kernels,
-      constraints=[{"type": "eq", "fun": lambda b: b @ delta - 1.0, "jac": lambda b: delta}])
+    lambda b: b @ q @ b,
+    start,
+    jac=lambda b: 2.0 * q @ b,
+    method="SLSQP",
+    bounds=[(0.0, None)] * num_kernels,
+    constraints=[{"type": "eq", "fun": lambda b: b @ delta - 1.0, "jac": lambda b: delta}],
+  )
   beta = np.clip(result.x if result.success else start, 0.0, None)
   return jnp.asarray(beta / beta.sum(), x.dtype)
 
@@ -294,8 +343,10 @@ def as_typed_key(key: jax.typing.ArrayLike) -> jax.Array:
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     return key
   if key.dtype != jnp.uint32 or key.ndim != 1:
-    raise TypeError("key must be a jax.random.key(...) or a jax.random.PRNGKey(...), got an "
-                    f"array of dtype {key.dtype} and shape {tuple(key.shape)}.")
+    raise TypeError(
+      "key must be a jax.random.key(...) or a jax.random.PRNGKey(...), got an "
+      f"array of dtype {key.dtype} and shape {tuple(key.shape)}."
+    )
   return jax.random.wrap_key_data(key)
 
 
@@ -327,7 +378,7 @@ def sign_rows(key: jax.Array, n: int, rows: jax.Array, dtype=jnp.float32) -> jax
 
 def select_smallest(keys: jax.Array, n: int) -> jax.Array:
   """``[P, N]`` bool: per row, the ``n`` smallest of ``keys`` ``[P, N]``, ties by position."""
-  threshold = jnp.sort(keys, axis=1)[:, n - 1:n]
+  threshold = jnp.sort(keys, axis=1)[:, n - 1 : n]
   below = keys < threshold
   tied = keys == threshold
   wanted = n - jnp.sum(below, axis=1, keepdims=True)
@@ -354,8 +405,9 @@ def _permutation_form(n: int, m: int, estimator: str) -> tuple[float, float, flo
   return alpha, beta, t - beta * beta
 
 
-def split_rows(key: jax.Array, n: int, m: int, num: int, estimator: str, dtype,
-               draws: jax.Array | None = None):
+def split_rows(
+  key: jax.Array, n: int, m: int, num: int, estimator: str, dtype, draws: jax.Array | None = None
+):
   """``(make_rows, count, gamma)`` for the permutation forms of ``num`` random splits.
 
   ``make_rows(index [R]) -> [R, n + m]`` coefficients ``c`` (see
@@ -369,8 +421,11 @@ def split_rows(key: jax.Array, n: int, m: int, num: int, estimator: str, dtype,
 
   def make_rows(index):
     previous = jnp.maximum(index - 1, 0)
-    drawn = (indicator_rows(key, n, m, previous) if draws is None
-             else draws[jnp.minimum(previous, num - 1)].astype(bool))
+    drawn = (
+      indicator_rows(key, n, m, previous)
+      if draws is None
+      else draws[jnp.minimum(previous, num - 1)].astype(bool)
+    )
     in_x = jnp.where((index == 0)[:, None], observed, drawn)
     return jnp.where((index == num + 1)[:, None], 1.0, alpha * in_x.astype(dtype) + beta)
 
@@ -380,17 +435,22 @@ def split_rows(key: jax.Array, n: int, m: int, num: int, estimator: str, dtype,
 def signed_rows(key: jax.Array, n: int, num: int, dtype, draws: jax.Array | None = None):
   """``make_rows(index [R]) -> [R, n]`` wild-bootstrap signs: index 0 all ones (the
   observed statistic), ``1 .. num`` the draws (:func:`sign_rows`, or rows of ``draws``)."""
+
   def make_rows(index):
     previous = jnp.maximum(index - 1, 0)
-    drawn = (sign_rows(key, n, previous, dtype) if draws is None
-             else draws[jnp.minimum(previous, num - 1)].astype(dtype))
+    drawn = (
+      sign_rows(key, n, previous, dtype)
+      if draws is None
+      else draws[jnp.minimum(previous, num - 1)].astype(dtype)
+    )
     return jnp.where((index == 0)[:, None], 1.0, drawn)
 
   return make_rows
 
 
-def chunked_rows(fn, make_rows, count: int, width: int, chunk_size: int | None,
-                 per_row_axis: int = 0):
+def chunked_rows(
+  fn, make_rows, count: int, width: int, chunk_size: int | None, per_row_axis: int = 0
+):
   """``fn(make_rows(index))`` over chunks of the row indices ``0 .. count - 1``: one walk over
   the tiles per chunk, and only one chunk's ``[chunk, width]`` coefficients in memory
   (``chunk_size=None``: up to 16M coefficients per chunk, in chunks of equal size).
@@ -405,24 +465,34 @@ def chunked_rows(fn, make_rows, count: int, width: int, chunk_size: int | None,
     return fn(make_rows(jnp.arange(count)))
   num_chunks = math.ceil(count / chunk_size)
   chunk_size = math.ceil(count / num_chunks)  # equal chunks: padding below one row per chunk
-  outputs = jax.lax.map(lambda start: fn(make_rows(start + jnp.arange(chunk_size))),
-                        jnp.arange(num_chunks) * chunk_size)
+  outputs = jax.lax.map(
+    lambda start: fn(make_rows(start + jnp.arange(chunk_size))), jnp.arange(num_chunks) * chunk_size
+  )
   per_row, shared = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, None)
   per_row = jnp.moveaxis(per_row, 0, per_row_axis)  # chunks next to the rows' axis
   shape = per_row.shape
-  per_row = per_row.reshape(*shape[:per_row_axis], -1, *shape[per_row_axis + 2:])
+  per_row = per_row.reshape(*shape[:per_row_axis], -1, *shape[per_row_axis + 2 :])
   per_row = jax.lax.slice_in_dim(per_row, 0, count, axis=per_row_axis)
   if shared is None:
     return per_row
   return (per_row, *(leaf[0] for leaf in shared))
 
 
-def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-             num_permutations: int = 1000, estimator: str = "biased",
-             kernel_mul: float = 2.0, kernel_num: int = 5, fix_sigma=None,
-             bandwidth: str = "mean", method: str = "permutation",
-             chunk_size: int | None = None, block_size: int | None = None
-             ) -> tuple[jax.Array, jax.Array]:
+def mmd_test(
+  key: jax.Array,
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  num_permutations: int = 1000,
+  estimator: str = "biased",
+  kernel_mul: float = 2.0,
+  kernel_num: int = 5,
+  fix_sigma=None,
+  bandwidth: str = "mean",
+  method: str = "permutation",
+  chunk_size: int | None = None,
+  block_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   r"""Permutation (or wild-bootstrap) two-sample test with an MMD^2 statistic, in tiles.
 
   The p-value counts the observed statistic, so it is never 0:
@@ -473,11 +543,14 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
   if method == "wild-bootstrap" and (n != m or estimator == "linear"):
-    raise ValueError("method='wild-bootstrap' needs n == m and the biased or unbiased "
-                     f"estimator, got n={n}, m={m}, estimator={estimator!r}.")
+    raise ValueError(
+      "method='wild-bootstrap' needs n == m and the biased or unbiased "
+      f"estimator, got n={n}, m={m}, estimator={estimator!r}."
+    )
   pooled = jnp.concatenate([x, y], axis=0)
-  kernel = _reference_kernel(pooled, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                             fix_sigma=fix_sigma, bandwidth=bandwidth)
+  kernel = _reference_kernel(
+    pooled, kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth
+  )
   pooled = pooled - jnp.mean(pooled, axis=0)
 
   if estimator == "linear":
@@ -487,20 +560,27 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
       z = jax.random.permutation(k, pooled, axis=0)
       return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
 
-    null = jax.lax.map(one, jax.random.split(key, num_permutations),
-                       batch_size=chunk_size or 100)
+    null = jax.lax.map(one, jax.random.split(key, num_permutations), batch_size=chunk_size or 100)
   elif method == "permutation":
     make_rows, count, gamma = split_rows(key, n, m, num_permutations, estimator, pooled.dtype)
-    forms = chunked_rows(lambda c: _kernels.kernel_quadratic_forms(
-        pooled, c, kernel, block_size=block_size), make_rows, count, n + m, chunk_size)
-    statistics = forms[:num_permutations + 1] + (gamma * forms[-1] if gamma else 0.0)
+    forms = chunked_rows(
+      lambda c: _kernels.kernel_quadratic_forms(pooled, c, kernel, block_size=block_size),
+      make_rows,
+      count,
+      n + m,
+      chunk_size,
+    )
+    statistics = forms[: num_permutations + 1] + (gamma * forms[-1] if gamma else 0.0)
     observed, null = statistics[0], statistics[1:]
   else:  # sum_{i != j} e_i e_j h_ij on the [n, n] paired matrix, per draw of signs e
     x, y = pooled[:n], pooled[n:]
     off_diagonal = chunked_rows(
-        lambda e: _kernels.kernel_paired_forms(x, y, e, kernel, block_size=block_size),
-        signed_rows(key, n, num_permutations, pooled.dtype), num_permutations + 1, n,
-        chunk_size)
+      lambda e: _kernels.kernel_paired_forms(x, y, e, kernel, block_size=block_size),
+      signed_rows(key, n, num_permutations, pooled.dtype),
+      num_permutations + 1,
+      n,
+      chunk_size,
+    )
     if estimator == "unbiased":  # MMDAgg's: the pairs i == j left out
       statistics = off_diagonal / (n * (n - 1.0))
     else:  # e_i^2 = 1: add h_ii = -2 (k(x_i, y_i) - peak)
@@ -512,11 +592,19 @@ def mmd_test(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   return observed, (1.0 + exceed) / (1.0 + num_permutations)
 
 
-def class_mmd_matrix(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                     num_classes: int, samples_per_class: int | None = None,
-                     estimator: str = "biased", kernel_mul: float = 2.0,
-                     kernel_num: int = 5, fix_sigma=None, bandwidth: str = "mean",
-                     block_size: int | None = None) -> jax.Array:
+def class_mmd_matrix(
+  features: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int,
+  samples_per_class: int | None = None,
+  estimator: str = "biased",
+  kernel_mul: float = 2.0,
+  kernel_num: int = 5,
+  fix_sigma=None,
+  bandwidth: str = "mean",
+  block_size: int | None = None,
+) -> jax.Array:
   r"""``[C, C]`` matrix of MMD^2 between the feature sets of pairs of classes.
 
   Each class's samples (in the given order) are split into two disjoint halves
@@ -540,15 +628,29 @@ def class_mmd_matrix(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLik
   Returns:
     ``[C, C]`` array.
   """
-  pair = lambda a, b: mmd2(a, b, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                           fix_sigma=fix_sigma, estimator=estimator,
-                           bandwidth=bandwidth, block_size=block_size)
-  return class_pair_matrix(pair, features, labels, num_classes=num_classes,
-                           samples_per_class=samples_per_class)
+  pair = lambda a, b: mmd2(
+    a,
+    b,
+    kernel_mul=kernel_mul,
+    kernel_num=kernel_num,
+    fix_sigma=fix_sigma,
+    estimator=estimator,
+    bandwidth=bandwidth,
+    block_size=block_size,
+  )
+  return class_pair_matrix(
+    pair, features, labels, num_classes=num_classes, samples_per_class=samples_per_class
+  )
 
 
-def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                   num_classes: int, kernel_mul: float = 2.0, kernel_num: int = 5) -> jax.Array:
+def class_gap_loss(
+  features: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int,
+  kernel_mul: float = 2.0,
+  kernel_num: int = 5,
+) -> jax.Array:
   r"""Batch-level class-gap regulariser: within-class minus between-class MMD^2.
 
   The batch is cut into a first and a second half; with ``A_c`` and ``B_c``
@@ -577,11 +679,12 @@ def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   labels = jnp.asarray(labels)
   if labels.shape != (features.shape[0],):
     raise ValueError(f"labels must have shape [B]={features.shape[0]}, got {tuple(labels.shape)}.")
-  kernel = _reference_kernel(features, kernel_mul=kernel_mul, kernel_num=kernel_num,
-                             fix_sigma=None, bandwidth="mean")
+  kernel = _reference_kernel(
+    features, kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=None, bandwidth="mean"
+  )
   half = features.shape[0] // 2
   centred = features - jnp.mean(features, axis=0)
-  first, second = centred[:half], centred[half:2 * half]
+  first, second = centred[:half], centred[half : 2 * half]
 
   def class_weights(lbl):
     onehot = jax.nn.one_hot(lbl, num_classes, dtype=features.dtype)  # [h, C]
@@ -589,7 +692,7 @@ def class_gap_loss(features: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
     return onehot / jnp.maximum(counts, 1.0), counts > 0
 
   w1, present1 = class_weights(labels[:half])
-  w2, present2 = class_weights(labels[half:2 * half])
+  w2, present2 = class_weights(labels[half : 2 * half])
   m11 = w1.T @ _kernels.self_kernel_matrix(first, kernel) @ w1
   m22 = w2.T @ _kernels.self_kernel_matrix(second, kernel) @ w2
   m12 = w1.T @ _kernels.kernel_matrix(first, second, kernel) @ w2

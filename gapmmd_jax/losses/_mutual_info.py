@@ -48,8 +48,7 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
   return -_mutual_information_of_joint(joint)
 
 
-def mine_lower_bound(t_joint: jax.typing.ArrayLike,
-                     t_marginal: jax.typing.ArrayLike) -> jax.Array:
+def mine_lower_bound(t_joint: jax.typing.ArrayLike, t_marginal: jax.typing.ArrayLike) -> jax.Array:
   r"""Donsker-Varadhan lower bound on mutual information (MINE).
 
   .. math:: \hat I = \mathrm{mean}(T_{joint}) - \log \mathrm{mean}(e^{T_{marginal}})
@@ -80,8 +79,10 @@ def _check_statistics(t_joint, t_marginal) -> tuple[jax.Array, jax.Array]:
   v.check_rank("t_joint", t_joint, 1, "[B]")
   v.check_rank("t_marginal", t_marginal, 1, "[B']")
   if t_joint.shape[0] == 0 or t_marginal.shape[0] == 0:
-    raise ValueError(f"statistics must be non-empty, got t_joint {tuple(t_joint.shape)} "
-                     f"and t_marginal {tuple(t_marginal.shape)}.")
+    raise ValueError(
+      f"statistics must be non-empty, got t_joint {tuple(t_joint.shape)} "
+      f"and t_marginal {tuple(t_marginal.shape)}."
+    )
   return t_joint, t_marginal
 
 
@@ -89,10 +90,13 @@ def _log_mean_exp(t: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(t) - math.log(t.shape[0])
 
 
-def mine_bias_corrected_loss(t_joint: jax.typing.ArrayLike,
-                             t_marginal: jax.typing.ArrayLike,
-                             log_moving_average: jax.typing.ArrayLike, *,
-                             decay: float = 0.01) -> tuple[jax.Array, jax.Array]:
+def mine_bias_corrected_loss(
+  t_joint: jax.typing.ArrayLike,
+  t_marginal: jax.typing.ArrayLike,
+  log_moving_average: jax.typing.ArrayLike,
+  *,
+  decay: float = 0.01,
+) -> tuple[jax.Array, jax.Array]:
   r"""MINE loss whose gradient is the moving-average bias-corrected one.
 
   The value is ``-mine_lower_bound(t_joint, t_marginal)``; the gradient of the
@@ -118,9 +122,12 @@ def mine_bias_corrected_loss(t_joint: jax.typing.ArrayLike,
   log_batch = _log_mean_exp(t_marginal)
   previous = jnp.asarray(log_moving_average, log_batch.dtype)
   updated = jnp.where(
-      jnp.isneginf(previous), log_batch,
-      jnp.logaddexp(math.log1p(-decay) + previous if decay < 1 else -jnp.inf,
-                    math.log(decay) + log_batch))
+    jnp.isneginf(previous),
+    log_batch,
+    jnp.logaddexp(
+      math.log1p(-decay) + previous if decay < 1 else -jnp.inf, math.log(decay) + log_batch
+    ),
+  )
   updated = jax.lax.stop_gradient(updated)
   ratio = jnp.exp(log_batch - updated)  # mean(e^T) / moving average
   corrected = jax.lax.stop_gradient(log_batch) + ratio - jax.lax.stop_gradient(ratio)
@@ -138,8 +145,9 @@ def gaussian_mutual_information(rho: jax.typing.ArrayLike) -> jax.Array:
   return -0.5 * jnp.log1p(-rho * rho)
 
 
-def histogram_mutual_information(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
-                                 bins: int = 64) -> jax.Array:
+def histogram_mutual_information(
+  a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, bins: int = 64
+) -> jax.Array:
   r"""Plug-in mutual information of paired samples from a 2-D histogram, in nats.
 
   .. math:: \hat I = \sum_{ij} \hat p_{ij} \log \frac{\hat p_{ij}}{\hat p_i \hat p_j}

@@ -12,10 +12,10 @@ import numpy as np
 from gapmmd_jax import _validation as v
 from gapmmd_jax.losses import _kernels
 from gapmmd_jax.losses._mmd import (
-    as_typed_key,
-    chunked_rows,
-    signed_rows,
-    split_rows,
+  as_typed_key,
+  chunked_rows,
+  signed_rows,
+  split_rows,
 )
 
 FUSE_KERNELS = ("gaussian", "laplace")
@@ -65,8 +65,11 @@ def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
   below = jnp.sum(ordered < median) - zeros  # non-zero entries below the median
 
   def order_statistic(position: int) -> jax.Array:
-    return jnp.where(position < below, ordered[jnp.minimum(zeros + position, size - 1)],
-                     jnp.where(position < below + zeros, median, ordered[position]))
+    return jnp.where(
+      position < below,
+      ordered[jnp.minimum(zeros + position, size - 1)],
+      jnp.where(position < below + zeros, median, ordered[position]),
+    )
 
   low = order_statistic(math.floor(size * 0.05)) / 2
   high = order_statistic(math.floor(size * 0.95)) * 2
@@ -75,11 +78,18 @@ def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
   return jnp.maximum(jnp.linspace(low, high, num), 1e-18)
 
 
-def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-             num_permutations: int = 2000, kernels: tuple[str, ...] = ("laplace", "gaussian"),
-             num_bandwidths: int = 10, lambda_multiplier: float = 1.0,
-             chunk_size: int | None = None, block_size: int | None = None
-             ) -> tuple[jax.Array, jax.Array]:
+def mmd_fuse(
+  key: jax.Array,
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  num_permutations: int = 2000,
+  kernels: tuple[str, ...] = ("laplace", "gaussian"),
+  num_bandwidths: int = 10,
+  lambda_multiplier: float = 1.0,
+  chunk_size: int | None = None,
+  block_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   r"""MMD-FUSE (Biggs, Schrab and Gretton, NeurIPS 2023): a permutation test of the soft
   maximum of normalised MMD estimates over a collection of kernels, in tiles.
 
@@ -119,8 +129,10 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   """
   x, y = v.check_samples("x", x, "y", y)
   if min(x.shape[0], y.shape[0]) < 2:
-    raise ValueError(f"mmd_fuse needs at least 2 rows in x and in y, got x.shape="
-                     f"{tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+    raise ValueError(
+      f"mmd_fuse needs at least 2 rows in x and in y, got x.shape="
+      f"{tuple(x.shape)}, y.shape={tuple(y.shape)}."
+    )
   v.check_int("num_permutations", num_permutations, 1)
   v.check_int("num_bandwidths", num_bandwidths, 2)
   v.check_positive("lambda_multiplier", lambda_multiplier)
@@ -131,13 +143,19 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   pooled = pooled - jnp.mean(pooled, axis=0)
   empty = jnp.zeros((0,), pooled.dtype)
   bank = _kernels.KernelBank(
-      bandwidth_grid(pooled, "l2", num_bandwidths) if "gaussian" in kernels else empty,
-      bandwidth_grid(pooled, "l1", num_bandwidths) if "laplace" in kernels else empty)
+    bandwidth_grid(pooled, "l2", num_bandwidths) if "gaussian" in kernels else empty,
+    bandwidth_grid(pooled, "l1", num_bandwidths) if "laplace" in kernels else empty,
+  )
 
   make_rows, count, gamma = split_rows(key, n, m, num_permutations, "unbiased", pooled.dtype)
   forms, squares = chunked_rows(
-      lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
-      make_rows, count, n + m, chunk_size, per_row_axis=1)
+    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
+    make_rows,
+    count,
+    n + m,
+    chunk_size,
+    per_row_axis=1,
+  )
   estimates = forms[:, :-1] + gamma * forms[:, -1:]  # [K, B + 1] unbiased MMD^2
   small = float(min(n, m))
   scale = small * (small - 1) * math.sqrt(small * (small - 1))
@@ -145,8 +163,9 @@ def mmd_fuse(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *
   # estimate to normalise: it contributes 0.
   norms = jnp.sqrt(jnp.where(squares > 0, squares, 1.0))[:, None]
   normalised = jnp.where(squares[:, None] > 0, scale * estimates / norms, 0.0)
-  fused = jax.nn.logsumexp(lambda_multiplier * normalised, axis=0,
-                           b=1.0 / normalised.shape[0])  # [B + 1]
+  fused = jax.nn.logsumexp(
+    lambda_multiplier * normalised, axis=0, b=1.0 / normalised.shape[0]
+  )  # [B + 1]
   observed, null = fused[0], fused[1:]
   return observed, (1.0 + jnp.sum(null >= observed)) / (1.0 + num_permutations)
 
@@ -170,9 +189,12 @@ def geometric_bandwidths(x: jax.Array, y: jax.Array, norm: str, num: int) -> jax
   distances = cross[rows, cols]
   distances = jnp.where(distances == 0, jnp.median(distances), distances)
   ordered = jnp.sort(distances)
-  low = jnp.where(ordered[0] < 0.1,
-                  jnp.maximum(ordered[math.floor(ordered.shape[0] * 0.05)], 0.1),
-                  ordered[0]) / 2
+  low = (
+    jnp.where(
+      ordered[0] < 0.1, jnp.maximum(ordered[math.floor(ordered.shape[0] * 0.05)], 0.1), ordered[0]
+    )
+    / 2
+  )
   high = jnp.maximum(ordered[-1], 0.3) * 2
   return low * (high / low) ** (jnp.arange(num, dtype=distances.dtype) / (num - 1))
 
@@ -188,8 +210,12 @@ def aggregation_weights(num: int, kind: str) -> np.ndarray:
   v.check_choice("weights", kind, AGG_WEIGHTS)
   r = np.arange(1, num + 1, dtype=np.float64)
   middle = abs((num + 1) / 2 - r)
-  raw = {"uniform": np.ones(num), "decreasing": 1 / r, "increasing": 1 / (num + 1 - r),
-         "centred": 1 / (middle + (1.0 if num % 2 else 0.5))}[kind]
+  raw = {
+    "uniform": np.ones(num),
+    "decreasing": 1 / r,
+    "increasing": 1 / (num + 1 - r),
+    "centred": 1 / (middle + (1.0 if num % 2 else 0.5)),
+  }[kind]
   return raw / raw.sum()
 
 
@@ -224,24 +250,45 @@ def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size)
   x, y = x - pooled_mean, y - pooled_mean
   if method == "wild-bootstrap":
     forms = chunked_rows(
-        lambda e: _kernels.bank_paired_forms(x, y, e, bank, block_size=block_size),
-        signed_rows(key, n, num, x.dtype, draws), num + 1, n, chunk_size, per_row_axis=1)
+      lambda e: _kernels.bank_paired_forms(x, y, e, bank, block_size=block_size),
+      signed_rows(key, n, num, x.dtype, draws),
+      num + 1,
+      n,
+      chunk_size,
+      per_row_axis=1,
+    )
     return forms / (n * (n - 1.0))
   make_rows, count, gamma = split_rows(key, n, m, num, "unbiased", x.dtype, draws)
   pooled = jnp.concatenate([x, y])
   forms, _ = chunked_rows(
-      lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
-      make_rows, count, n + m, chunk_size, per_row_axis=1)
+    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
+    make_rows,
+    count,
+    n + m,
+    chunk_size,
+    per_row_axis=1,
+  )
   return forms[:, :-1] + gamma * forms[:, -1:]
 
 
-def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-            alpha: float = 0.05, kernels: tuple[str, ...] = ("laplace", "gaussian"),
-            num_bandwidths: int = 10, weights: str = "uniform", num_draws: int = 2000,
-            num_correction_draws: int = 2000, bisection_steps: int = 50,
-            method: str | None = None, bandwidths: jax.typing.ArrayLike | None = None,
-            draws: jax.typing.ArrayLike | None = None, chunk_size: int | None = None,
-            block_size: int | None = None) -> MMDAggResult:
+def mmd_agg(
+  key: jax.Array,
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  alpha: float = 0.05,
+  kernels: tuple[str, ...] = ("laplace", "gaussian"),
+  num_bandwidths: int = 10,
+  weights: str = "uniform",
+  num_draws: int = 2000,
+  num_correction_draws: int = 2000,
+  bisection_steps: int = 50,
+  method: str | None = None,
+  bandwidths: jax.typing.ArrayLike | None = None,
+  draws: jax.typing.ArrayLike | None = None,
+  chunk_size: int | None = None,
+  block_size: int | None = None,
+) -> MMDAggResult:
   r"""MMDAgg (Schrab, Kim, Albert, Laurent, Guedj and Gretton, JMLR 2023): the aggregated
   MMD test over a collection of kernels, on the tiled quadratic-form engine.
 
@@ -296,13 +343,18 @@ def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   x, y = v.check_samples("x", x, "y", y)
   n, m = x.shape[0], y.shape[0]
   if min(n, m) < 2:
-    raise ValueError(f"mmd_agg needs at least 2 rows in x and in y, got x.shape="
-                     f"{tuple(x.shape)}, y.shape={tuple(y.shape)}.")
+    raise ValueError(
+      f"mmd_agg needs at least 2 rows in x and in y, got x.shape="
+      f"{tuple(x.shape)}, y.shape={tuple(y.shape)}."
+    )
   if not 0 < alpha < 1:
     raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
   kernels = _check_kernel_names(kernels)
-  for name, value in (("num_draws", num_draws), ("num_correction_draws", num_correction_draws),
-                      ("bisection_steps", bisection_steps)):
+  for name, value in (
+    ("num_draws", num_draws),
+    ("num_correction_draws", num_correction_draws),
+    ("bisection_steps", bisection_steps),
+  ):
     v.check_int(name, value, 1)
   method = method or ("wild-bootstrap" if n == m else "permutation")
   v.check_choice("method", method, ("wild-bootstrap", "permutation"))
@@ -311,8 +363,9 @@ def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   if bandwidths is not None:
     bandwidths = v.as_float_array("bandwidths", bandwidths)
     if bandwidths.ndim != 1:
-      raise ValueError(f"bandwidths must have shape [num_bandwidths], got "
-                       f"{tuple(bandwidths.shape)}.")
+      raise ValueError(
+        f"bandwidths must have shape [num_bandwidths], got {tuple(bandwidths.shape)}."
+      )
     num_bandwidths = bandwidths.shape[0]
   v.check_int("num_bandwidths", num_bandwidths, 2)
   total = num_draws + num_correction_draws
@@ -321,38 +374,49 @@ def mmd_agg(key: jax.Array, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     draws = jnp.asarray(draws)
     width = n if method == "wild-bootstrap" else n + m
     if draws.shape != (total, width):
-      raise ValueError(f"draws must have shape [num_draws + num_correction_draws, "
-                       f"{'n' if width == n else 'n + m'}] = {(total, width)} for "
-                       f"method={method!r}, got {tuple(draws.shape)}.")
+      raise ValueError(
+        f"draws must have shape [num_draws + num_correction_draws, "
+        f"{'n' if width == n else 'n + m'}] = {(total, width)} for "
+        f"method={method!r}, got {tuple(draws.shape)}."
+      )
 
-  grids = {name: (bandwidths if bandwidths is not None else
-                  geometric_bandwidths(x, y, "l1" if name == "laplace" else "l2",
-                                       num_bandwidths)).astype(x.dtype) for name in kernels}
+  grids = {
+    name: (
+      bandwidths
+      if bandwidths is not None
+      else geometric_bandwidths(x, y, "l1" if name == "laplace" else "l2", num_bandwidths)
+    ).astype(x.dtype)
+    for name in kernels
+  }
   empty = jnp.zeros((0,), x.dtype)
   # The bank's parametrisation: exp(-d2^2 / (2 l^2)) and exp(-sqrt(2) d1 / l).
   bank = _kernels.KernelBank(
-      grids["gaussian"] / math.sqrt(2.0) if "gaussian" in grids else empty,
-      grids["laplace"] * math.sqrt(2.0) if "laplace" in grids else empty)
+    grids["gaussian"] / math.sqrt(2.0) if "gaussian" in grids else empty,
+    grids["laplace"] * math.sqrt(2.0) if "laplace" in grids else empty,
+  )
   statistics = _agg_statistics(key, x, y, draws, total, bank, method, chunk_size, block_size)
   bank_order = [name for name in ("gaussian", "laplace") if name in kernels]
-  order = np.concatenate([np.arange(num_bandwidths) + bank_order.index(name) * num_bandwidths
-                          for name in kernels])
+  order = np.concatenate(
+    [np.arange(num_bandwidths) + bank_order.index(name) * num_bandwidths for name in kernels]
+  )
   statistics = statistics[order]  # [K, 1 + B1 + B2], the families in the order asked
-  weight = jnp.asarray(np.tile(aggregation_weights(num_bandwidths, weights) / len(kernels),
-                               len(kernels)), x.dtype)  # [K]
+  weight = jnp.asarray(
+    np.tile(aggregation_weights(num_bandwidths, weights) / len(kernels), len(kernels)), x.dtype
+  )  # [K]
 
   result = _aggregate(statistics, weight, alpha, num_draws, bisection_steps)
   return result._replace(bandwidths=jnp.concatenate([grids[name] for name in kernels]))
 
 
-def _aggregate(statistics: jax.Array, weight: jax.Array, alpha: float, num_draws: int,
-               bisection_steps: int) -> MMDAggResult:
+def _aggregate(
+  statistics: jax.Array, weight: jax.Array, alpha: float, num_draws: int, bisection_steps: int
+) -> MMDAggResult:
   """MMDAgg's decision from ``statistics`` ``[K, 1 + B1 + B2]`` (observed, the ``B1 =
   num_draws`` quantile draws, the correction draws) and the kernels' weights ``[K]``; its
   ``bandwidths`` left empty for the caller."""
   observed = statistics[:, 0]
-  ordered = jnp.sort(statistics[:, :num_draws + 1], axis=1)  # observed among the B1 draws
-  correction = statistics[:, num_draws + 1:]
+  ordered = jnp.sort(statistics[:, : num_draws + 1], axis=1)  # observed among the B1 draws
+  correction = statistics[:, num_draws + 1 :]
 
   def quantiles_at(u):
     index = jnp.ceil((num_draws + 1) * (1 - u * weight)).astype(jnp.int32) - 1
@@ -369,10 +433,16 @@ def _aggregate(statistics: jax.Array, weight: jax.Array, alpha: float, num_draws
     exceed = jnp.sum(jnp.any(correction > quantiles_at(u)[:, None], axis=0))
     return jnp.where(exceed <= max_exceed, u, low), jnp.where(exceed <= max_exceed, high, u)
 
-  u, _ = jax.lax.fori_loop(0, bisection_steps, bisect,
-                           (jnp.zeros((), weight.dtype), jnp.min(1.0 / weight)))
+  u, _ = jax.lax.fori_loop(
+    0, bisection_steps, bisect, (jnp.zeros((), weight.dtype), jnp.min(1.0 / weight))
+  )
   p_values = jnp.mean(ordered >= observed[:, None], axis=1)
   thresholds = u * weight
-  return MMDAggResult(reject=jnp.any(p_values <= thresholds), p_values=p_values,
-                      thresholds=thresholds, statistics=observed, quantiles=quantiles_at(u),
-                      bandwidths=jnp.zeros((0,), weight.dtype))
+  return MMDAggResult(
+    reject=jnp.any(p_values <= thresholds),
+    p_values=p_values,
+    thresholds=thresholds,
+    statistics=observed,
+    quantiles=quantiles_at(u),
+    bandwidths=jnp.zeros((0,), weight.dtype),
+  )

@@ -57,9 +57,15 @@ def _unit_per_example(d: jax.Array) -> jax.Array:
 
 
 def virtual_adversarial_perturbation(
-    logits_fn: Callable[[jax.Array], jax.Array], x: jax.typing.ArrayLike,
-    key: jax.Array, *, xi: float, eps: float, num_iterations: int = 1,
-    finite_difference: str = "linearized") -> jax.Array:
+  logits_fn: Callable[[jax.Array], jax.Array],
+  x: jax.typing.ArrayLike,
+  key: jax.Array,
+  *,
+  xi: float,
+  eps: float,
+  num_iterations: int = 1,
+  finite_difference: str = "linearized",
+) -> jax.Array:
   r"""The virtual adversarial perturbation ``r_adv`` of each example.
 
   Power iteration on the KL divergence: starting from a random unit ``d``,
@@ -114,8 +120,9 @@ def virtual_adversarial_perturbation(
     logit_shift = lambda r: logits_fn(x + r) - clean
   clean = jax.lax.stop_gradient(clean)
   if clean.ndim != 2 or clean.shape[0] != x.shape[0]:
-    raise ValueError(f"logits_fn must return [B, C] logits for B={x.shape[0]}, "
-                     f"got {tuple(clean.shape)}.")
+    raise ValueError(
+      f"logits_fn must return [B, C] logits for B={x.shape[0]}, got {tuple(clean.shape)}."
+    )
   log_p = jax.nn.log_softmax(clean, axis=-1)
 
   def divergence(r):
@@ -127,9 +134,16 @@ def virtual_adversarial_perturbation(
   return jax.lax.stop_gradient(eps * d)
 
 
-def vat_loss(logits_fn: Callable[[jax.Array], jax.Array], x: jax.typing.ArrayLike,
-             key: jax.Array, *, xi: float, eps: float, num_iterations: int = 1,
-             finite_difference: str = "linearized") -> jax.Array:
+def vat_loss(
+  logits_fn: Callable[[jax.Array], jax.Array],
+  x: jax.typing.ArrayLike,
+  key: jax.Array,
+  *,
+  xi: float,
+  eps: float,
+  num_iterations: int = 1,
+  finite_difference: str = "linearized",
+) -> jax.Array:
   r"""Local distributional smoothness loss of VAT, averaged over the batch.
 
   .. math:: \mathcal{L} = \mathrm{mean}_b\, \mathrm{KL}(\mathrm{sg}[p(y|x_b)] \,\|\, p(y|x_b + r_{adv,b}))
@@ -148,7 +162,13 @@ def vat_loss(logits_fn: Callable[[jax.Array], jax.Array], x: jax.typing.ArrayLik
   """
   x = v.as_float_array("x", x)
   r_adv = virtual_adversarial_perturbation(
-      logits_fn, x, key, xi=xi, eps=eps, num_iterations=num_iterations,
-      finite_difference=finite_difference)
+    logits_fn,
+    x,
+    key,
+    xi=xi,
+    eps=eps,
+    num_iterations=num_iterations,
+    finite_difference=finite_difference,
+  )
   clean = jax.lax.stop_gradient(logits_fn(x))
   return jnp.mean(_kl_from_logits(clean, logits_fn(x + r_adv)))

@@ -6,4 +6,12 @@ from gapmmd_jax.models._vat_cnn import VatCNN
 from gapmmd_jax.models._vat_mlp import VatMLP
 from gapmmd_jax.models._vgg import IICNet, MineEncoder, VGGBackbone
 
-__all__ = ["DomainAdaptationNet", "GapLeNet", "IICNet", "MineEncoder", "VGGBackbone", "VatCNN", "VatMLP"]
+__all__ = [
+  "DomainAdaptationNet",
+  "GapLeNet",
+  "IICNet",
+  "MineEncoder",
+  "VGGBackbone",
+  "VatCNN",
+  "VatMLP",
+]

@@ -18,8 +18,9 @@ class GapLeNet(nnx.Module):
   def __init__(self, in_channels: int = 1, num_classes: int = 10, *, rngs: nnx.Rngs):
     self.conv1 = nnx.Conv(in_channels, 32, (5, 5), padding="SAME", rngs=rngs)
     self.conv2 = nnx.Conv(32, 64, (5, 5), padding="SAME", rngs=rngs)
-    self.classifier = nnx.Linear(64, num_classes, use_bias=False,
-                                 kernel_init=nnx.initializers.normal(0.01), rngs=rngs)
+    self.classifier = nnx.Linear(
+      64, num_classes, use_bias=False, kernel_init=nnx.initializers.normal(0.01), rngs=rngs
+    )
 
   def feature_maps(self, x: jax.Array) -> jax.Array:
     """``[B, H, W, C_in]`` images -> ``[B, H/4, W/4, 64]`` last conv maps."""

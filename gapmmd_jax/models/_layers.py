@@ -18,5 +18,5 @@ def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """
   batch, height, width, channels = x.shape
   rows, cols = height // window, width // window
-  x = x[:, :rows * window, :cols * window, :]
+  x = x[:, : rows * window, : cols * window, :]
   return x.reshape(batch, rows, window, cols, window, channels).max(axis=(2, 4))

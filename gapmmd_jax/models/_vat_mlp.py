@@ -29,11 +29,16 @@ class VatMLP(nnx.Module):
   that :meth:`batch_stats` measures and :func:`average_stats` pools.
   """
 
-  def __init__(self, widths: Sequence[int] = (784, 1200, 1200, 10), eps: float = 1e-6, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, widths: Sequence[int] = (784, 1200, 1200, 10), eps: float = 1e-6, *, rngs: nnx.Rngs
+  ):
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal")
-    self.dense = nnx.List([nnx.Linear(a, b, use_bias=False, kernel_init=init, rngs=rngs)
-                           for a, b in itertools.pairwise(widths)])
+    self.dense = nnx.List(
+      [
+        nnx.Linear(a, b, use_bias=False, kernel_init=init, rngs=rngs)
+        for a, b in itertools.pairwise(widths)
+      ]
+    )
     self.scale = nnx.List([nnx.Param(jnp.ones((b,))) for b in widths[1:]])
     self.shift = nnx.List([nnx.Param(jnp.zeros((b,))) for b in widths[1:]])
     self.eps = eps

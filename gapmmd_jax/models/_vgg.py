@@ -21,9 +21,12 @@ class VGGBackbone(nnx.Module):
   """
 
   def __init__(self, in_channels: int = 1, *, rngs: nnx.Rngs):
-    self.convs = nnx.List([nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False,
-                                    rngs=rngs)
-                           for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)])
+    self.convs = nnx.List(
+      [
+        nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)
+      ]
+    )
     self.norms = nnx.List([nnx.BatchNorm(c, momentum=0.9, rngs=rngs) for c in WIDTHS])
 
   @staticmethod
@@ -31,8 +34,9 @@ class VGGBackbone(nnx.Module):
     """Length of the flattened features for square ``input_size`` images."""
     return (input_size // 8) ** 2 * WIDTHS[-1]
 
-  def __call__(self, x: jax.Array, *, train: bool,
-               batch_statistics: bool | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, *, train: bool, batch_statistics: bool | None = None
+  ) -> jax.Array:
     """``[B, S, S, C]`` -> ``[B, (S / 8)^2 * 512]``; ``batch_statistics`` defaults to ``train``."""
     running = not (train if batch_statistics is None else batch_statistics)
     for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
@@ -46,17 +50,27 @@ class IICNet(nnx.Module):
   """The backbone, then ``num_heads`` linear heads of ``num_clusters`` and
   ``overcluster_heads`` heads of ``overcluster_clusters``."""
 
-  def __init__(self, *, num_heads: int = 5, num_clusters: int = 10, overcluster_heads: int = 5,
-               overcluster_clusters: int = 50, in_channels: int = 1, input_size: int = 24,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_heads: int = 5,
+    num_clusters: int = 10,
+    overcluster_heads: int = 5,
+    overcluster_clusters: int = 50,
+    in_channels: int = 1,
+    input_size: int = 24,
+    rngs: nnx.Rngs,
+  ):
     self.backbone = VGGBackbone(in_channels, rngs=rngs)
     flat = VGGBackbone.output_size(input_size)
     self.heads = nnx.List([nnx.Linear(flat, num_clusters, rngs=rngs) for _ in range(num_heads)])
-    self.overcluster = nnx.List([nnx.Linear(flat, overcluster_clusters, rngs=rngs)
-                                 for _ in range(overcluster_heads)])
+    self.overcluster = nnx.List(
+      [nnx.Linear(flat, overcluster_clusters, rngs=rngs) for _ in range(overcluster_heads)]
+    )
 
-  def __call__(self, x: jax.Array, *, train: bool, batch_statistics: bool | None = None
-               ) -> tuple[jax.Array, jax.Array | None]:
+  def __call__(
+    self, x: jax.Array, *, train: bool, batch_statistics: bool | None = None
+  ) -> tuple[jax.Array, jax.Array | None]:
     """``[B, 24, 24, C]`` -> ``(logits [heads, B, clusters], over-clustering logits or None)``."""
     x = self.backbone(x, train=train, batch_statistics=batch_statistics)
     main = jnp.stack([head(x) for head in self.heads])
@@ -67,8 +81,15 @@ class IICNet(nnx.Module):
 class MineEncoder(nnx.Module):
   """The backbone and a dense latent layer, plus MINE's statistics network on latent pairs."""
 
-  def __init__(self, *, latent_dim: int = 10, hidden: int = 1024, in_channels: int = 1,
-               input_size: int = 24, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    latent_dim: int = 10,
+    hidden: int = 1024,
+    in_channels: int = 1,
+    input_size: int = 24,
+    rngs: nnx.Rngs,
+  ):
     self.backbone = VGGBackbone(in_channels, rngs=rngs)
     self.latent = nnx.Linear(VGGBackbone.output_size(input_size), latent_dim, rngs=rngs)
     self.statistic_hidden = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)

@@ -12,7 +12,9 @@ from gapmmd_jax.config import check_finite, option
 class TrainConfig:
   """Loop, seeds, data and output options; experiments subclass this."""
 
-  seeds: tuple[int, ...] = option((0,), "independent replicas trained together in one compiled step")
+  seeds: tuple[int, ...] = option(
+    (0,), "independent replicas trained together in one compiled step"
+  )
   batch_size: int = option(128, "global batch size per seed (split across devices)")
   epochs: float = option(1.0, "passes over the training set (fractions allowed)")
   max_train_examples: int | None = option(None, "use only the first N training examples")
@@ -24,23 +26,35 @@ class TrainConfig:
   out_dir: str = option("runs", "parent directory of run directories")
   run_name: str | None = option(None, "run directory name (default: experiment-variant-seeds)")
   resume: bool = option(False, "continue the run in the run directory from its checkpoint")
-  stop_after: int | None = option(None, "stop after N steps of this invocation (checkpointed); "
-                                  "continue with --resume")
+  stop_after: int | None = option(
+    None, "stop after N steps of this invocation (checkpointed); continue with --resume"
+  )
   data_dir: str | None = option(None, "directory with the MNIST IDX files (else $GAPMMD_DATA_DIR)")
   progress: bool = option(True, "show a progress bar")
   seed_axis: Literal["auto", "vmap", "unroll"] = option(
-      "auto", "how seeds share one compiled step: vmap (batched) or unroll (one after "
-      "another inside the step: much faster for convolutions on CPU); auto: unroll on CPU")
-  steps_per_call: int = option(1, "training steps per jitted call (a loop on the device; calls "
-                               "end at log, eval and checkpoint steps): fewer Python "
-                               "dispatches for small, fast steps")
+    "auto",
+    "how seeds share one compiled step: vmap (batched) or unroll (one after "
+    "another inside the step: much faster for convolutions on CPU); auto: unroll on CPU",
+  )
+  steps_per_call: int = option(
+    1,
+    "training steps per jitted call (a loop on the device; calls "
+    "end at log, eval and checkpoint steps): fewer Python "
+    "dispatches for small, fast steps",
+  )
 
   def __post_init__(self):
     check_finite(self)
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
-    for name in ("batch_size", "eval_batch_size", "eval_every", "log_every", "checkpoint_every",
-                 "steps_per_call"):
+    for name in (
+      "batch_size",
+      "eval_batch_size",
+      "eval_every",
+      "log_every",
+      "checkpoint_every",
+      "steps_per_call",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
     if self.epochs <= 0:
@@ -48,5 +62,13 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out_dir", "data_dir", "seed_axis",
-                    "steps_per_call", "xla_flags")
+RESUMABLE_FIELDS = (
+  "resume",
+  "stop_after",
+  "progress",
+  "out_dir",
+  "data_dir",
+  "seed_axis",
+  "steps_per_call",
+  "xla_flags",
+)

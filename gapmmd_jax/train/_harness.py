@@ -84,8 +84,13 @@ class NonFiniteError(FloatingPointError):
   """Training produced a NaN or infinite metric or parameter; the run stopped before saving it."""
 
 
-def _check_finite(values: dict[str, np.ndarray], seeds: tuple[int, ...], step: int, what: str,
-                  last_checkpoint: int | None) -> None:
+def _check_finite(
+  values: dict[str, np.ndarray],
+  seeds: tuple[int, ...],
+  step: int,
+  what: str,
+  last_checkpoint: int | None,
+) -> None:
   """Raises :class:`NonFiniteError` naming the step, metrics and seeds of any non-finite value.
 
   Args:
@@ -103,13 +108,19 @@ def _check_finite(values: dict[str, np.ndarray], seeds: tuple[int, ...], step: i
     by_seeds = {}
     for name, seeds_of in bad.items():
       by_seeds.setdefault(tuple(seeds_of), []).append(name)
-    found = "; ".join(f"{', '.join(names)} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})"
-                      for s, names in by_seeds.items())
-    kept = ("no checkpoint was written yet" if last_checkpoint is None else
-            f"the checkpoint of step {last_checkpoint} (finite) is kept: --resume continues "
-            "from it")
-    raise NonFiniteError(f"training diverged at step {step}: non-finite {what}: {found}; "
-                         f"stopped, {kept}. Lower the learning rate or check the inputs.")
+    found = "; ".join(
+      f"{', '.join(names)} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})"
+      for s, names in by_seeds.items()
+    )
+    kept = (
+      "no checkpoint was written yet"
+      if last_checkpoint is None
+      else f"the checkpoint of step {last_checkpoint} (finite) is kept: --resume continues from it"
+    )
+    raise NonFiniteError(
+      f"training diverged at step {step}: non-finite {what}: {found}; "
+      f"stopped, {kept}. Lower the learning rate or check the inputs."
+    )
 
 
 def _parameters_by_name(states: PyTree) -> dict[str, np.ndarray]:
@@ -162,9 +173,15 @@ def over_seeds(fn: Callable, seed_axis: str, in_axes: tuple[int | None, ...]) ->
   def unrolled(*args):
     num_seeds = next(a for a, axis in zip(args, in_axes) if axis == 0)
     num_seeds = jax.tree.leaves(num_seeds)[0].shape[0]
-    outputs = [fn(*(jax.tree.map(lambda leaf, i=i: leaf[i], a) if axis == 0 else a
-                    for a, axis in zip(args, in_axes)))
-               for i in range(num_seeds)]
+    outputs = [
+      fn(
+        *(
+          jax.tree.map(lambda leaf, i=i: leaf[i], a) if axis == 0 else a
+          for a, axis in zip(args, in_axes)
+        )
+      )
+      for i in range(num_seeds)
+    ]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
 
   return unrolled
@@ -181,8 +198,15 @@ def _progress(total: int, initial: int, enabled: bool, name: str):
   import sys
 
   from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, desc=name, unit="step", dynamic_ncols=True,
-              mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+  return tqdm(
+    total=total,
+    initial=initial,
+    desc=name,
+    unit="step",
+    dynamic_ncols=True,
+    mininterval=1.0 if sys.stderr.isatty() else 30.0,
+  )
 
 
 class _Evaluator:
@@ -194,8 +218,10 @@ class _Evaluator:
     self.batch_size = math.ceil(min(batch_size, num) / devices) * devices
     self.num_batches = math.ceil(num / self.batch_size)
     padded = self.num_batches * self.batch_size
-    host = {k: np.concatenate([v, np.zeros((padded - num, *v.shape[1:]), v.dtype)])
-            for k, v in task.eval_data.items()}
+    host = {
+      k: np.concatenate([v, np.zeros((padded - num, *v.shape[1:]), v.dtype)])
+      for k, v in task.eval_data.items()
+    }
     host["_mask"] = np.arange(padded) < num
     self.data = _batching.put_replicated(host, mesh)
     self.num = num
@@ -203,11 +229,13 @@ class _Evaluator:
     repl = NamedSharding(mesh, P())
 
     def sums(states, data, index):
-      batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(
-          a, index * self.batch_size, self.batch_size), data)
+      batch = jax.tree.map(
+        lambda a: jax.lax.dynamic_slice_in_dim(a, index * self.batch_size, self.batch_size), data
+      )
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       mask = batch.pop("_mask")
       per_example = over_seeds(task.eval_step, seed_axis, in_axes=(0, None))(states, batch)
+
       def masked_sum(v):  # v: [S, B, ...] per-example values
         return jnp.sum(jnp.where(mask.reshape(mask.shape + (1,) * (v.ndim - 2)), v, 0.0), axis=1)
 
@@ -216,8 +244,9 @@ class _Evaluator:
     self._sums = jax.jit(sums, out_shardings=repl)
     self._prepare = None
     if task.prepare_eval is not None:
-      self._prepare = jax.jit(over_seeds(task.prepare_eval, seed_axis, in_axes=(0, None)),
-                              out_shardings=repl)
+      self._prepare = jax.jit(
+        over_seeds(task.prepare_eval, seed_axis, in_axes=(0, None)), out_shardings=repl
+      )
 
   def __call__(self, states, train_data) -> dict[str, np.ndarray]:
     if self._prepare is not None:
@@ -281,10 +310,17 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if num_train < cfg.batch_size:
     raise ValueError(f"batch_size={cfg.batch_size} exceeds the {num_train} training examples.")
   steps_per_epoch, total_steps = num_steps(cfg, num_train)
-  run = _rundir.RunDir(_rundir.resolve_run_dir(
-      cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag(cfg.seeds)}", cfg.resume))
-  resolved = {"experiment": task.name, "variant": variant, **config_lib.to_dict(cfg),
-              "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  run = _rundir.RunDir(
+    _rundir.resolve_run_dir(
+      cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag(cfg.seeds)}", cfg.resume
+    )
+  )
+  resolved = {
+    "experiment": task.name,
+    "variant": variant,
+    **config_lib.to_dict(cfg),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
 
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(None, "data"))
@@ -304,8 +340,12 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     return seeded_step(*args)
 
   if cfg.steps_per_call == 1:
-    step_fn = jax.jit(counted_step, in_shardings=(repl, batch_sharding, repl),
-                      out_shardings=(repl, repl), donate_argnums=0)
+    step_fn = jax.jit(
+      counted_step,
+      in_shardings=(repl, batch_sharding, repl),
+      out_shardings=(repl, repl),
+      donate_argnums=0,
+    )
   else:  # one compilation per distinct number of steps per call
     steps = multi_step(seeded_step, cfg.batch_size, batch_sharding)
 
@@ -313,10 +353,13 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       traces[0] += 1
       return steps(*args)
 
-    steps_fn = jax.jit(counted_steps, out_shardings=(repl, repl), donate_argnums=0,
-                       static_argnums=5)
-  init_fn = jax.jit(jax.vmap(lambda k: {"step": jnp.zeros((), jnp.int32), "state": task.init(k)}),
-                    out_shardings=repl)
+    steps_fn = jax.jit(
+      counted_steps, out_shardings=(repl, repl), donate_argnums=0, static_argnums=5
+    )
+  init_fn = jax.jit(
+    jax.vmap(lambda k: {"step": jnp.zeros((), jnp.int32), "state": task.init(k)}),
+    out_shardings=repl,
+  )
   take_fn = jax.jit(_batching.take_batch, static_argnums=3, out_shardings=batch_sharding)
   perm_fn = jax.jit(_batching.epoch_permutations, static_argnums=2, out_shardings=repl)
   evaluate = _Evaluator(task, mesh, cfg.eval_batch_size, cfg.seed_axis)
@@ -326,35 +369,52 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   if task.seed_data is not None:  # host arrays per seed, stacked on the seed axis
     per_seed = [task.seed_data(seed) for seed in cfg.seeds]
     stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
-    states = {**states, "state": {**states["state"],
-                                  "seed_data": _batching.put_replicated(stacked, mesh)}}
+    states = {
+      **states,
+      "state": {**states["state"], "seed_data": _batching.put_replicated(stacked, mesh)},
+    }
   start = 0
   if cfg.resume:
     saved = run.read_json(_rundir.CONFIG_FILE)
     # A field added since the run was saved compares as its default value.
     defaults = config_lib.to_dict(type(cfg)())
-    changed = {k: (saved.get(k, defaults.get(k)), v) for k, v in resolved.items()
-               if k not in RESUMABLE_FIELDS and saved.get(k, defaults.get(k)) != v}
+    changed = {
+      k: (saved.get(k, defaults.get(k)), v)
+      for k, v in resolved.items()
+      if k not in RESUMABLE_FIELDS and saved.get(k, defaults.get(k)) != v
+    }
     if changed:
-      raise ValueError(f"--resume: the config differs from the saved run in {run.path}: "
-                       + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+      raise ValueError(
+        f"--resume: the config differs from the saved run in {run.path}: "
+        + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
+      )
     host_states = run.load_checkpoint(_to_host(states))
     states = _batching.put_replicated(host_states, mesh)
     start = int(host_states["step"][0])
     run.truncate_metrics(start)
   else:
     if run.file(_rundir.CHECKPOINT_FILE).exists():
-      raise FileExistsError(f"{run.path} already holds a run: pass --resume to continue it "
-                            "or choose another --run-name.")
+      raise FileExistsError(
+        f"{run.path} already holds a run: pass --resume to continue it "
+        "or choose another --run-name."
+      )
     run.write_json(_rundir.CONFIG_FILE, resolved)
 
   def log_eval(step: int) -> dict[str, np.ndarray]:
     metrics = evaluate(states["state"], train_data)
     if task.finish_eval is not None:
       metrics = task.finish_eval(metrics)
-    run.append_metrics([{"step": step, "seed": seed, "split": "eval",
-                         **{k: float(v[i]) for k, v in metrics.items()}}
-                        for i, seed in enumerate(cfg.seeds)])
+    run.append_metrics(
+      [
+        {
+          "step": step,
+          "seed": seed,
+          "split": "eval",
+          **{k: float(v[i]) for k, v in metrics.items()},
+        }
+        for i, seed in enumerate(cfg.seeds)
+      ]
+    )
     return metrics
 
   end = total_steps if cfg.stop_after is None else min(total_steps, start + cfg.stop_after)
@@ -365,8 +425,13 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   last_checkpoint = start if cfg.resume else None
   # Calls of several steps end where the host has work: at epoch, log, evaluation,
   # checkpoint and host-update steps, and at the end.
-  periods = (steps_per_epoch, cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
-             *((task.host_update_every,) if task.host_update is not None else ()))
+  periods = (
+    steps_per_epoch,
+    cfg.log_every,
+    cfg.eval_every,
+    cfg.checkpoint_every,
+    *((task.host_update_every,) if task.host_update is not None else ()),
+  )
   step, first_call_steps = start, 0
   try:
     while step < end:
@@ -379,8 +444,9 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
         states, metrics = step_fn(states, batch, step_keys)
       else:
         count = min(cfg.steps_per_call, end - step, _steps_to_boundary(step, *periods))
-        states, metrics = steps_fn(states, train_data, permutations, step % steps_per_epoch,
-                                   step_keys, count)
+        states, metrics = steps_fn(
+          states, train_data, permutations, step % steps_per_epoch, step_keys, count
+        )
       if step == start:  # the first call compiles: keep it out of the throughput
         jax.block_until_ready(states)
         first_step_seconds, first_call_steps = time.perf_counter() - wall_start, count
@@ -392,9 +458,17 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
         states = _batching.put_replicated(host_states, mesh)
       if done % cfg.log_every == 0 or done == end:
         host = _to_host(metrics)
-        run.append_metrics([{"step": done, "seed": seed, "split": "train",
-                             **{k: float(v[i]) for k, v in host.items()}}
-                            for i, seed in enumerate(cfg.seeds)])
+        run.append_metrics(
+          [
+            {
+              "step": done,
+              "seed": seed,
+              "split": "train",
+              **{k: float(v[i]) for k, v in host.items()},
+            }
+            for i, seed in enumerate(cfg.seeds)
+          ]
+        )
         _check_finite(host, cfg.seeds, done, "training metric", last_checkpoint)
         if bar is not None:
           bar.set_postfix(loss=f"{float(np.mean(host['loss'])):.4f}", refresh=False)
@@ -403,8 +477,13 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
         _check_finite(eval_metrics, cfg.seeds, done, "evaluation metric", last_checkpoint)
       if done % cfg.checkpoint_every == 0 or done == end:
         host_states = _to_host(states)
-        _check_finite(_parameters_by_name(host_states["state"]), cfg.seeds, done,
-                      "parameter or optimizer state", last_checkpoint)
+        _check_finite(
+          _parameters_by_name(host_states["state"]),
+          cfg.seeds,
+          done,
+          "parameter or optimizer state",
+          last_checkpoint,
+        )
         run.save_checkpoint(host_states)
         last_checkpoint = done
       if bar is not None:
@@ -419,22 +498,32 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
 
   final_eval = {k: [float(x) for x in v] for k, v in eval_metrics.items()}
   summary = {
-      "experiment": task.name, "variant": variant, "seeds": list(cfg.seeds),
-      "steps": end, "planned_steps": total_steps, "complete": end == total_steps,
-      "steps_per_epoch": steps_per_epoch,
-      "resumed_from_step": start if cfg.resume else None,
-      "train_seconds": train_seconds,
-      "first_step_seconds": first_step_seconds if end > start else None,
-      "steps_per_second": (steady_steps / (train_seconds - first_step_seconds)
-                           if steady_steps > 0 else None),
-      "devices": [str(d) for d in jax.devices()],
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "steps_per_call": cfg.steps_per_call,
-      "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
+    "experiment": task.name,
+    "variant": variant,
+    "seeds": list(cfg.seeds),
+    "steps": end,
+    "planned_steps": total_steps,
+    "complete": end == total_steps,
+    "steps_per_epoch": steps_per_epoch,
+    "resumed_from_step": start if cfg.resume else None,
+    "train_seconds": train_seconds,
+    "first_step_seconds": first_step_seconds if end > start else None,
+    "steps_per_second": (
+      steady_steps / (train_seconds - first_step_seconds) if steady_steps > 0 else None
+    ),
+    "devices": [str(d) for d in jax.devices()],
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "steps_per_call": cfg.steps_per_call,
+    "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
   }
   run.write_json(_rundir.SUMMARY_FILE, summary)
   if jax.process_index() == 0:
     plotting.learning_curves(run.read_metrics(), run.file(_rundir.CURVES_FILE))
   run.write_readme(f"{task.name} ({variant}), seeds {list(cfg.seeds)}")
-  return Result(state=_to_host(states), final_eval=final_eval, summary=summary, run_dir=run,
-                num_traces=traces[0])
+  return Result(
+    state=_to_host(states),
+    final_eval=final_eval,
+    summary=summary,
+    run_dir=run,
+    num_traces=traces[0],
+  )

@@ -20,11 +20,11 @@ CURVES_FILE = "curves.png"
 README_FILE = "README.txt"
 
 _FILE_DESCRIPTIONS = {
-    CONFIG_FILE: "the resolved config of the run (every option, after overrides)",
-    METRICS_FILE: "one JSON object per line: step, seed, split (train/eval) and metrics",
-    CHECKPOINT_FILE: "latest training state of every seed (flax msgpack), for --resume",
-    SUMMARY_FILE: "final metrics per seed with mean and std, timing, devices",
-    CURVES_FILE: "training loss and evaluation metrics against step, one line per seed",
+  CONFIG_FILE: "the resolved config of the run (every option, after overrides)",
+  METRICS_FILE: "one JSON object per line: step, seed, split (train/eval) and metrics",
+  CHECKPOINT_FILE: "latest training state of every seed (flax msgpack), for --resume",
+  SUMMARY_FILE: "final metrics per seed with mean and std, timing, devices",
+  CURVES_FILE: "training loss and evaluation metrics against step, one line per seed",
 }
 
 
@@ -36,8 +36,9 @@ def resolve_run_dir(out_dir: str, run_name: str | None, prefix: str, resume: boo
   if resume:
     candidates = sorted(p for p in root.glob(f"{prefix}-*") if (p / CHECKPOINT_FILE).is_file())
     if not candidates:
-      raise FileNotFoundError(f"--resume: no run directory {root}/{prefix}-* with a "
-                              f"{CHECKPOINT_FILE}; pass --run-name.")
+      raise FileNotFoundError(
+        f"--resume: no run directory {root}/{prefix}-* with a {CHECKPOINT_FILE}; pass --run-name."
+      )
     return candidates[-1]
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   return root / f"{prefix}-{stamp}"
@@ -120,8 +121,10 @@ class RunDir:
       value = saved.get(name)
       if value is None or value.shape != np.shape(leaf) or value.dtype != np.asarray(leaf).dtype:
         found = "missing" if value is None else f"{value.shape} {value.dtype}"
-        raise ValueError(f"checkpoint {self.file(CHECKPOINT_FILE)} does not match the model: "
-                         f"{name} expected {np.shape(leaf)} {np.asarray(leaf).dtype}, found {found}.")
+        raise ValueError(
+          f"checkpoint {self.file(CHECKPOINT_FILE)} does not match the model: "
+          f"{name} expected {np.shape(leaf)} {np.asarray(leaf).dtype}, found {found}."
+        )
       restored.append(value)
     return jax.tree_util.tree_unflatten(treedef, restored)
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from gapmmd_jax.data import (
-    centre_crop,
-    crop_resize,
-    iic_official_transform,
-    random_rotate_or_crop,
-    random_translate,
+  centre_crop,
+  crop_resize,
+  iic_official_transform,
+  random_rotate_or_crop,
+  random_translate,
 )
 
 
@@ -17,8 +17,9 @@ def _shift_reference(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
   """``image`` moved down by ``dy`` and right by ``dx`` pixels, zero-filled."""
   out = np.zeros_like(image)
   h, w = image.shape[:2]
-  out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-      image[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+    max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+  ]
   return out
 
 
@@ -28,8 +29,12 @@ def test_each_image_is_a_zero_filled_shift_within_range():
   assert shifted.dtype == np.uint8 and shifted.shape == images.shape
   seen = set()
   for image, out in zip(images, shifted):
-    matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-               if np.array_equal(out, _shift_reference(image, dy, dx))]
+    matches = [
+      (dy, dx)
+      for dy in range(-2, 3)
+      for dx in range(-2, 3)
+      if np.array_equal(out, _shift_reference(image, dy, dx))
+    ]
     assert len(matches) == 1
     seen.add(matches[0])
   assert len(seen) > 1  # offsets differ between images
@@ -52,12 +57,14 @@ def test_bad_arguments():
 
 def _is_a_24_crop(out: np.ndarray, image: np.ndarray) -> bool:
   """Whether ``out`` is one of the 25 crops of side 24 of a 28 x 28 ``image``."""
-  return any(np.allclose(out, image[i:i + 24, j:j + 24], atol=1e-4)
-             for i in range(5) for j in range(5))
+  return any(
+    np.allclose(out, image[i : i + 24, j : j + 24], atol=1e-4) for i in range(5) for j in range(5)
+  )
 
 
-@pytest.mark.parametrize("transform, jitters", [(random_rotate_or_crop, False),
-                                                (iic_official_transform, True)])
+@pytest.mark.parametrize(
+  "transform, jitters", [(random_rotate_or_crop, False), (iic_official_transform, True)]
+)
 def test_random_transforms_are_deterministic_and_stay_in_range(transform, jitters):
   images = np.random.default_rng(2).random((16, 28, 28, 1)).astype(np.float32)
   a = np.asarray(transform(jax.random.key(0), images))
@@ -71,8 +78,9 @@ def test_random_transforms_are_deterministic_and_stay_in_range(transform, jitter
 def test_rotate_or_crop_geometry():
   """A 0-degree rotation is the centre crop; a full-size crop is a resize of the whole."""
   image = np.random.default_rng(3).random((1, 28, 28, 1)).astype(np.float32)
-  no_rotation = random_rotate_or_crop(jax.random.key(0), np.repeat(image, 64, 0),
-                                      max_degrees=1e-6, crop_sizes=(24,))
+  no_rotation = random_rotate_or_crop(
+    jax.random.key(0), np.repeat(image, 64, 0), max_degrees=1e-6, crop_sizes=(24,)
+  )
   centre = np.asarray(centre_crop(image, 24))[0]
   for out in np.asarray(no_rotation):  # each is a rotation by ~0 or a 24-pixel crop
     assert _is_a_24_crop(out, image[0])
@@ -87,8 +95,9 @@ def test_centre_crop():
 def test_crop_resize_centre_and_random():
   """The centre crop at full output size is the plain centre crop; random crops are crops."""
   images = np.random.default_rng(4).random((8, 28, 28, 1)).astype(np.float32)
-  np.testing.assert_allclose(crop_resize(None, images, crop_size=24, out_size=24),
-                             centre_crop(images, 24), atol=1e-6)
+  np.testing.assert_allclose(
+    crop_resize(None, images, crop_size=24, out_size=24), centre_crop(images, 24), atol=1e-6
+  )
   centre = np.asarray(crop_resize(None, images))
   assert centre.shape == (8, 24, 24, 1)
   np.testing.assert_array_equal(centre, crop_resize(None, images))  # evaluation: deterministic
@@ -100,12 +109,23 @@ def test_crop_resize_centre_and_random():
 
 def test_official_iic_transform_without_rotation_and_jitter_is_a_crop():
   images = np.random.default_rng(5).random((32, 28, 28, 1)).astype(np.float32)
-  plain = np.asarray(iic_official_transform(jax.random.key(2), images, rotate_probability=0.0,
-                                            crop_sizes=(24,), jitter=0.0))
+  plain = np.asarray(
+    iic_official_transform(
+      jax.random.key(2), images, rotate_probability=0.0, crop_sizes=(24,), jitter=0.0
+    )
+  )
   assert all(_is_a_24_crop(out, image) for out, image in zip(plain, images))
   # Rotated by ~0 degrees: the same crops.
-  tiny = np.asarray(iic_official_transform(jax.random.key(2), images, rotate_probability=1.0,
-                                           max_degrees=1e-6, crop_sizes=(24,), jitter=0.0))
+  tiny = np.asarray(
+    iic_official_transform(
+      jax.random.key(2),
+      images,
+      rotate_probability=1.0,
+      max_degrees=1e-6,
+      crop_sizes=(24,),
+      jitter=0.0,
+    )
+  )
   np.testing.assert_allclose(tiny, plain, atol=1e-4)
   with pytest.raises(ValueError, match="jitter"):
     iic_official_transform(jax.random.key(0), images, jitter=1.5)

@@ -26,7 +26,9 @@ def test_real_mnist(mnist_dir, split, counts):
 
 def test_environment_variable_and_raw_files(mnist_dir, tmp_path, monkeypatch):
   for name in data._mnist.idx_file_names("test"):
-    (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress((mnist_dir / name).read_bytes()))
+    (tmp_path / name.removesuffix(".gz")).write_bytes(
+      gzip.decompress((mnist_dir / name).read_bytes())
+    )
   monkeypatch.setenv("GAPMMD_DATA_DIR", str(tmp_path))
   images, labels = data.load_mnist("test")
   assert images.shape == (10000, 28, 28) and labels[:3].tolist() == [7, 2, 1]
@@ -73,8 +75,12 @@ def test_nothing_found_message_names_places_and_variable(tmp_path, monkeypatch):
   with pytest.raises(data.DataNotFoundError) as info:
     data.load_mnist("test", dataset="fashion_mnist")
   message = str(info.value)
-  for part in ("t10k-images-idx3-ubyte.gz", str(tmp_path / "cache"), "tensorflow-datasets",
-               "GAPMMD_DATA_DIR"):
+  for part in (
+    "t10k-images-idx3-ubyte.gz",
+    str(tmp_path / "cache"),
+    "tensorflow-datasets",
+    "GAPMMD_DATA_DIR",
+  ):
     assert part in message
 
 
@@ -129,8 +135,10 @@ def test_download_verifies_checksums(mnist_dir, tmp_path, monkeypatch):
     data.load_mnist("test", timeout=5.0)
   assert not list(tmp_path.glob("mnist/*.gz"))  # nothing unverified is kept
   # ... and with their own checksums the download lands in the cache and loads.
-  sums = {name: hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest()
-          for name in data._mnist.idx_file_names("test")}
+  sums = {
+    name: hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest()
+    for name in data._mnist.idx_file_names("test")
+  }
   monkeypatch.setattr(data._mnist, "_MNIST_SHA256", sums)
   images, labels = data.load_mnist("test", timeout=5.0)
   assert images.shape == (10000, 28, 28) and labels.shape == (10000,)

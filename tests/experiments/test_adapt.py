@@ -16,11 +16,14 @@ from gapmmd_jax.experiments import adapt
 from gapmmd_jax.models import DomainAdaptationNet
 
 
-@pytest.mark.parametrize("p, mu, lam", [
+@pytest.mark.parametrize(
+  "p, mu, lam",
+  [
     (0.0, 0.01, 0.0),
-    (0.5, 0.01 / 6 ** 0.75, 2 / (1 + math.exp(-5)) - 1),
-    (1.0, 0.01 / 11 ** 0.75, 2 / (1 + math.exp(-10)) - 1),
-])
+    (0.5, 0.01 / 6**0.75, 2 / (1 + math.exp(-5)) - 1),
+    (1.0, 0.01 / 11**0.75, 2 / (1 + math.exp(-10)) - 1),
+  ],
+)
 def test_schedules(p, mu, lam):
   learning_rate, reversal = adapt.schedules(p)
   assert float(learning_rate) == pytest.approx(mu, rel=1e-6)
@@ -36,33 +39,61 @@ def test_domain_gradient_reaches_the_features_reversed():
   def domain_loss(params, reverse):
     m = nnx.merge(graphdef, params)
     features = m.features(images)
-    logits = (m.domain(features, 0.7) if reverse
-              else m.domain_out(nnx.relu(m.domain1(features))))
+    logits = m.domain(features, 0.7) if reverse else m.domain_out(nnx.relu(m.domain1(features)))
     return optax.softmax_cross_entropy_with_integer_labels(logits, domains).mean()
 
   with_grl = jax.grad(domain_loss)(params, True)
   without = jax.grad(domain_loss)(params, False)
   for name in ("conv1", "conv2"):  # the feature extractor: reversed and scaled by lambda
-    np.testing.assert_allclose(with_grl[name]["kernel"][...],
-                               -0.7 * without[name]["kernel"][...], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+      with_grl[name]["kernel"][...], -0.7 * without[name]["kernel"][...], rtol=1e-4, atol=1e-7
+    )
     assert np.abs(without[name]["kernel"][...]).max() > 0
   for name in ("domain1", "domain_out"):  # the domain head itself: unchanged
-    np.testing.assert_allclose(with_grl[name]["kernel"][...], without[name]["kernel"][...],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      with_grl[name]["kernel"][...], without[name]["kernel"][...], rtol=1e-5
+    )
 
 
 def test_every_method_runs_and_the_table_is_written(mnist_dir, bsds_dir, tmp_path):
-  assert cli.main(["adapt", "--variant", "quick", "--compare", "--data-dir", str(mnist_dir),
-                   "--bsds-dir", str(bsds_dir), "--max-train-examples", "512",
-                   "--max-eval-examples", "200", "--out-dir", str(tmp_path), "--run-name", "cmp",
-                   "--log-every", "2", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "adapt",
+        "--variant",
+        "quick",
+        "--compare",
+        "--data-dir",
+        str(mnist_dir),
+        "--bsds-dir",
+        str(bsds_dir),
+        "--max-train-examples",
+        "512",
+        "--max-eval-examples",
+        "200",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "cmp",
+        "--log-every",
+        "2",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   root = tmp_path / "cmp"
   table = json.loads((root / "table.json").read_text())
   assert list(table["methods"]) == ["source-only", "ddc", "dan", "mmd", "dann"]
   assert "| dann |" in (root / "table.md").read_text()
   assert 0 <= table["methods"]["mmd"]["validation_accuracy"]["mean"] <= 1
-  expected = {"source-only": set(), "ddc": {"mmd"}, "dan": {"mmd"}, "mmd": {"mmd"},
-              "dann": {"domain_loss", "domain_accuracy"}}
+  expected = {
+    "source-only": set(),
+    "ddc": {"mmd"},
+    "dan": {"mmd"},
+    "mmd": {"mmd"},
+    "dann": {"domain_loss", "domain_accuracy"},
+  }
   for method, extra in expected.items():
     for name in ("summary.json", "curves.png", "samples.png", "README.txt", "tsne.png"):
       assert (root / method / name).is_file(), (method, name)
@@ -81,10 +112,21 @@ def test_every_method_runs_and_the_table_is_written(mnist_dir, bsds_dir, tmp_pat
 
 def test_dan_kernel_weights_are_learned_between_steps(mnist_dir, bsds_dir, tmp_path):
   cfg = adapt.VARIANTS["quick"]
-  cfg = type(cfg)(**{**cfg.__dict__, "method": "dan", "data_dir": str(mnist_dir),
-                     "bsds_dir": str(bsds_dir), "max_train_examples": 512,
-                     "max_eval_examples": 200, "dan_update_every": 4, "out_dir": str(tmp_path),
-                     "run_name": "dan", "progress": False, "mmd_layers": ("hidden2", "features")})
+  cfg = type(cfg)(
+    **{
+      **cfg.__dict__,
+      "method": "dan",
+      "data_dir": str(mnist_dir),
+      "bsds_dir": str(bsds_dir),
+      "max_train_examples": 512,
+      "max_eval_examples": 200,
+      "dan_update_every": 4,
+      "out_dir": str(tmp_path),
+      "run_name": "dan",
+      "progress": False,
+      "mmd_layers": ("hidden2", "features"),
+    }
+  )
   result = adapt.run(cfg, "quick")
   weights = result.state["state"]["kernel_weights"]  # [seeds, layers, kernels]
   assert weights.shape == (1, 2, len(adapt.DAN_MULTIPLIERS))
@@ -117,17 +159,28 @@ def test_adapted_layers():
 
 def test_adaptation_coefficient():
   progress = jnp.asarray([0.0, 0.1, 0.2, 0.5, 1.0])
-  np.testing.assert_allclose(adapt.adaptation_coefficient(progress, "constant", 0.2),
-                             [0, 0, 1, 1, 1])
-  np.testing.assert_allclose(adapt.adaptation_coefficient(progress, "ramp", 0.0),
-                             adapt.schedules(progress)[1], rtol=1e-6)
-  np.testing.assert_allclose(adapt.adaptation_coefficient(progress, "ramp", 0.3),
-                             [0, 0, 0, *adapt.schedules(progress)[1][3:]], rtol=1e-6)
+  np.testing.assert_allclose(
+    adapt.adaptation_coefficient(progress, "constant", 0.2), [0, 0, 1, 1, 1]
+  )
+  np.testing.assert_allclose(
+    adapt.adaptation_coefficient(progress, "ramp", 0.0), adapt.schedules(progress)[1], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    adapt.adaptation_coefficient(progress, "ramp", 0.3),
+    [0, 0, 0, *adapt.schedules(progress)[1][3:]],
+    rtol=1e-6,
+  )
 
 
 def test_validation_split_is_deterministic_and_held_out_of_the_test_set(mnist_dir, bsds_dir):
-  cfg = adapt.Config(data_dir=str(mnist_dir), bsds_dir=str(bsds_dir), max_train_examples=600,
-                     max_eval_examples=300, validation_size=100, validation_seed=3)
+  cfg = adapt.Config(
+    data_dir=str(mnist_dir),
+    bsds_dir=str(bsds_dir),
+    max_train_examples=600,
+    max_eval_examples=300,
+    validation_size=100,
+    validation_seed=3,
+  )
   train, evaluation, _ = adapt.load_data(cfg)
   again = adapt.load_data(cfg)[1]
   for key in ("validation", "validation_label", "validation_weight"):

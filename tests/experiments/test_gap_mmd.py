@@ -12,16 +12,47 @@ from gapmmd_jax.experiments import metric_survey
 @pytest.fixture(scope="module")
 def gap_run(mnist_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("runs")
-  assert cli.main(["gap-mmd", "--variant", "quick", "--data-dir", str(mnist_dir), "--out-dir",
-                   str(out), "--run-name", "quick", "--no-progress", "--seeds", "0", "1",
-                   "--mmd-reg", "0.5", "--max-shift", "1"]) == 0
+  assert (
+    cli.main(
+      [
+        "gap-mmd",
+        "--variant",
+        "quick",
+        "--data-dir",
+        str(mnist_dir),
+        "--out-dir",
+        str(out),
+        "--run-name",
+        "quick",
+        "--no-progress",
+        "--seeds",
+        "0",
+        "1",
+        "--mmd-reg",
+        "0.5",
+        "--max-shift",
+        "1",
+      ]
+    )
+    == 0
+  )
   return out / "quick"
 
 
 def test_gap_mmd_writes_every_artefact(gap_run):
-  for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png", "README.txt",
-               "gap_features.npy", "class_mmd.npy", "class_mmd_pvalues.npy", "class_mmd.png",
-               "cam_grid.png", "sample_size_sweep.png"):
+  for name in (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "curves.png",
+    "README.txt",
+    "gap_features.npy",
+    "class_mmd.npy",
+    "class_mmd_pvalues.npy",
+    "class_mmd.png",
+    "cam_grid.png",
+    "sample_size_sweep.png",
+  ):
     assert (gap_run / name).is_file(), name
   summary = json.loads((gap_run / "summary.json").read_text())
   accuracy = summary["final_eval"]["accuracy"]

@@ -27,8 +27,25 @@ def test_matched_accuracy_equals_cluster_accuracy():
 
 
 def test_quick_run_learns_and_reports_heads(mnist_dir, tmp_path):
-  assert cli.main(["iic", "--variant", "quick", "--data-dir", str(mnist_dir), "--out-dir",
-                   str(tmp_path), "--run-name", "q", "--no-progress", "--epochs", "2"]) == 0
+  assert (
+    cli.main(
+      [
+        "iic",
+        "--variant",
+        "quick",
+        "--data-dir",
+        str(mnist_dir),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "q",
+        "--no-progress",
+        "--epochs",
+        "2",
+      ]
+    )
+    == 0
+  )
   run = tmp_path / "q"
   summary = json.loads((run / "summary.json").read_text())
   heads = summary["heads"][0]
@@ -65,8 +82,9 @@ def test_repeat_trick_equals_explicit_repeats():
     logits_x, _ = model(x, train=True)
     return jnp.sum(iic.repeated_pair_losses(logits_x, logits_bar, 3))
 
-  (value, grads), (value_ref, grads_ref) = (jax.value_and_grad(loss)(params, e)
-                                            for e in (False, True))
+  (value, grads), (value_ref, grads_ref) = (
+    jax.value_and_grad(loss)(params, e) for e in (False, True)
+  )
   np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-6)  # MI ~ 0 at init
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
     # float32 rounding of BatchNorm over 6 vs 18 rows; a wrong repeat would be O(1) off.
@@ -92,13 +110,41 @@ def test_evaluation_batchnorm_statistics_as_configured():
 def test_official_recipe_smoke_run(mnist_dir, tmp_path):
   """The paper variant's choices on the quick sizes: repeats, official transforms, separate
   BatchNorm passes, evaluation with batch statistics, no over-clustering heads."""
-  assert cli.main(["iic", "--variant", "quick", "--data-dir", str(mnist_dir), "--out-dir",
-                   str(tmp_path), "--run-name", "p", "--no-progress", "--repeats", "3",
-                   "--transforms", "official", "--batchnorm", "separate", "--eval-statistics",
-                   "batch", "--overcluster-heads", "0", "--batch-size", "32"]) == 0
+  assert (
+    cli.main(
+      [
+        "iic",
+        "--variant",
+        "quick",
+        "--data-dir",
+        str(mnist_dir),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "p",
+        "--no-progress",
+        "--repeats",
+        "3",
+        "--transforms",
+        "official",
+        "--batchnorm",
+        "separate",
+        "--eval-statistics",
+        "batch",
+        "--overcluster-heads",
+        "0",
+        "--batch-size",
+        "32",
+      ]
+    )
+    == 0
+  )
   config = json.loads((tmp_path / "p" / "config.json").read_text())
-  assert (config["repeats"], config["transforms"], config["batchnorm"]) == (3, "official",
-                                                                            "separate")
+  assert (config["repeats"], config["transforms"], config["batchnorm"]) == (
+    3,
+    "official",
+    "separate",
+  )
   rows = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]
   assert "overcluster_loss" not in train[-1] and np.isfinite(train[-1]["loss"])

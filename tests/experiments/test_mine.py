@@ -28,16 +28,23 @@ def test_correlated_pairs_have_the_correlation():
 @pytest.mark.parametrize("bias_corrected", [False, True])
 def test_converges_to_the_true_mi_at_rho_half(bias_corrected):
   cfg = mine.Config(rhos=(0.5,), seeds=(0,), steps=400, average_last=100)
-  bounds = np.asarray(mine.make_trainer(cfg, bias_corrected)(np.array([0.5], np.float32),
-                                                             jax.vmap(jax.random.key)(np.array([0]))))
+  bounds = np.asarray(
+    mine.make_trainer(cfg, bias_corrected)(
+      np.array([0.5], np.float32), jax.vmap(jax.random.key)(np.array([0]))
+    )
+  )
   assert bounds.shape == (1, 1, 400) and np.all(np.isfinite(bounds))
   assert bounds[0, 0, -100:].mean() == pytest.approx(0.1438, abs=0.02)
   assert bounds[0, 0, :20].mean() < 0.05  # it learned: the bound starts near 0
 
 
 def test_quick_variant_writes_table_and_plots(tmp_path, capsys):
-  assert cli.main(["mine", "--variant", "quick", "--out-dir", str(tmp_path), "--run-name", "q",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      ["mine", "--variant", "quick", "--out-dir", str(tmp_path), "--run-name", "q", "--no-progress"]
+    )
+    == 0
+  )
   run = tmp_path / "q"
   for name in ("table.md", "results.json", "estimates.png", "curves.png", "README.txt"):
     assert (run / name).is_file(), name

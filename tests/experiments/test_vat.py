@@ -15,8 +15,15 @@ from gapmmd_jax.experiments import vat
 from gapmmd_jax.models import VatCNN, VatMLP
 from gapmmd_jax.models._vat_mlp import average_stats
 
-SMALL = ["--variant", "quick", "--max-train-examples", "1024", "--max-eval-examples", "1000",
-         "--no-progress"]
+SMALL = [
+  "--variant",
+  "quick",
+  "--max-train-examples",
+  "1024",
+  "--max-eval-examples",
+  "1000",
+  "--no-progress",
+]
 
 
 def test_dropout_only_with_a_key():
@@ -57,8 +64,9 @@ def test_table_per_seed_values_match_single_seed_runs(mnist_dir, tmp_path, capsy
   assert cli.main(["vat", *common, "--seeds", "1", "--no-dropout", "--run-name", "single"]) == 0
   single = json.loads((tmp_path / "single" / "summary.json").read_text())["final_eval"]
   vat_row = table["rows"][2]
-  assert single["accuracy"]["per_seed"][0] == pytest.approx(vat_row["accuracy"]["per_seed"][1],
-                                                            abs=1e-6)
+  assert single["accuracy"]["per_seed"][0] == pytest.approx(
+    vat_row["accuracy"]["per_seed"][1], abs=1e-6
+  )
   assert single["loss"]["per_seed"][0] == pytest.approx(vat_row["loss"]["per_seed"][1], rel=1e-4)
 
 
@@ -69,7 +77,8 @@ def _mlp_reference(model: VatMLP, x: np.ndarray, stats=None) -> np.ndarray:
     h = h @ np.asarray(dense.kernel[...], np.float64)
     mean, var = (h.mean(0), h.var(0)) if stats is None else map(np.asarray, stats[i])
     h = (h - mean) / np.sqrt(var + model.eps) * np.asarray(model.scale[i][...]) + np.asarray(
-        model.shift[i][...])
+      model.shift[i][...]
+    )
     if i < len(model.dense) - 1:
       h = np.maximum(h, 0.0)
   return h
@@ -84,15 +93,14 @@ def test_mlp_matches_a_float64_reference():
   # Evaluation with the batch's own statistics is the training-mode function.
   np.testing.assert_allclose(model(x, model.batch_stats(x)), model(x), rtol=1e-5, atol=1e-5)
   other = [(jnp.full((d,), 0.3), jnp.full((d,), 2.0)) for d in (9, 7, 3)]
-  np.testing.assert_allclose(model(x, other), _mlp_reference(model, x, other), rtol=1e-4,
-                             atol=1e-4)
+  np.testing.assert_allclose(model(x, other), _mlp_reference(model, x, other), rtol=1e-4, atol=1e-4)
   assert model.dense[0].kernel[...].std() == pytest.approx(1 / np.sqrt(12), rel=0.35)
 
 
 def test_population_statistics_average_the_batches():
   batches = np.random.default_rng(0).normal(size=(5, 8, 4)) * np.arange(1, 5)
   per_batch = [(jnp.asarray(batches.mean(1)), jnp.asarray(batches.var(1)))]
-  (mean, var), = average_stats(per_batch, batch_size=8)
+  ((mean, var),) = average_stats(per_batch, batch_size=8)
   np.testing.assert_allclose(mean, batches.mean(1).mean(0), rtol=1e-5)
   np.testing.assert_allclose(var, batches.var(1, ddof=1).mean(0), rtol=1e-5)
 
@@ -101,22 +109,44 @@ def test_cycled_rows_visit_every_row_once_per_pass():
   key = jax.random.key(4)
   stream = np.asarray(vat.cycled_rows(jnp.asarray(0), 35, 7, key))
   for p in range(5):
-    assert sorted(stream[7 * p:7 * (p + 1)]) == list(range(7))
-  assert not all((stream[:7] == stream[7 * p:7 * (p + 1)]).all() for p in range(1, 5))
+    assert sorted(stream[7 * p : 7 * (p + 1)]) == list(range(7))
+  assert not all((stream[:7] == stream[7 * p : 7 * (p + 1)]).all() for p in range(1, 5))
   for start, count in ((0, 3), (5, 9), (20, 15)):
-    np.testing.assert_array_equal(vat.cycled_rows(jnp.asarray(start), count, 7, key),
-                                  stream[start:start + count])
+    np.testing.assert_array_equal(
+      vat.cycled_rows(jnp.asarray(start), count, 7, key), stream[start : start + count]
+    )
 
 
 def test_semi_supervised_cnn_run(mnist_dir, tmp_path):
-  assert cli.main(["vat", *SMALL, "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path),
-                   "--labels-per-class", "5", "--labelled-batch-size", "20", "--vat-xi", "1e-6",
-                   "--epochs", "0.5", "--run-name", "semi"]) == 0
+  assert (
+    cli.main(
+      [
+        "vat",
+        *SMALL,
+        "--data-dir",
+        str(mnist_dir),
+        "--out-dir",
+        str(tmp_path),
+        "--labels-per-class",
+        "5",
+        "--labelled-batch-size",
+        "20",
+        "--vat-xi",
+        "1e-6",
+        "--epochs",
+        "0.5",
+        "--run-name",
+        "semi",
+      ]
+    )
+    == 0
+  )
   summary = json.loads((tmp_path / "semi" / "summary.json").read_text())
   assert "CNN" in summary["configuration"] and "5 labels per class" in summary["configuration"]
   assert 0.1 < summary["final_eval"]["accuracy"]["mean"] <= 1.0
-  rows = [json.loads(line)
-          for line in (tmp_path / "semi" / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+    json.loads(line) for line in (tmp_path / "semi" / "metrics.jsonl").read_text().splitlines()
+  ]
   train = [r for r in rows if r["split"] == "train"]
   assert train and all(np.isfinite(r["vat"]) and r["vat"] >= 0 for r in train)
 
@@ -125,30 +155,59 @@ def test_semi_supervised_mlp_run(mnist_dir, tmp_path, capsys):
   """The paper's recipe, small: own labelled subset per seed, validation images held out,
   BatchNorm statistics measured before evaluation; a seed trains the same alone or beside
   another."""
-  small = ["--variant", "semi-supervised", "--data-dir", str(mnist_dir), "--out-dir",
-           str(tmp_path), "--max-train-examples", "1200", "--max-eval-examples", "500",
-           "--validation-size", "200", "--batch-size", "50", "--labels-per-class", "3",
-           "--labelled-batch-size", "20", "--epochs", "2", "--eval-every", "20",
-           "--no-progress", "--entropy-weight", "0.5"]
+  small = [
+    "--variant",
+    "semi-supervised",
+    "--data-dir",
+    str(mnist_dir),
+    "--out-dir",
+    str(tmp_path),
+    "--max-train-examples",
+    "1200",
+    "--max-eval-examples",
+    "500",
+    "--validation-size",
+    "200",
+    "--batch-size",
+    "50",
+    "--labels-per-class",
+    "3",
+    "--labelled-batch-size",
+    "20",
+    "--epochs",
+    "2",
+    "--eval-every",
+    "20",
+    "--no-progress",
+    "--entropy-weight",
+    "0.5",
+  ]
   assert cli.main(["vat", *small, "--seeds", "0", "1", "--run-name", "two"]) == 0
   assert "MLP with BatchNorm" in capsys.readouterr().out
   two = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert two["steps"] == 40  # (1200 - 200) // 50 steps per epoch
   for name in ("accuracy", "validation_accuracy"):
     assert all(0.3 < a <= 1.0 for a in two["final_eval"][name]["per_seed"])
-  rows = [json.loads(line)
-          for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+    json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert all(np.isfinite(r["entropy"]) and r["entropy"] > 0 for r in rows if r["split"] == "train")
   assert cli.main(["vat", *small, "--seeds", "1", "--run-name", "one"]) == 0
   one = json.loads((tmp_path / "one" / "summary.json").read_text())
   for name in ("accuracy", "validation_accuracy", "loss"):
     assert one["final_eval"][name]["per_seed"][0] == pytest.approx(
-        two["final_eval"][name]["per_seed"][1], rel=1e-3)
+      two["final_eval"][name]["per_seed"][1], rel=1e-3
+    )
 
 
 def test_labelled_subsets_differ_per_seed_and_avoid_validation(mnist_dir):
-  cfg = dataclasses.replace(vat.VARIANTS["semi-supervised"], data_dir=str(mnist_dir),
-                            max_train_examples=3000, max_eval_examples=100, validation_size=500)
+  cfg = dataclasses.replace(
+    vat.VARIANTS["semi-supervised"],
+    data_dir=str(mnist_dir),
+    max_train_examples=3000,
+    max_eval_examples=100,
+    validation_size=500,
+  )
   task = vat.build_task(cfg)
   assert len(task.train_data["image"]) == 2500 and "label" not in task.train_data
   assert len(task.eval_data["label"]) == 600

@@ -23,14 +23,15 @@ def pooled_cov(x, y):
 
 def test_euclidean():
   x, y = data()
-  np.testing.assert_allclose(g.euclidean_distance(x, y),
-                             np.linalg.norm(x.mean(0, dtype=np.float64) - y.mean(0)), rtol=1e-5)
+  np.testing.assert_allclose(
+    g.euclidean_distance(x, y), np.linalg.norm(x.mean(0, dtype=np.float64) - y.mean(0)), rtol=1e-5
+  )
 
 
 def test_standardized_euclidean():
   x, y = data(1)
   diff = x.mean(0, dtype=np.float64) - y.mean(0)
-  expected = np.sqrt(np.sum(diff ** 2 / np.diag(pooled_cov(x, y))))
+  expected = np.sqrt(np.sum(diff**2 / np.diag(pooled_cov(x, y))))
   np.testing.assert_allclose(g.standardized_euclidean_distance(x, y), expected, rtol=1e-5)
 
 
@@ -41,8 +42,7 @@ def test_mahalanobis(shrinkage):
   cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / 6 * np.eye(6)
   diff = x.mean(0, dtype=np.float64) - y.mean(0)
   expected = np.sqrt(diff @ np.linalg.solve(cov, diff))
-  np.testing.assert_allclose(g.mahalanobis_distance(x, y, shrinkage=shrinkage), expected,
-                             rtol=2e-3)
+  np.testing.assert_allclose(g.mahalanobis_distance(x, y, shrinkage=shrinkage), expected, rtol=2e-3)
 
 
 def test_mahalanobis_singular_covariance_stays_finite():
@@ -53,9 +53,9 @@ def test_mahalanobis_singular_covariance_stays_finite():
 def test_cosine():
   x, y = data(4)
   a, b = x.mean(0, dtype=np.float64), y.mean(0, dtype=np.float64)
-  np.testing.assert_allclose(g.cosine_distance(x, y),
-                             1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    g.cosine_distance(x, y), 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_allclose(g.cosine_distance(np.zeros((3, 2)), y[:, :2]), 1.0)
 
 
@@ -64,14 +64,20 @@ def test_grassmann_matches_scipy_subspace_angles(rank):
   x, y = data(5)
   basis = lambda a: np.linalg.svd(a - a.mean(0), full_matrices=False)[2][:rank].T
   angles = scipy.linalg.subspace_angles(basis(x.astype(np.float64)), basis(y.astype(np.float64)))
-  np.testing.assert_allclose(g.grassmann_distance(x, y, rank=rank),
-                             np.sqrt(np.sum(angles ** 2)), rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(
+    g.grassmann_distance(x, y, rank=rank), np.sqrt(np.sum(angles**2)), rtol=1e-3, atol=1e-3
+  )
 
 
 def test_distances_are_zero_on_identical_sets_and_symmetric():
   x, y = data(6)
-  for fn in (g.euclidean_distance, g.standardized_euclidean_distance, g.mahalanobis_distance,
-             g.cosine_distance, g.grassmann_distance):
+  for fn in (
+    g.euclidean_distance,
+    g.standardized_euclidean_distance,
+    g.mahalanobis_distance,
+    g.cosine_distance,
+    g.grassmann_distance,
+  ):
     assert float(fn(x, x)) == pytest.approx(0.0, abs=2e-3), fn.__name__
     np.testing.assert_allclose(fn(x, y), fn(y, x), rtol=1e-4, err_msg=fn.__name__)
     assert np.isfinite(jax.jit(fn)(x, y))

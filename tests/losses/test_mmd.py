@@ -16,6 +16,7 @@ from gapmmd_jax.losses import _kernels, _mmd
 
 # ---------- float64 NumPy references, written from the formulas ----------
 
+
 def ref_kernel(a, b, bandwidths, weights):
   sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
   return sum(w * np.exp(-sq / bw) for bw, w in zip(bandwidths, weights))
@@ -27,7 +28,7 @@ def ref_bandwidths(x, y, kernel_mul=2.0, kernel_num=5, fix_sigma=None):
   l2 = ((z[None, :, :] - z[:, None, :]) ** 2).sum(2)
   scale = fix_sigma if fix_sigma else l2.sum() / (n * n - n)
   base = scale / kernel_mul ** (kernel_num // 2)
-  return [base * kernel_mul ** i for i in range(kernel_num)]
+  return [base * kernel_mul**i for i in range(kernel_num)]
 
 
 def ref_mmd_rbf(x, y, kernel_mul=2.0, kernel_num=5, fix_sigma=None):
@@ -37,7 +38,7 @@ def ref_mmd_rbf(x, y, kernel_mul=2.0, kernel_num=5, fix_sigma=None):
   l2 = ((z[None, :, :] - z[:, None, :]) ** 2).sum(2)
   bandwidth = fix_sigma if fix_sigma else l2.sum() / (len(z) ** 2 - len(z))
   bandwidth /= kernel_mul ** (kernel_num // 2)
-  k = sum(np.exp(-l2 / (bandwidth * kernel_mul ** i)) for i in range(kernel_num))
+  k = sum(np.exp(-l2 / (bandwidth * kernel_mul**i)) for i in range(kernel_num))
   xx, yy, xy, yx = k[:n, :n], k[n:, n:], k[:n, n:], k[n:, :n]
   return np.mean(xx + yy - xy - yx)
 
@@ -52,28 +53,38 @@ def ref_estimate(x, y, bandwidths, weights, estimator):
     off = lambda k: k.sum() - np.trace(k)
     return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean()
   k = lambda a, b: ref_kernel(a[None], b[None], bandwidths, weights)[0, 0]
-  terms = [k(x[2 * i], x[2 * i + 1]) + k(y[2 * i], y[2 * i + 1]) - k(x[2 * i], y[2 * i + 1])
-           - k(x[2 * i + 1], y[2 * i]) for i in range(n // 2)]
+  terms = [
+    k(x[2 * i], x[2 * i + 1])
+    + k(y[2 * i], y[2 * i + 1])
+    - k(x[2 * i], y[2 * i + 1])
+    - k(x[2 * i + 1], y[2 * i])
+    for i in range(n // 2)
+  ]
   return np.mean(terms)
 
 
 def samples(seed, n=40, m=40, d=5, shift=0.5):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=(n, d)).astype(np.float32),
-          (rng.normal(size=(m, d)) + shift).astype(np.float32))
+  return (
+    rng.normal(size=(n, d)).astype(np.float32),
+    (rng.normal(size=(m, d)) + shift).astype(np.float32),
+  )
 
 
 # ---------- values ----------
 
-@pytest.mark.parametrize("kernel_mul,kernel_num,fix_sigma", [(2.0, 5, None), (3.0, 3, None),
-                                                             (2.0, 4, 7.5), (1.5, 1, None)])
+
+@pytest.mark.parametrize(
+  "kernel_mul,kernel_num,fix_sigma", [(2.0, 5, None), (3.0, 3, None), (2.0, 4, 7.5), (1.5, 1, None)]
+)
 def test_biased_matches_reference_mmd_rbf(kernel_mul, kernel_num, fix_sigma):
   x, y = samples(0)
   expected = ref_mmd_rbf(x, y, kernel_mul, kernel_num, fix_sigma)
   kwargs = dict(kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma)
   np.testing.assert_allclose(g.mmd2(x, y, **kwargs), expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(jax.jit(lambda a, b: g.mmd2(a, b, **kwargs))(x, y), expected,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    jax.jit(lambda a, b: g.mmd2(a, b, **kwargs))(x, y), expected, rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
@@ -102,8 +113,9 @@ def test_row_blocks_equal_full_matrix(estimator):
   x, y = samples(3, 100, 70)
   full = g.mmd2(x, y, estimator=estimator, block_size=10_000)
   for block in (1, 16, 33):
-    np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, block_size=block), full,
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      g.mmd2(x, y, estimator=estimator, block_size=block), full, rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
@@ -113,8 +125,12 @@ def test_paired_tiles_match_float64(estimator):
   x, y = samples(9, 300, 300, d=5, shift=0.3)
   expected = ref_estimate(x, y, ref_bandwidths(x, y), [1.0] * 5, estimator)
   for block in (None, 1, 7, 150, 300):
-    np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, block_size=block), expected,
-                               rtol=1e-5, err_msg=f"block_size={block}")
+    np.testing.assert_allclose(
+      g.mmd2(x, y, estimator=estimator, block_size=block),
+      expected,
+      rtol=1e-5,
+      err_msg=f"block_size={block}",
+    )
 
 
 def test_large_input_uses_blocks_and_stays_accurate():
@@ -130,15 +146,19 @@ def test_mk_mmd2_matches_formula():
   bandwidths, weights = [0.5, 2.0, 8.0], [0.2, 0.0, 0.8]
   for estimator in ("biased", "unbiased"):
     np.testing.assert_allclose(
-        g.mk_mmd2(x, y, bandwidths=bandwidths, weights=weights, estimator=estimator),
-        ref_estimate(x, y, bandwidths, weights, estimator), rtol=1e-5)
+      g.mk_mmd2(x, y, bandwidths=bandwidths, weights=weights, estimator=estimator),
+      ref_estimate(x, y, bandwidths, weights, estimator),
+      rtol=1e-5,
+    )
 
 
 # ---------- properties ----------
 
-finite_samples = hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2,
-                                                         max_side=12),
-                            elements=hypothesis.strategies.floats(-10, 10, width=32))
+finite_samples = hnp.arrays(
+  np.float32,
+  hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=12),
+  elements=hypothesis.strategies.floats(-10, 10, width=32),
+)
 
 
 @hypothesis.settings(max_examples=40, deadline=None)
@@ -149,8 +169,9 @@ def test_symmetric_permutation_invariant_and_zero_on_itself(x, seed):
   value = float(g.mmd2(x, y))
   assert np.isfinite(value)
   np.testing.assert_allclose(g.mmd2(y, x), value, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(g.mmd2(x[rng.permutation(len(x))], y[rng.permutation(len(y))]),
-                             value, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    g.mmd2(x[rng.permutation(len(x))], y[rng.permutation(len(y))]), value, rtol=1e-4, atol=1e-5
+  )
   np.testing.assert_allclose(g.mmd2(x, x), 0.0, atol=1e-5)
 
 
@@ -176,8 +197,9 @@ def test_vmap_matches_loop():
   x = jax.random.normal(jax.random.key(1), (4, 20, 3))
   y = jax.random.normal(jax.random.key(2), (4, 25, 3)) + 0.3
   batched = jax.vmap(lambda a, b: g.mmd2(a, b, estimator="unbiased"))(x, y)
-  np.testing.assert_allclose(batched, [g.mmd2(a, b, estimator="unbiased") for a, b in zip(x, y)],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    batched, [g.mmd2(a, b, estimator="unbiased") for a, b in zip(x, y)], rtol=1e-5, atol=1e-6
+  )
 
 
 def test_gradients_finite_and_correct():
@@ -185,8 +207,14 @@ def test_gradients_finite_and_correct():
   with jax.enable_x64(True):
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     for estimator in ("biased", "unbiased"):
-      jax.test_util.check_grads(lambda a, b: g.mmd2(a, b, estimator=estimator, block_size=5),
-                                (x64, y64), order=1, modes=("rev",), atol=1e-5, rtol=1e-4)
+      jax.test_util.check_grads(
+        lambda a, b: g.mmd2(a, b, estimator=estimator, block_size=5),
+        (x64, y64),
+        order=1,
+        modes=("rev",),
+        atol=1e-5,
+        rtol=1e-4,
+      )
 
 
 def test_low_precision_accumulates_in_float32():
@@ -209,7 +237,10 @@ def test_compiles_once():
 
 # ---------- bad input ----------
 
-@pytest.mark.parametrize("x,y,kwargs,message", [
+
+@pytest.mark.parametrize(
+  "x,y,kwargs,message",
+  [
     (np.ones(5), np.ones((5, 2)), {}, r"x must have shape \[n, d\]"),
     (np.ones((5, 2)), np.ones((5, 3)), {}, "same feature dimension"),
     (np.ones((1, 2)), np.ones((5, 2)), {"estimator": "unbiased"}, "at least 2 rows"),
@@ -218,7 +249,8 @@ def test_compiles_once():
     (np.ones((0, 2)), np.ones((5, 2)), {}, "at least 1 rows"),
     (np.ones((5, 2)), np.ones((5, 2)), {"fix_sigma": -1.0}, "fix_sigma must be > 0"),
     (np.ones((5, 2)), np.ones((5, 2)), {"kernel_num": 0}, "kernel_num must be an integer"),
-])
+  ],
+)
 def test_bad_input_raises_clear_errors(x, y, kwargs, message):
   with pytest.raises(ValueError, match=message):
     g.mmd2(x, y, **kwargs)
@@ -236,14 +268,22 @@ def test_mk_mmd2_rejects_negative_weights_and_bad_shapes():
 
 # ---------- learned kernel weights ----------
 
+
 def test_kernel_weights_solve_the_power_qp():
   x, y = samples(9, 400, 400, d=2, shift=0.4)
   bandwidths = [0.05, 0.5, 2.0, 8.0, 64.0]
   beta = np.asarray(g.mk_mmd_kernel_weights(x, y, bandwidths=bandwidths))
   assert beta.shape == (5,) and np.all(beta >= 0) and np.isclose(beta.sum(), 1.0)
   # The objective delta^T b / sqrt(b^T Q b) must not be beaten by any single kernel.
-  h = np.stack([[ref_estimate(x[2 * i:2 * i + 2], y[2 * i:2 * i + 2], [bw], [1.0], "linear")
-                 for bw in bandwidths] for i in range(200)])
+  h = np.stack(
+    [
+      [
+        ref_estimate(x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2], [bw], [1.0], "linear")
+        for bw in bandwidths
+      ]
+      for i in range(200)
+    ]
+  )
   delta, q = h.mean(0), np.cov(h, rowvar=False)
   power = lambda b: (delta @ b) / np.sqrt(b @ q @ b)
   assert all(power(beta) >= power(e) * 0.98 for e in np.eye(5) if delta @ e > 0)
@@ -256,11 +296,13 @@ def test_kernel_weights_uniform_without_signal():
 
 # ---------- permutation test ----------
 
+
 @pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
 def test_permutation_test_statistic_and_p_value(estimator):
   x, y = samples(10, 30, 30, d=2, shift=0.0)
-  stat, p = g.mmd_test(jax.random.key(0), x, y, num_permutations=300, estimator=estimator,
-                       chunk_size=64)
+  stat, p = g.mmd_test(
+    jax.random.key(0), x, y, num_permutations=300, estimator=estimator, chunk_size=64
+  )
   np.testing.assert_allclose(stat, g.mmd2(x, y, estimator=estimator), rtol=1e-4, atol=1e-6)
   # Reference p-value from explicit permutations of the pooled sample.
   z = np.concatenate([x, y])
@@ -274,11 +316,13 @@ def test_permutation_test_statistic_and_p_value(estimator):
   assert 1 / 301 <= float(p) <= 1.0
 
 
-@pytest.mark.parametrize("seed,options", [
-    (1, {}), (2, {"estimator": "unbiased", "method": "wild-bootstrap"})])
+@pytest.mark.parametrize(
+  "seed,options", [(1, {}), (2, {"estimator": "unbiased", "method": "wild-bootstrap"})]
+)
 def test_permutation_test_calibrated_and_powerful(seed, options):
   """1000 null data sets at level 0.05 per method, rejection rate in [0.03, 0.07] (about
   -2.9 / +2.9 binomial standard deviations; fixed seeds), and a mean shift."""
+
   def rejection_rate(shift, num_draws):
     keys = jax.random.split(jax.random.key(seed), num_draws)
 
@@ -300,7 +344,7 @@ def _dense_kernel64(z, fix_sigma, kernel_num=5, kernel_mul=2.0):
   z = np.asarray(z, np.float64)
   sq = np.sum((z[:, None] - z[None]) ** 2, axis=-1)
   base = fix_sigma / kernel_mul ** (kernel_num // 2)
-  return sum(np.exp(-sq / (base * kernel_mul ** i)) for i in range(kernel_num))
+  return sum(np.exp(-sq / (base * kernel_mul**i)) for i in range(kernel_num))
 
 
 def _split_statistic64(kmat, in_x, estimator):
@@ -309,19 +353,36 @@ def _split_statistic64(kmat, in_x, estimator):
   n, m = len(kxx), len(kyy)
   if estimator == "biased":
     return kxx.mean() + kyy.mean() - 2 * kxy.mean()
-  return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-          - 2 * kxy.mean())
+  return (
+    (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    - 2 * kxy.mean()
+  )
 
 
-@pytest.mark.parametrize("estimator,n,m,chunk_size,block_size", [
-    ("biased", 23, 31, None, None), ("unbiased", 23, 31, 7, 16), ("biased", 40, 40, 50, 9),
-    ("unbiased", 2, 3, None, 2)])
+@pytest.mark.parametrize(
+  "estimator,n,m,chunk_size,block_size",
+  [
+    ("biased", 23, 31, None, None),
+    ("unbiased", 23, 31, 7, 16),
+    ("biased", 40, 40, 50, 9),
+    ("unbiased", 2, 3, None, 2),
+  ],
+)
 def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size, block_size):
   """Every draw's statistic (same draws) against the dense float64 formula, and the p-value."""
   x, y = samples(12, n, m, d=3, shift=0.4)
   key, draws = jax.random.key(7), 60
-  stat, p = g.mmd_test(key, x, y, num_permutations=draws, estimator=estimator,
-                       fix_sigma=4.0, chunk_size=chunk_size, block_size=block_size)
+  stat, p = g.mmd_test(
+    key,
+    x,
+    y,
+    num_permutations=draws,
+    estimator=estimator,
+    fix_sigma=4.0,
+    chunk_size=chunk_size,
+    block_size=block_size,
+  )
   kmat = _dense_kernel64(np.concatenate([x, y]), 4.0)
   observed = _split_statistic64(kmat, np.arange(n + m) < n, estimator)
   np.testing.assert_allclose(stat, observed, rtol=1e-4, atol=1e-6)
@@ -337,8 +398,17 @@ def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size,
 def test_wild_bootstrap_matches_float64_reference(estimator, chunk_size):
   n, draws, key = 30, 80, jax.random.key(3)
   x, y = samples(13, n, n, d=4, shift=0.3)
-  stat, p = g.mmd_test(key, x, y, num_permutations=draws, estimator=estimator, fix_sigma=3.0,
-                       method="wild-bootstrap", block_size=16, chunk_size=chunk_size)
+  stat, p = g.mmd_test(
+    key,
+    x,
+    y,
+    num_permutations=draws,
+    estimator=estimator,
+    fix_sigma=3.0,
+    method="wild-bootstrap",
+    block_size=16,
+    chunk_size=chunk_size,
+  )
   kmat = _dense_kernel64(np.concatenate([x, y]), 3.0)
   h = kmat[:n, :n] + kmat[n:, n:] - kmat[:n, n:] - kmat[n:, :n]
   if estimator == "unbiased":
@@ -356,15 +426,18 @@ def test_wild_bootstrap_matches_float64_reference(estimator, chunk_size):
 
 
 @hypothesis.settings(max_examples=15, deadline=None)
-@hypothesis.given(num=st.integers(1, 40), draws=st.integers(1, 5), block=st.integers(1, 48),
-                  seed=st.integers(0, 2**16))
+@hypothesis.given(
+  num=st.integers(1, 40),
+  draws=st.integers(1, 5),
+  block=st.integers(1, 48),
+  seed=st.integers(0, 2**16),
+)
 def test_kernel_quadratic_forms_match_dense(num, draws, block, seed):
   rng = np.random.default_rng(seed)
   z = rng.normal(size=(num, 3)).astype(np.float32)
   c = rng.normal(size=(draws, num)).astype(np.float32)
   kernel = _kernels.Kernel(jnp.asarray([0.5, 0.1]), jnp.asarray([1.0, 2.0]))
-  forms = _kernels.kernel_quadratic_forms(jnp.asarray(z), jnp.asarray(c), kernel,
-                                          block_size=block)
+  forms = _kernels.kernel_quadratic_forms(jnp.asarray(z), jnp.asarray(c), kernel, block_size=block)
   sq = np.sum((z[:, None].astype(np.float64) - z[None]) ** 2, axis=-1)
   shifted = np.expm1(-0.5 * sq) + 2.0 * np.expm1(-0.1 * sq)  # k - peak: 0 on the diagonal
   expected = np.einsum("bi,ij,bj->b", c.astype(np.float64), shifted, c)
@@ -398,8 +471,11 @@ def test_test_memory_stays_tiled():
   program asks for a small fraction of it."""
   n, d, draws = 8192, 8, 64
   x = jax.ShapeDtypeStruct((n, d), jnp.float32)
-  compiled = jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=draws)).lower(
-      jax.random.key(0), x, x).compile()
+  compiled = (
+    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=draws))
+    .lower(jax.random.key(0), x, x)
+    .compile()
+  )
   analysis = compiled.memory_analysis()
   if analysis is None:
     pytest.skip("this backend reports no memory analysis")
@@ -422,6 +498,7 @@ def test_permutation_test_p_value_never_zero():
 
 # ---------- class matrix ----------
 
+
 def test_class_mmd_matrix_uses_disjoint_halves():
   rng = np.random.default_rng(12)
   labels = np.repeat(np.arange(3), [10, 12, 9])
@@ -431,7 +508,7 @@ def test_class_mmd_matrix_uses_disjoint_halves():
   half = 4  # smallest class has 9 samples
   for i, j in itertools.product(range(3), repeat=2):
     a = features[np.flatnonzero(labels == i)[:half]]
-    b = features[np.flatnonzero(labels == j)[half:2 * half]]
+    b = features[np.flatnonzero(labels == j)[half : 2 * half]]
     np.testing.assert_allclose(matrix[i, j], ref_mmd_rbf(a, b), rtol=1e-4, atol=1e-6)
   assert np.all(np.diag(matrix)[:, None] < matrix + np.eye(3) * 1e9)
 
@@ -441,8 +518,7 @@ def test_class_mmd_matrix_errors():
   with pytest.raises(ValueError, match="at least 2 samples"):
     g.class_mmd_matrix(features, np.array([0, 0, 0, 0, 0, 1]), num_classes=2)
   with pytest.raises(ValueError, match="at least 2 rows"):  # halves of one: no U-statistic
-    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 1]), num_classes=2,
-                       estimator="unbiased")
+    g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 1]), num_classes=2, estimator="unbiased")
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
     g.class_mmd_matrix(features, np.array([0, 0, 0, 1, 1, 5]), num_classes=2)
 
@@ -451,8 +527,9 @@ def test_one_versus_one_comparison_is_constant():
   """With one sample per set the mean bandwidth is the pair's own distance: no information."""
   rng = np.random.default_rng(13)
   features = rng.normal(size=(40, 3)).astype(np.float32) + np.repeat(np.arange(4), 10)[:, None]
-  matrix = np.asarray(g.class_mmd_matrix(features, np.repeat(np.arange(4), 10), num_classes=4,
-                                         samples_per_class=2))
+  matrix = np.asarray(
+    g.class_mmd_matrix(features, np.repeat(np.arange(4), 10), num_classes=4, samples_per_class=2)
+  )
   np.testing.assert_allclose(matrix, matrix[0, 0], rtol=1e-5)
 
 
@@ -473,7 +550,9 @@ def test_class_gap_loss_matches_class_matrix():
   loss = jax.jit(lambda f, c: g.class_gap_loss(f, c, num_classes=4))(features, labels)
   np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-6)
   assert float(loss) < 0  # separated classes: between-class gaps dominate
-  assert np.all(np.isfinite(jax.grad(lambda f: g.class_gap_loss(f, labels, num_classes=4))(features)))
+  assert np.all(
+    np.isfinite(jax.grad(lambda f: g.class_gap_loss(f, labels, num_classes=4))(features))
+  )
 
 
 def test_diagonal_separability():
@@ -487,19 +566,23 @@ def test_diagonal_separability():
 
 def test_doubling_chain_equals_separate_exponentials():
   from gapmmd_jax.losses import _kernels
+
   sq = jnp.asarray(np.random.default_rng(15).uniform(0, 50, size=(64, 64)), jnp.float32)
   inv = 1.0 / (3.0 * 2.0 ** jnp.arange(5))
   general = _kernels.gaussian_kernel(sq, _kernels.Kernel(inv, jnp.ones(5)))
-  chained = jax.jit(lambda s: _kernels.gaussian_kernel(s, _kernels.Kernel(inv, jnp.ones(5),
-                                                                         doubling=True)))(sq)
+  chained = jax.jit(
+    lambda s: _kernels.gaussian_kernel(s, _kernels.Kernel(inv, jnp.ones(5), doubling=True))
+  )(sq)
   np.testing.assert_allclose(chained, general, rtol=5e-6, atol=1e-7)
 
 
 def test_large_mmd_and_its_gradient_never_hold_an_n_by_n_matrix():
   n = 16384  # one [n, n] float32 matrix would be 1 GiB
   spec = jax.ShapeDtypeStruct((n, 64), jnp.float32)
-  for fn in (lambda a, b: g.mmd2(a, b),
-             jax.grad(lambda a, b: g.mmd2(a, b, estimator="unbiased"), argnums=(0, 1))):
+  for fn in (
+    lambda a, b: g.mmd2(a, b),
+    jax.grad(lambda a, b: g.mmd2(a, b, estimator="unbiased"), argnums=(0, 1)),
+  ):
     compiled = jax.jit(fn).lower(spec, spec).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < 0.3 * 2**30
 
@@ -512,6 +595,7 @@ def test_sizes_whose_square_overflows_int32_trace():
 
 # ---------- kernel banks and the bandwidth's gradient ----------
 
+
 def test_dsn_bank_is_the_dsn_kernel():
   # DSN's kernel: sum over sigma of exp(-|a - b|^2 / (2 sigma)), unit weights.
   x, y = samples(11, 30, 26, d=4, shift=0.3)
@@ -521,13 +605,16 @@ def test_dsn_bank_is_the_dsn_kernel():
     sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
     return sum(np.exp(-sq / (2.0 * s)) for s in g.losses._mmd.DSN_SIGMAS)
 
-  expected = (dsn_kernel(x64, x64).mean() + dsn_kernel(y64, y64).mean()
-              - 2 * dsn_kernel(x64, y64).mean())
+  expected = (
+    dsn_kernel(x64, x64).mean() + dsn_kernel(y64, y64).mean() - 2 * dsn_kernel(x64, y64).mean()
+  )
   assert len(g.DSN_BANDWIDTHS) == 19
   np.testing.assert_allclose(g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS), expected, rtol=1e-5)
   np.testing.assert_allclose(
-      g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS),
-      g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS, weights=np.ones(19)), rtol=1e-6)
+    g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS),
+    g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS, weights=np.ones(19)),
+    rtol=1e-6,
+  )
 
 
 def _central_difference(f, x, coordinates, eps=1e-5):
@@ -547,25 +634,31 @@ def test_stop_bandwidth_gradient_holds_the_scale_constant(estimator):
   held = ref_bandwidths(x64, y64)
   coordinates = [(0, 0), (3, 1), (17, 2), (23, 0)]
   with_scale_held = _central_difference(
-      lambda a: ref_estimate(a, y64, held, [1.0] * 5, estimator), x64, coordinates)
+    lambda a: ref_estimate(a, y64, held, [1.0] * 5, estimator), x64, coordinates
+  )
   with_scale_moving = _central_difference(
-      lambda a: ref_estimate(a, y64, ref_bandwidths(a, y64), [1.0] * 5, estimator), x64,
-      coordinates)
+    lambda a: ref_estimate(a, y64, ref_bandwidths(a, y64), [1.0] * 5, estimator), x64, coordinates
+  )
   for stop, expected in ((True, with_scale_held), (False, with_scale_moving)):
-    grads = jax.grad(lambda a: g.mmd2(a, y, estimator=estimator,
-                                      stop_bandwidth_gradient=stop))(x)
-    np.testing.assert_allclose([grads[i, j] for i, j in coordinates], expected,
-                               rtol=2e-3, atol=2e-6)
+    grads = jax.grad(lambda a: g.mmd2(a, y, estimator=estimator, stop_bandwidth_gradient=stop))(x)
+    np.testing.assert_allclose(
+      [grads[i, j] for i, j in coordinates], expected, rtol=2e-3, atol=2e-6
+    )
   # The two gradients differ by 5x the tolerance or more: the test tells them apart.
   assert np.max(np.abs(with_scale_held - with_scale_moving)) > 1e-4
-  np.testing.assert_allclose(g.mmd2(x, y, estimator=estimator, stop_bandwidth_gradient=True),
-                             g.mmd2(x, y, estimator=estimator), rtol=1e-6)
+  np.testing.assert_allclose(
+    g.mmd2(x, y, estimator=estimator, stop_bandwidth_gradient=True),
+    g.mmd2(x, y, estimator=estimator),
+    rtol=1e-6,
+  )
 
 
 # ---------- the tiled gradient ----------
 
+
 def _dense_reference(estimator, n, m, bandwidths_of, weights):
   """MMD^2 from full kernel matrices, for float64 autodiff: ``bandwidths_of(x, y) -> [K]``."""
+
   def value(a, b, *args):
     bandwidths = bandwidths_of(a, b, *args)
     w = weights(*args) if callable(weights) else weights
@@ -579,6 +672,7 @@ def _dense_reference(estimator, n, m, bandwidths_of, weights):
       return kxx.mean() + kyy.mean() - 2 * kxy.mean()
     off = lambda kk: kk.sum() - jnp.trace(kk)
     return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean()
+
   return value
 
 
@@ -588,7 +682,9 @@ def _mean_scale(a, b):
   return 2 * len(z) * jnp.sum(centred * centred) / (len(z) ** 2 - len(z))
 
 
-@pytest.mark.parametrize("estimator, n, m, block_size, stop", [
+@pytest.mark.parametrize(
+  "estimator, n, m, block_size, stop",
+  [
     ("biased", 40, 40, None, False),  # one tile
     ("unbiased", 300, 300, 128, False),  # 3 x 3 tiles, padded
     ("biased", 45, 45, 7, True),  # 7 x 7 tiles, padded, bandwidth held constant
@@ -596,29 +692,36 @@ def _mean_scale(a, b):
     ("biased", 30, 25, 8, False),
     ("biased", 600, 600, None, False),  # default tiles: the gradient's walk spans 3 x 3
     ("unbiased", 600, 550, None, False),  # n != m, default tiles
-])
+  ],
+)
 def test_tiled_gradient_equals_dense_float64_autodiff(estimator, n, m, block_size, stop):
   rng = np.random.default_rng(n + m)
   x, y = rng.normal(size=(n, 5)), rng.normal(size=(m, 5)) + 0.3
   with jax.enable_x64(True):
-    ours = lambda a, b: g.mmd2(a, b, estimator=estimator, block_size=block_size,
-                               stop_bandwidth_gradient=stop)
+    ours = lambda a, b: g.mmd2(
+      a, b, estimator=estimator, block_size=block_size, stop_bandwidth_gradient=stop
+    )
     value, tiled = jax.value_and_grad(ours, argnums=(0, 1))(x, y)
     np.testing.assert_allclose(value, ours(x, y), rtol=1e-12)  # one pass gives both
 
     def bandwidths(a, b):
       scale = _mean_scale(a, b)
       scale = jax.lax.stop_gradient(scale) if stop else scale
-      return [scale / 4 * 2 ** i for i in range(5)]
+      return [scale / 4 * 2**i for i in range(5)]
 
-    dense = jax.grad(_dense_reference(estimator, n, m, bandwidths, [1.0] * 5),
-                     argnums=(0, 1))(x, y)
+    dense = jax.grad(_dense_reference(estimator, n, m, bandwidths, [1.0] * 5), argnums=(0, 1))(x, y)
   for ours, reference in zip(tiled, dense):
     np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-12)
   # float32 (the default) agrees within float32 tolerance.
-  ours32 = jax.grad(lambda a: g.mmd2(a, y.astype(np.float32), estimator=estimator,
-                                     block_size=block_size,
-                                     stop_bandwidth_gradient=stop))(x.astype(np.float32))
+  ours32 = jax.grad(
+    lambda a: g.mmd2(
+      a,
+      y.astype(np.float32),
+      estimator=estimator,
+      block_size=block_size,
+      stop_bandwidth_gradient=stop,
+    )
+  )(x.astype(np.float32))
   np.testing.assert_allclose(ours32, dense[0], rtol=2e-3, atol=2e-4 * np.abs(dense[0]).max())
 
 
@@ -629,17 +732,22 @@ def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
   bandwidths, weights = np.array([0.5, 2.0, 8.0, 40.0]), np.array([0.1, 0.4, 0.3, 0.2])
   with jax.enable_x64(True):
     for estimator in ("biased", "unbiased"):
-      ours = jax.grad(lambda a, b, bw, w: g.mk_mmd2(a, b, bandwidths=bw, weights=w,
-                                                   estimator=estimator, block_size=16),
-                      argnums=(0, 1, 2, 3))(x, y, bandwidths, weights)
-      dense = jax.grad(_dense_reference(estimator, n, m, lambda a, b, bw, w: bw,
-                                        lambda bw, w: w), argnums=(0, 1, 2, 3))(
-                                            x, y, bandwidths, weights)
+      ours = jax.grad(
+        lambda a, b, bw, w: g.mk_mmd2(
+          a, b, bandwidths=bw, weights=w, estimator=estimator, block_size=16
+        ),
+        argnums=(0, 1, 2, 3),
+      )(x, y, bandwidths, weights)
+      dense = jax.grad(
+        _dense_reference(estimator, n, m, lambda a, b, bw, w: bw, lambda bw, w: w),
+        argnums=(0, 1, 2, 3),
+      )(x, y, bandwidths, weights)
       for a, b in zip(ours, dense):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
       # Only the kernel's parameters differentiated: the walk skips the rows' matmuls.
-      only = jax.grad(lambda bw, w: g.mk_mmd2(x, y, bandwidths=bw, weights=w,
-                                              estimator=estimator, block_size=16),
-                      argnums=(0, 1))(bandwidths, weights)
+      only = jax.grad(
+        lambda bw, w: g.mk_mmd2(x, y, bandwidths=bw, weights=w, estimator=estimator, block_size=16),
+        argnums=(0, 1),
+      )(bandwidths, weights)
       for a, b in zip(only, dense[2:]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

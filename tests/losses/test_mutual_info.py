@@ -23,10 +23,12 @@ def test_iic_matches_formula():
   rng = np.random.default_rng(0)
   z = jax.nn.softmax(rng.normal(size=(64, 7)) * 2)
   z_bar = jax.nn.softmax(rng.normal(size=(64, 7)) * 2)
-  np.testing.assert_allclose(g.iic_loss(z, z_bar), ref_iic(np.asarray(z), np.asarray(z_bar)),
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(jax.jit(g.iic_loss)(z, z_bar), g.iic_loss(z, z_bar), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    g.iic_loss(z, z_bar), ref_iic(np.asarray(z), np.asarray(z_bar)), rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    jax.jit(g.iic_loss)(z, z_bar), g.iic_loss(z, z_bar), rtol=1e-5, atol=1e-6
+  )
 
 
 @hypothesis.settings(max_examples=20, deadline=None)
@@ -50,8 +52,9 @@ def test_iic_errors():
 def test_mine_bound_matches_formula_and_is_stable():
   rng = np.random.default_rng(1)
   tj, tm = rng.normal(size=50), rng.normal(size=60)
-  np.testing.assert_allclose(g.mine_lower_bound(tj, tm),
-                             tj.mean() - np.log(np.mean(np.exp(tm))), rtol=1e-5)
+  np.testing.assert_allclose(
+    g.mine_lower_bound(tj, tm), tj.mean() - np.log(np.mean(np.exp(tm))), rtol=1e-5
+  )
   big = g.mine_lower_bound(tj * 1e3, tm * 1e3)
   assert np.isfinite(big)
   np.testing.assert_allclose(big, 1e3 * tj.mean() - (1e3 * tm.max() - np.log(60)), rtol=1e-4)
@@ -75,8 +78,9 @@ def test_mine_bias_corrected_value_and_gradient():
 
 
 def test_gaussian_mi_published_values():
-  np.testing.assert_allclose(g.gaussian_mutual_information(jnp.asarray([0.5, 0.8])),
-                             [0.1438, 0.5108], atol=1e-4)
+  np.testing.assert_allclose(
+    g.gaussian_mutual_information(jnp.asarray([0.5, 0.8])), [0.1438, 0.5108], atol=1e-4
+  )
 
 
 def test_histogram_mi():

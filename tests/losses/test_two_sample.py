@@ -17,18 +17,22 @@ ANCHORS = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "ancho
 
 def _samples(seed, n, m, d=3, shift=0.0):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=(n, d)).astype(np.float32),
-          (rng.normal(size=(m, d)) + shift).astype(np.float32))
+  return (
+    rng.normal(size=(n, d)).astype(np.float32),
+    (rng.normal(size=(m, d)) + shift).astype(np.float32),
+  )
 
 
 def _grid64(z, norm, num):
   """float64 MMD-FUSE bandwidth grid and the full distance matrix."""
   diff = z[:, None] - z[None]
-  dist = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff ** 2).sum(-1))
+  dist = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff**2).sum(-1))
   upper = dist[np.triu_indices(len(z))]
   upper = np.sort(np.where(upper == 0, np.median(upper), upper))
-  return (np.linspace(upper[int(len(upper) * 0.05)] / 2, upper[int(len(upper) * 0.95)] * 2, num),
-          dist)
+  return (
+    np.linspace(upper[int(len(upper) * 0.05)] / 2, upper[int(len(upper) * 0.95)] * 2, num),
+    dist,
+  )
 
 
 def _fuse64(x, y, splits, kernels, num_bandwidths=10, lam=1.0):
@@ -41,32 +45,46 @@ def _fuse64(x, y, splits, kernels, num_bandwidths=10, lam=1.0):
     norm = "l1" if name == "laplace" else "l2"
     bandwidths, dist = _grid64(z, norm, num_bandwidths)
     for bw in bandwidths:
-      k = np.exp(-np.sqrt(2) * dist / bw) if name == "laplace" else np.exp(-dist ** 2 / (2 * bw * bw))
+      k = (
+        np.exp(-np.sqrt(2) * dist / bw) if name == "laplace" else np.exp(-(dist**2) / (2 * bw * bw))
+      )
       np.fill_diagonal(k, 0.0)
       matrices.append(k)
   out = []
   for a in splits:
     values = []
     for k in matrices:
-      mmd = (k[a][:, a].sum() / (n * (n - 1)) + k[~a][:, ~a].sum() / (m * (m - 1))
-             - 2 * k[a][:, ~a].mean())
-      values.append(small * (small - 1) * np.sqrt(small * (small - 1)) * mmd
-                    / np.sqrt((k ** 2).sum()))
+      mmd = (
+        k[a][:, a].sum() / (n * (n - 1))
+        + k[~a][:, ~a].sum() / (m * (m - 1))
+        - 2 * k[a][:, ~a].mean()
+      )
+      values.append(
+        small * (small - 1) * np.sqrt(small * (small - 1)) * mmd / np.sqrt((k**2).sum())
+      )
     values = lam * np.asarray(values)
     out.append(values.max() + np.log(np.mean(np.exp(values - values.max()))))
   return np.asarray(out)
 
 
-@pytest.mark.parametrize("n,m,shift,kernels,chunk_size", [
-    (40, 40, 0.0, ("laplace", "gaussian"), None), (30, 50, 0.3, ("laplace", "gaussian"), 23),
-    (27, 19, 0.5, ("gaussian",), None), (12, 12, 0.2, ("laplace",), 5)])
+@pytest.mark.parametrize(
+  "n,m,shift,kernels,chunk_size",
+  [
+    (40, 40, 0.0, ("laplace", "gaussian"), None),
+    (30, 50, 0.3, ("laplace", "gaussian"), 23),
+    (27, 19, 0.5, ("gaussian",), None),
+    (12, 12, 0.2, ("laplace",), 5),
+  ],
+)
 def test_fuse_matches_float64_reference(n, m, shift, kernels, chunk_size):
   x, y = _samples(n + m, n, m, shift=shift)
   key, draws = jax.random.key(3), 100
-  statistic, p = g.mmd_fuse(key, x, y, num_permutations=draws, kernels=kernels, block_size=16,
-                            chunk_size=chunk_size)
-  splits = np.concatenate([(np.arange(n + m) < n)[None],
-                           np.asarray(_mmd.permutation_indicators(key, n, m, draws))])
+  statistic, p = g.mmd_fuse(
+    key, x, y, num_permutations=draws, kernels=kernels, block_size=16, chunk_size=chunk_size
+  )
+  splits = np.concatenate(
+    [(np.arange(n + m) < n)[None], np.asarray(_mmd.permutation_indicators(key, n, m, draws))]
+  )
   reference = _fuse64(x, y, splits, kernels)
   np.testing.assert_allclose(statistic, reference[0], rtol=1e-4, atol=1e-4)
   margin = 1e-4 * np.abs(reference).max()
@@ -78,8 +96,11 @@ def test_fuse_matches_float64_reference(n, m, shift, kernels, chunk_size):
 def test_bandwidth_grid_matches_float64_and_subsamples():
   z = _samples(1, 60, 1)[0]
   for norm in ("l1", "l2"):
-    np.testing.assert_allclose(_two_sample.bandwidth_grid(jnp.asarray(z), norm, 7),
-                               _grid64(z.astype(np.float64), norm, 7)[0], rtol=1e-5)
+    np.testing.assert_allclose(
+      _two_sample.bandwidth_grid(jnp.asarray(z), norm, 7),
+      _grid64(z.astype(np.float64), norm, 7)[0],
+      rtol=1e-5,
+    )
   big = np.random.default_rng(2).normal(size=(5000, 2)).astype(np.float32)
   grid = _two_sample.bandwidth_grid(jnp.asarray(big), "l2", 4)
   np.testing.assert_allclose(grid, _grid64(big[::3].astype(np.float64), "l2", 4)[0], rtol=1e-4)
@@ -89,16 +110,18 @@ def test_bank_forms_match_dense():
   rng = np.random.default_rng(5)
   z, c = rng.normal(size=(37, 4)), rng.normal(size=(3, 37))
   bank = _kernels.KernelBank(jnp.asarray([0.7, 2.0]), jnp.asarray([1.5]))
-  forms, squares = _kernels.bank_quadratic_forms(jnp.asarray(z, jnp.float32),
-                                                 jnp.asarray(c, jnp.float32), bank, block_size=10)
+  forms, squares = _kernels.bank_quadratic_forms(
+    jnp.asarray(z, jnp.float32), jnp.asarray(c, jnp.float32), bank, block_size=10
+  )
   diff = z[:, None] - z[None]
-  kernels = [np.exp(-(diff ** 2).sum(-1) / (2 * bw * bw)) for bw in (0.7, 2.0)]
+  kernels = [np.exp(-(diff**2).sum(-1) / (2 * bw * bw)) for bw in (0.7, 2.0)]
   kernels.append(np.exp(-np.sqrt(2) * np.abs(diff).sum(-1) / 1.5))
   for i, k in enumerate(kernels):
     shifted = k - 1.0
-    np.testing.assert_allclose(forms[i], np.einsum("bi,ij,bj->b", c, shifted, c), rtol=1e-4,
-                               atol=1e-4)
-    np.testing.assert_allclose(squares[i], (k ** 2).sum() - len(z), rtol=1e-5)
+    np.testing.assert_allclose(
+      forms[i], np.einsum("bi,ij,bj->b", c, shifted, c), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(squares[i], (k**2).sum() - len(z), rtol=1e-5)
 
 
 @pytest.mark.skipif(not (ANCHORS / "mmdfuse").is_dir(), reason="needs ../shared/anchors/mmdfuse")
@@ -119,6 +142,7 @@ def test_fuse_agrees_with_the_authors_code():
 def test_fuse_calibrated_and_powerful():
   """1000 null data sets at level 0.05, rejection rate in [0.03, 0.07] (about -2.9 / +2.9
   binomial standard deviations), and a mean shift; fixed seeds."""
+
   def rejection_rate(shift, num_draws):
     def one(k):
       kx, ky, kp = jax.random.split(k, 3)
@@ -136,10 +160,14 @@ def test_fuse_calibrated_and_powerful():
 def test_fuse_memory_stays_tiled():
   """Doubling n adds O(n) temporaries (the draws' coefficients), not O(n^2): at n = 16384 an
   [N, N] float32 matrix would be 4 GiB."""
+
   def temp_mib(n, d=8):
     x = jax.ShapeDtypeStruct((n, d), jnp.float32)
-    compiled = jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b, num_permutations=64)).lower(
-        jax.random.key(0), x, x).compile()
+    compiled = (
+      jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b, num_permutations=64))
+      .lower(jax.random.key(0), x, x)
+      .compile()
+    )
     analysis = compiled.memory_analysis()
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")
@@ -177,26 +205,34 @@ def test_every_key_taking_function_accepts_legacy_keys():
   legacy = jax.random.PRNGKey(11)
   typed = jax.random.wrap_key_data(legacy)
   for test in (g.mmd_test, g.mmd_fuse):
-    np.testing.assert_array_equal(test(legacy, x, y, num_permutations=30),
-                                  test(typed, x, y, num_permutations=30))
+    np.testing.assert_array_equal(
+      test(legacy, x, y, num_permutations=30), test(typed, x, y, num_permutations=30)
+    )
   for shape in (12, 15):  # the wild bootstrap, then permutations
-    agg = lambda key: g.mmd_agg(key, x, y[:shape] if shape < 12 else np.concatenate(
-        [y, y[:shape - 12]]), num_draws=30, num_correction_draws=30)
+    agg = lambda key: g.mmd_agg(
+      key,
+      x,
+      y[:shape] if shape < 12 else np.concatenate([y, y[: shape - 12]]),
+      num_draws=30,
+      num_correction_draws=30,
+    )
     for ours, wrapped in zip(agg(legacy), agg(typed)):
       np.testing.assert_array_equal(ours, wrapped)
   logits_fn = lambda a: a @ jnp.ones((3, 4)) * jnp.arange(1.0, 5.0)
   for fn in (g.virtual_adversarial_perturbation, g.vat_loss):
-    np.testing.assert_array_equal(fn(logits_fn, x, legacy, xi=1e-6, eps=0.5),
-                                  fn(logits_fn, x, typed, xi=1e-6, eps=0.5))
+    np.testing.assert_array_equal(
+      fn(logits_fn, x, legacy, xi=1e-6, eps=0.5), fn(logits_fn, x, typed, xi=1e-6, eps=0.5)
+    )
 
 
 # ---- MMDAgg ----
+
 
 def _agg_bandwidths64(x, y, norm, num):
   """float64 MMDAgg grid from the formulas: distances |x_i - y_j|, i >= j, of the first 500."""
   xs, ys = x[:500].astype(np.float64), y[:500].astype(np.float64)
   diff = ys[:, None] - xs[None]
-  cross = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff ** 2).sum(-1))
+  cross = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff**2).sum(-1))
   d = cross[np.triu_indices(len(ys), m=len(xs))]
   d = np.where(d == 0, np.median(d), d)
   ordered = np.sort(d)
@@ -205,8 +241,17 @@ def _agg_bandwidths64(x, y, norm, num):
   return low * (high / low) ** (np.arange(num) / (num - 1))
 
 
-def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", "gaussian"),
-           num_bandwidths=10, steps=50):
+def _agg64(
+  x,
+  y,
+  draws,
+  method,
+  alpha=0.05,
+  num_draws=None,
+  kernels=("laplace", "gaussian"),
+  num_bandwidths=10,
+  steps=50,
+):
   """float64 MMDAgg from the paper's formulas on the given draws: (reject, p, stats, u)."""
   x64, y64 = x.astype(np.float64), y.astype(np.float64)
   n, m = len(x), len(y)
@@ -215,9 +260,9 @@ def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", 
   for name in kernels:
     norm = "l1" if name == "laplace" else "l2"
     diff = z[:, None] - z[None]
-    dist = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff ** 2).sum(-1))
+    dist = np.abs(diff).sum(-1) if norm == "l1" else np.sqrt((diff**2).sum(-1))
     for lam in _agg_bandwidths64(x, y, norm, num_bandwidths):
-      k = np.exp(-dist / lam) if name == "laplace" else np.exp(-(dist / lam) ** 2)
+      k = np.exp(-dist / lam) if name == "laplace" else np.exp(-((dist / lam) ** 2))
       row = []
       if method == "wild-bootstrap":
         h = k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n]
@@ -227,8 +272,11 @@ def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", 
       else:
         np.fill_diagonal(k, 0.0)
         for a in np.concatenate([(np.arange(n + m) < n)[None], draws.astype(bool)]):
-          row.append(k[a][:, a].sum() / (n * (n - 1)) + k[~a][:, ~a].sum() / (m * (m - 1))
-                     - 2 * k[a][:, ~a].mean())
+          row.append(
+            k[a][:, a].sum() / (n * (n - 1))
+            + k[~a][:, ~a].sum() / (m * (m - 1))
+            - 2 * k[a][:, ~a].mean()
+          )
       stats.append(row)
   stats = np.asarray(stats)
   b1 = num_draws
@@ -236,13 +284,14 @@ def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", 
   # float64 (B1 + 1)(1 - u w) lands on the other side of an integer for some dyadic u.
   f32 = np.float32
   w = np.tile(np.full(num_bandwidths, 1 / num_bandwidths) / len(kernels), len(kernels)).astype(f32)
-  ordered = np.sort(stats[:, :b1 + 1], axis=1)
-  quant = lambda u: ordered[np.arange(len(w)), np.clip(
-      np.ceil(f32(b1 + 1) * (f32(1) - f32(u) * w)).astype(int) - 1, 0, b1)]
+  ordered = np.sort(stats[:, : b1 + 1], axis=1)
+  quant = lambda u: ordered[
+    np.arange(len(w)), np.clip(np.ceil(f32(b1 + 1) * (f32(1) - f32(u) * w)).astype(int) - 1, 0, b1)
+  ]
   low, high = f32(0.0), np.min(f32(1) / w)
   for _ in range(steps):
     u = (low + high) / f32(2)
-    if np.mean(np.any(stats[:, b1 + 1:] > quant(u)[:, None], axis=0)) <= alpha:
+    if np.mean(np.any(stats[:, b1 + 1 :] > quant(u)[:, None], axis=0)) <= alpha:
       low = u
     else:
       high = u
@@ -250,25 +299,37 @@ def _agg64(x, y, draws, method, alpha=0.05, num_draws=None, kernels=("laplace", 
   return bool(np.any(p <= low * w)), p, stats, low
 
 
-@pytest.mark.parametrize("n,m,shift,method,chunk_size", [
-    (30, 30, 0.4, "wild-bootstrap", None), (25, 25, 0.0, "wild-bootstrap", 37),
-    (20, 28, 0.5, "permutation", None), (24, 26, 0.3, "permutation", 50)])
+@pytest.mark.parametrize(
+  "n,m,shift,method,chunk_size",
+  [
+    (30, 30, 0.4, "wild-bootstrap", None),
+    (25, 25, 0.0, "wild-bootstrap", 37),
+    (20, 28, 0.5, "permutation", None),
+    (24, 26, 0.3, "permutation", 50),
+  ],
+)
 def test_agg_matches_float64_reference(n, m, shift, method, chunk_size):
   """Every draw's statistic of every kernel, the bandwidths, and the aggregation (on the same
   statistics) against float64 formulas; the end-to-end decision where no tie decides it."""
   x, y = _samples(n + m + 1, n, m, shift=shift)
   b1, b2 = 99, 120
   key = jax.random.key(5)
-  draws = (np.asarray(_mmd.sign_rows(key, n, jnp.arange(b1 + b2)))
-           if method == "wild-bootstrap"
-           else np.asarray(_mmd.permutation_indicators(key, n, m, b1 + b2)))
+  draws = (
+    np.asarray(_mmd.sign_rows(key, n, jnp.arange(b1 + b2)))
+    if method == "wild-bootstrap"
+    else np.asarray(_mmd.permutation_indicators(key, n, m, b1 + b2))
+  )
   reject, p, stats, u = _agg64(x, y, draws, method, num_draws=b1)
-  bandwidths = np.concatenate([_agg_bandwidths64(x, y, "l1", 10),
-                               _agg_bandwidths64(x, y, "l2", 10)])
-  bank = _kernels.KernelBank(jnp.asarray(bandwidths[10:] / np.sqrt(2), jnp.float32),
-                             jnp.asarray(bandwidths[:10] * np.sqrt(2), jnp.float32))
-  ours = _two_sample._agg_statistics(key, jnp.asarray(x), jnp.asarray(y), None, b1 + b2, bank,
-                                     method, chunk_size, 16)
+  bandwidths = np.concatenate(
+    [_agg_bandwidths64(x, y, "l1", 10), _agg_bandwidths64(x, y, "l2", 10)]
+  )
+  bank = _kernels.KernelBank(
+    jnp.asarray(bandwidths[10:] / np.sqrt(2), jnp.float32),
+    jnp.asarray(bandwidths[:10] * np.sqrt(2), jnp.float32),
+  )
+  ours = _two_sample._agg_statistics(
+    key, jnp.asarray(x), jnp.asarray(y), None, b1 + b2, bank, method, chunk_size, 16
+  )
   ours = np.concatenate([ours[10:], ours[:10]])  # the bank's Gaussians first
   scale = np.abs(stats).max(axis=1, keepdims=True)
   assert np.all(np.abs(ours - stats) <= 2e-4 * scale)  # relative to each kernel's largest
@@ -278,10 +339,26 @@ def test_agg_matches_float64_reference(n, m, shift, method, chunk_size):
   np.testing.assert_allclose(aggregated.p_values, p, atol=1e-6)
   np.testing.assert_allclose(aggregated.thresholds, u * 0.05, rtol=1e-5)
   assert bool(aggregated.reject) == reject
-  result = g.mmd_agg(key, x, y, num_draws=b1, num_correction_draws=b2, method=method,
-                     chunk_size=chunk_size, block_size=16)
-  given = g.mmd_agg(jax.random.key(0), x, y, num_draws=b1, num_correction_draws=b2,
-                    method=method, draws=draws, block_size=16)
+  result = g.mmd_agg(
+    key,
+    x,
+    y,
+    num_draws=b1,
+    num_correction_draws=b2,
+    method=method,
+    chunk_size=chunk_size,
+    block_size=16,
+  )
+  given = g.mmd_agg(
+    jax.random.key(0),
+    x,
+    y,
+    num_draws=b1,
+    num_correction_draws=b2,
+    method=method,
+    draws=draws,
+    block_size=16,
+  )
   for own, fed in zip(result, given):  # the draws mmd_agg makes from the key are these
     np.testing.assert_allclose(own, fed, rtol=1e-6, atol=1e-9)
   np.testing.assert_allclose(result.bandwidths, bandwidths, rtol=1e-5)
@@ -294,13 +371,16 @@ def test_bank_paired_forms_match_dense():
   rng = np.random.default_rng(6)
   x, y, e = rng.normal(size=(23, 3)), rng.normal(size=(23, 3)) + 0.3, rng.normal(size=(4, 23))
   bank = _kernels.KernelBank(jnp.asarray([0.8]), jnp.asarray([1.1, 3.0]))
-  forms = _kernels.bank_paired_forms(*(jnp.asarray(a, jnp.float32) for a in (x, y, e)), bank,
-                                     block_size=7)
+  forms = _kernels.bank_paired_forms(
+    *(jnp.asarray(a, jnp.float32) for a in (x, y, e)), bank, block_size=7
+  )
+
   def kernel(a, b, i):
     diff = a[:, None] - b[None]
     if i == 0:
-      return np.exp(-(diff ** 2).sum(-1) / (2 * 0.8 ** 2))
+      return np.exp(-(diff**2).sum(-1) / (2 * 0.8**2))
     return np.exp(-np.sqrt(2) * np.abs(diff).sum(-1) / (1.1, 3.0)[i - 1])
+
   for i in range(3):
     h = kernel(x, x, i) + kernel(y, y, i) - kernel(x, y, i) - kernel(y, x, i)
     np.fill_diagonal(h, 0.0)
@@ -314,8 +394,9 @@ def test_aggregation_weights():
   np.testing.assert_allclose(w["decreasing"], [1 / h, 1 / (2 * h), 1 / (3 * h), 1 / (4 * h)])
   np.testing.assert_allclose(w["increasing"], w["decreasing"][::-1])
   np.testing.assert_allclose(w["centred"], np.array([1 / 2, 1 / 1, 1 / 1, 1 / 2]) / 3)
-  np.testing.assert_allclose(_two_sample.aggregation_weights(3, "centred"),
-                             np.array([1 / 2, 1, 1 / 2]) / 2)
+  np.testing.assert_allclose(
+    _two_sample.aggregation_weights(3, "centred"), np.array([1 / 2, 1, 1 / 2]) / 2
+  )
 
 
 def _anchor_draws(seed, n, m, b1, b2):
@@ -340,14 +421,25 @@ def test_agg_same_decisions_as_the_authors_code_on_the_same_draws():
   for n, m, d, shift, b1 in ((100, 100, 2, 0.3, 2000), (50, 70, 3, 0.6, 300)):
     b2 = b1
     x, y = _samples(n * m, n, m, d=d, shift=shift)
-    decision, info = mmdagg(jnp.asarray(x), jnp.asarray(y), seed=7, B1=b1, B2=b2,
-                            return_dictionary=True)
-    tests = sorted((k for k in info if k.startswith("Single")),
-                   key=lambda k: tuple(int(t) for t in k.split()[-1].split(".")))
-    theirs = {field: np.array([float(info[k][field]) for k in tests])
-              for field in ("MMD", "p-value", "p-value threshold", "Bandwidth")}
-    ours = g.mmd_agg(jax.random.key(0), x, y, num_draws=b1, num_correction_draws=b2,
-                     draws=_anchor_draws(7, n, m, b1, b2))
+    decision, info = mmdagg(
+      jnp.asarray(x), jnp.asarray(y), seed=7, B1=b1, B2=b2, return_dictionary=True
+    )
+    tests = sorted(
+      (k for k in info if k.startswith("Single")),
+      key=lambda k: tuple(int(t) for t in k.split()[-1].split(".")),
+    )
+    theirs = {
+      field: np.array([float(info[k][field]) for k in tests])
+      for field in ("MMD", "p-value", "p-value threshold", "Bandwidth")
+    }
+    ours = g.mmd_agg(
+      jax.random.key(0),
+      x,
+      y,
+      num_draws=b1,
+      num_correction_draws=b2,
+      draws=_anchor_draws(7, n, m, b1, b2),
+    )
     assert bool(ours.reject) == bool(decision)
     np.testing.assert_allclose(ours.bandwidths, theirs["Bandwidth"], rtol=1e-5)
     np.testing.assert_allclose(ours.statistics, theirs["MMD"], rtol=1e-4, atol=1e-6)
@@ -361,11 +453,11 @@ def test_agg_calibrated_at_level(n, m):
   binomial standard deviations for an exact level; fixed seeds). Wild bootstrap, then
   permutations. 1000 + 1000 draws: with 199 + 199 the test (ours and the authors' code alike,
   checked on 300 sets: 0.027 each) is conservative, the quantiles being coarse."""
+
   def one(k):
     kx, ky, kt = jax.random.split(k, 3)
     x, y = jax.random.normal(kx, (n, 2)), jax.random.normal(ky, (m, 2))
-    return g.mmd_agg(kt, x, y, num_draws=1000, num_correction_draws=1000,
-                     num_bandwidths=5).reject
+    return g.mmd_agg(kt, x, y, num_draws=1000, num_correction_draws=1000, num_bandwidths=5).reject
 
   rate = float(jnp.mean(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(8), 1000))))
   assert 0.03 <= rate <= 0.07
@@ -378,8 +470,10 @@ def _blobs(rng, n, correlation):
   return (centres[rng.integers(0, 9, n)] + noise).astype(np.float32)
 
 
-@pytest.mark.skipif(not (ANCHORS / "mmdagg").is_dir() or not (ANCHORS / "mmdfuse").is_dir(),
-                    reason="needs ../shared/anchors")
+@pytest.mark.skipif(
+  not (ANCHORS / "mmdagg").is_dir() or not (ANCHORS / "mmdfuse").is_dir(),
+  reason="needs ../shared/anchors",
+)
 @pytest.mark.parametrize("problem", ["mean-shift", "blobs"])
 def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
   """30 data sets per problem, independent draws: our rejection rate at least the authors'
@@ -399,9 +493,12 @@ def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
     else:
       x, y = _blobs(rng, 100, 0.0), _blobs(rng, 100, 0.9)
     key = jax.random.key(trial)
-    counts += [bool(ours_agg(key, x, y)), int(mmdagg(jnp.asarray(x), jnp.asarray(y), seed=trial)),
-               bool(ours_fuse(key, x, y)),
-               int(mmdfuse(jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(trial)))]
+    counts += [
+      bool(ours_agg(key, x, y)),
+      int(mmdagg(jnp.asarray(x), jnp.asarray(y), seed=trial)),
+      bool(ours_fuse(key, x, y)),
+      int(mmdfuse(jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(trial))),
+    ]
   rates = counts / 30
   assert rates[0] >= rates[1] - 0.1 and rates[2] >= rates[3] - 0.1, rates
   assert rates.min() >= 0.2, rates  # the problems are hard enough, but not hopeless
@@ -409,11 +506,16 @@ def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
 
 def test_agg_memory_stays_tiled():
   """Doubling n adds O(n) temporaries, not O(n^2), for the wild bootstrap and permutations."""
+
   def temp_mib(n, m, d=8):
     a, b = jax.ShapeDtypeStruct((n, d), jnp.float32), jax.ShapeDtypeStruct((m, d), jnp.float32)
-    compiled = jax.jit(lambda k, a, b: g.mmd_agg(k, a, b, num_draws=32, num_correction_draws=32,
-                                                 num_bandwidths=3)).lower(
-        jax.random.key(0), a, b).compile()
+    compiled = (
+      jax.jit(
+        lambda k, a, b: g.mmd_agg(k, a, b, num_draws=32, num_correction_draws=32, num_bandwidths=3)
+      )
+      .lower(jax.random.key(0), a, b)
+      .compile()
+    )
     analysis = compiled.memory_analysis()
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")

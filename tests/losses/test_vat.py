@@ -21,15 +21,22 @@ def kl_hessian(w, x):
   return w @ (np.diag(p) - np.outer(p, p)) @ w.T
 
 
-@pytest.mark.parametrize("finite_difference,xi,alignment", [("linearized", 1e-6, 0.9999),
-                                                            ("direct", 1e-1, 0.995)])
+@pytest.mark.parametrize(
+  "finite_difference,xi,alignment", [("linearized", 1e-6, 0.9999), ("direct", 1e-1, 0.995)]
+)
 def test_power_iteration_finds_top_eigenvector(finite_difference, xi, alignment):
   """A real finite difference (direct, xi = 0.1) is only close; the xi -> 0 limit is exact."""
   w, logits_fn = linear_model()
   x = jax.random.normal(jax.random.key(1), (5, 6))
-  r = g.virtual_adversarial_perturbation(logits_fn, x, jax.random.key(2), xi=xi, eps=2.0,
-                                         num_iterations=100,
-                                         finite_difference=finite_difference)
+  r = g.virtual_adversarial_perturbation(
+    logits_fn,
+    x,
+    jax.random.key(2),
+    xi=xi,
+    eps=2.0,
+    num_iterations=100,
+    finite_difference=finite_difference,
+  )
   np.testing.assert_allclose(jnp.linalg.norm(r, axis=1), 2.0, rtol=1e-5)
   for example, direction in zip(np.asarray(x), np.asarray(r)):
     top = np.linalg.eigh(kl_hessian(w, example))[1][:, -1]
@@ -44,8 +51,9 @@ def test_linearized_is_sound_where_direct_difference_is_noise():
   x = 100.0 * jax.random.normal(jax.random.key(4), (8, 6))
   kwargs = dict(xi=1e-6, eps=1.0, num_iterations=20)
   lin = g.virtual_adversarial_perturbation(logits_fn, x, jax.random.key(5), **kwargs)
-  direct = g.virtual_adversarial_perturbation(logits_fn, x, jax.random.key(5),
-                                              finite_difference="direct", **kwargs)
+  direct = g.virtual_adversarial_perturbation(
+    logits_fn, x, jax.random.key(5), finite_difference="direct", **kwargs
+  )
   lin_align, direct_align = [], []
   for example, a, b in zip(np.asarray(x), np.asarray(lin), np.asarray(direct)):
     hessian = kl_hessian(w, example)
@@ -68,14 +76,14 @@ def test_vat_loss_matches_kl_and_gradients_flow():
   expected = np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))
   loss = g.vat_loss(logits_fn, x, key, xi=1e-6, eps=1.5)
   np.testing.assert_allclose(loss, expected, rtol=1e-4)
-  np.testing.assert_allclose(jax.jit(lambda a: g.vat_loss(logits_fn, a, key, xi=1e-6, eps=1.5))(x),
-                             loss, rtol=1e-5)
+  np.testing.assert_allclose(
+    jax.jit(lambda a: g.vat_loss(logits_fn, a, key, xi=1e-6, eps=1.5))(x), loss, rtol=1e-5
+  )
   grad = jax.grad(lambda a: g.vat_loss(logits_fn, a, key, xi=1e-6, eps=1.5))(x)
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
 class BatchNormNet(nnx.Module):
-
   def __init__(self, *, rngs):
     self.dense = nnx.Linear(6, 8, rngs=rngs)
     self.norm = nnx.BatchNorm(8, rngs=rngs)
@@ -94,6 +102,7 @@ def test_perturbed_passes_leave_batchnorm_statistics_alone():
   def loss_fn(params, stats, inputs):
     def logits_fn(a):  # train mode (batch statistics) on a throwaway copy of the module
       return nnx.merge(graphdef, params, stats, copy=True)(a)
+
     return g.vat_loss(logits_fn, inputs, jax.random.key(2), xi=1e-6, eps=1.0)
 
   before = jax.tree.map(np.asarray, stats)

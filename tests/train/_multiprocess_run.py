@@ -17,8 +17,12 @@ except (AttributeError, ValueError) as e:
   sys.exit(UNAVAILABLE)
 
 process_id, port, data_dir, out_dir, result_path = sys.argv[1:6]
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                           process_id=int(process_id), initialization_timeout=120)
+jax.distributed.initialize(
+  coordinator_address=f"127.0.0.1:{port}",
+  num_processes=2,
+  process_id=int(process_id),
+  initialization_timeout=120,
+)
 
 import numpy as np  # noqa: E402
 import tiny_task  # noqa: E402
@@ -33,15 +37,20 @@ result = fit(tiny_task.make_task(data_dir), tiny_task.config(out_dir, seeds=(0, 
 x, y = tiny_task.mmd_samples()
 mesh = jax.make_mesh((4,), ("data",))
 sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-mine = slice(int(process_id) * 2000, (int(process_id) + 1) * 2000), \
-    slice(int(process_id) * 1500, (int(process_id) + 1) * 1500)
+mine = (
+  slice(int(process_id) * 2000, (int(process_id) + 1) * 2000),
+  slice(int(process_id) * 1500, (int(process_id) + 1) * 1500),
+)
 x_global = jax.make_array_from_process_local_data(sharding, x[mine[0]], x.shape)
 y_global = jax.make_array_from_process_local_data(sharding, y[mine[1]], y.shape)
-mmd = jax.jit(lambda a, b: g.mmd2(a, b, estimator="unbiased"),
-              out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+mmd = jax.jit(
+  lambda a, b: g.mmd2(a, b, estimator="unbiased"),
+  out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+)
 value = float(mmd(x_global, y_global))
 
 if jax.process_index() == 0:
-  np.savez(result_path, w=result.state["state"]["params"]["w"], mmd=value,
-           num_traces=result.num_traces)
+  np.savez(
+    result_path, w=result.state["state"]["params"]["w"], mmd=value, num_traces=result.num_traces
+  )
 jax.distributed.shutdown()

@@ -32,8 +32,14 @@ def reference(task, tmp_path_factory):
 
 def test_run_directory_and_single_compilation(reference):
   run = reference.run_dir
-  for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png", "README.txt",
-               "checkpoint.msgpack"):
+  for name in (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "curves.png",
+    "README.txt",
+    "checkpoint.msgpack",
+  ):
     assert run.file(name).is_file(), name
   summary = json.loads(run.file("summary.json").read_text())
   assert summary["steps"] == 25 and summary["complete"]  # 2.5 epochs of 10 steps
@@ -50,8 +56,12 @@ def test_resume_matches_uninterrupted_run(task, reference, tmp_path):
   assert stopped.summary["steps"] == 11 and not stopped.summary["complete"]
   resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
   assert resumed.summary["resumed_from_step"] == 11
-  np.testing.assert_allclose(resumed.state["state"]["params"]["w"],
-                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    resumed.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-6,
+    atol=1e-7,
+  )
   assert resumed.final_eval == reference.final_eval
 
 
@@ -65,28 +75,48 @@ def test_resume_refuses_changed_config_and_overwrite(task, reference, tmp_path):
 
 def test_vmapped_seeds_equal_single_seed_runs(task, reference, tmp_path):
   alone = fit(task, tiny_task.config(tmp_path, seeds=(1,)))
-  np.testing.assert_allclose(alone.state["state"]["params"]["w"][0],
-                             reference.state["state"]["params"]["w"][1], rtol=1e-5, atol=1e-6)
-  assert alone.final_eval["accuracy"][0] == pytest.approx(reference.final_eval["accuracy"][1],
-                                                          abs=1 / 300)
+  np.testing.assert_allclose(
+    alone.state["state"]["params"]["w"][0],
+    reference.state["state"]["params"]["w"][1],
+    rtol=1e-5,
+    atol=1e-6,
+  )
+  assert alone.final_eval["accuracy"][0] == pytest.approx(
+    reference.final_eval["accuracy"][1], abs=1 / 300
+  )
 
 
 def _assert_matches_single_process(result, reference) -> None:
   """A sharded run's saved result equals the 1-device run and the unsharded MMD."""
   assert int(result["num_traces"]) == 1
-  np.testing.assert_allclose(result["w"], reference.state["state"]["params"]["w"],
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    result["w"], reference.state["state"]["params"]["w"], rtol=1e-4, atol=1e-5
+  )
   x, y = tiny_task.mmd_samples()
-  np.testing.assert_allclose(result["mmd"], g.mmd2(x, y, estimator="unbiased"), rtol=1e-4,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    result["mmd"], g.mmd2(x, y, estimator="unbiased"), rtol=1e-4, atol=1e-6
+  )
 
 
 def test_data_parallel_on_four_devices_matches_one(mnist_dir, reference, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
+  )
   out = tmp_path / "sharded.npz"
-  subprocess.run([sys.executable, os.path.join(HERE, "_sharded_run.py"), str(mnist_dir),
-                  str(tmp_path), str(out)], env=env, check=True, timeout=600)
+  subprocess.run(
+    [
+      sys.executable,
+      os.path.join(HERE, "_sharded_run.py"),
+      str(mnist_dir),
+      str(tmp_path),
+      str(out),
+    ],
+    env=env,
+    check=True,
+    timeout=600,
+  )
   _assert_matches_single_process(np.load(out), reference)
 
 
@@ -98,8 +128,12 @@ def test_bad_batch_size(task, tmp_path):
 @pytest.mark.parametrize("seed_axis", ["vmap", "unroll"])
 def test_seed_axis_modes_agree(task, reference, tmp_path, seed_axis):
   result = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), seed_axis=seed_axis))
-  np.testing.assert_allclose(result.state["state"]["params"]["w"],
-                             reference.state["state"]["params"]["w"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    result.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-5,
+    atol=1e-6,
+  )
   assert result.num_traces == 1
 
 
@@ -125,13 +159,30 @@ def _free_port() -> int:
 
 def test_two_processes_on_jax_distributed_match_one(mnist_dir, reference, tmp_path):
   """2 processes x 2 CPU devices over gloo: the same training run and sharded MMD."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
+  )
   out, port = tmp_path / "multiprocess.npz", _free_port()
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_multiprocess_run.py"), str(i),
-                             str(port), str(mnist_dir), str(tmp_path / "runs"), str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(HERE, "_multiprocess_run.py"),
+        str(i),
+        str(port),
+        str(mnist_dir),
+        str(tmp_path / "runs"),
+        str(out),
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   logs = []
   try:
     for proc in procs:
@@ -147,8 +198,12 @@ def test_two_processes_on_jax_distributed_match_one(mnist_dir, reference, tmp_pa
 
 def test_steps_per_call_equal_single_steps(task, reference, tmp_path):
   result = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), steps_per_call=4))
-  np.testing.assert_allclose(result.state["state"]["params"]["w"],
-                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    result.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-6,
+    atol=1e-7,
+  )
   assert result.final_eval == reference.final_eval
   # Calls stop at every log (3), eval (7) and checkpoint (4) step: the same rows are written.
   rows = lambda r: [(row["step"], row["seed"], row["split"]) for row in r.run_dir.read_metrics()]
@@ -161,12 +216,14 @@ def _first_step_drawing(row: int, seeds: tuple[int, ...], batch_size: int, num_t
   """The first (1-based) step at which any seed's epoch-0 batches contain ``row``."""
   from gapmmd_jax.data import _batching
   from gapmmd_jax.train._harness import _seed_keys
+
   permutations = np.asarray(_batching.epoch_permutations(_seed_keys(seeds)[1], 0, num_train))
   return min(int(np.flatnonzero(p == row)[0]) // batch_size + 1 for p in permutations)
 
 
 def test_non_finite_loss_stops_and_resume_continues_from_the_last_finite_checkpoint(
-    task, reference, tmp_path):
+  task, reference, tmp_path
+):
   poisoned_row = 28
   first_bad = _first_step_drawing(poisoned_row, (0, 1), 64, 640)
   assert 5 <= first_bad <= 10, first_bad  # after the first checkpoint (step 4), within epoch 0
@@ -183,8 +240,12 @@ def test_non_finite_loss_stops_and_resume_continues_from_the_last_finite_checkpo
   # Resuming (here with the clean data) continues from that checkpoint.
   resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
   assert resumed.summary["resumed_from_step"] == int(saved["step"][0])
-  np.testing.assert_allclose(resumed.state["state"]["params"]["w"],
-                             reference.state["state"]["params"]["w"], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    resumed.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-6,
+    atol=1e-7,
+  )
 
 
 def test_non_finite_options_are_rejected():

@@ -26,25 +26,41 @@ def make_task(data_dir, num_train=640, num_eval=300) -> Task:
   def train_step(state, batch, key):
     noisy = dict(batch, image=batch["image"] + 8.0 * jax.random.normal(key, batch["image"].shape))
     loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        logits(p, noisy), batch["label"]).mean()
+      logits(p, noisy), batch["label"]
+    ).mean()
     loss, grads = jax.value_and_grad(loss_fn)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state},
-            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
+    return (
+      {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state},
+      {"loss": loss, "grad_norm": optax.tree.norm(grads)},
+    )
 
   def eval_step(state, batch):
     correct = jnp.argmax(logits(state["params"], batch), -1) == batch["label"]
     return {"accuracy": correct.astype(jnp.float32)}
 
-  return Task(name="tiny", init=init, train_step=train_step, eval_step=eval_step,
-              train_data={"image": images[:num_train].astype(np.float32), "label": labels[:num_train]},
-              eval_data={"image": test_images[:num_eval].astype(np.float32),
-                         "label": test_labels[:num_eval]})
+  return Task(
+    name="tiny",
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    train_data={"image": images[:num_train].astype(np.float32), "label": labels[:num_train]},
+    eval_data={"image": test_images[:num_eval].astype(np.float32), "label": test_labels[:num_eval]},
+  )
 
 
 def config(out_dir, **overrides) -> TrainConfig:
-  base = TrainConfig(batch_size=64, epochs=2.5, eval_every=7, log_every=3, checkpoint_every=4,
-                     eval_batch_size=128, out_dir=str(out_dir), run_name="run", progress=False)
+  base = TrainConfig(
+    batch_size=64,
+    epochs=2.5,
+    eval_every=7,
+    log_every=3,
+    checkpoint_every=4,
+    eval_batch_size=128,
+    out_dir=str(out_dir),
+    run_name="run",
+    progress=False,
+  )
   return dataclasses.replace(base, **overrides)
 
 
