@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 from gapmmd_jax import _xla_flags, config as config_lib
 
@@ -15,6 +16,11 @@ BENCHMARKS = {
   "test": "gapmmd_jax.benchmarks.two_sample_test",
   "train": "gapmmd_jax.benchmarks.train_step",
 }
+
+
+def _plain_text(docstring: str) -> str:
+  """A module docstring for ``--help``: RST's literal-block markers ``::`` become ``:`` or go."""
+  return docstring.replace(" ::\n", "\n").replace("::\n", ":\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in EXPERIMENTS.items():
-    doc = (module.__doc__ or "").strip()
+    doc = _plain_text((module.__doc__ or "").strip())
     experiment = sub.add_parser(
       name,
       help=doc.splitlines()[0] if doc else name,
@@ -80,7 +86,7 @@ def _initialize_distributed() -> None:
   """``jax.distributed.initialize``, with the process count and id from the environment if set."""
   import jax
 
-  counts = {
+  counts: dict[str, Any] = {
     key: int(os.environ[env])
     for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
     if os.environ.get(env)

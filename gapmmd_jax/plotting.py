@@ -6,6 +6,7 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 
 def _pyplot():
@@ -108,7 +109,7 @@ def image_grid(
 
 
 def lines_with_bands(
-  x: Sequence[float],
+  x: npt.ArrayLike,
   series: dict[str, tuple[np.ndarray, np.ndarray | None]],
   path: pathlib.Path,
   *,
@@ -116,7 +117,7 @@ def lines_with_bands(
   ylabel: str,
   title: str,
   log_x: bool = False,
-  reference: tuple[Sequence[float], Sequence[float], str] | None = None,
+  reference: tuple[npt.ArrayLike, npt.ArrayLike, str] | None = None,
 ) -> bool:
   """Mean lines with +-std bands, one per named series ``(mean, std or None)``.
 
@@ -126,6 +127,7 @@ def lines_with_bands(
   if plt is None:
     return False
   fig, ax = plt.subplots(figsize=(6, 4))
+  x = np.asarray(x)
   marker = "o" if len(x) <= 50 else None
   for name, (mean, std) in series.items():
     ax.plot(x, mean, marker=marker, label=name)

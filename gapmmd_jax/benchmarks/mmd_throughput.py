@@ -249,19 +249,25 @@ def worker(name: str, n: int, d: int, max_seconds: float, mode: str = "forward")
   start = time.perf_counter()
   value = sync(fn())  # compilation and warm-up
   first = time.perf_counter() - start
-  times = []
+  times: list[float] = []
   while not times or (len(times) < MAX_REPEATS and sum(times) + first < max_seconds):
     start = time.perf_counter()
     sync(fn())
     times.append(time.perf_counter() - start)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   accelerator_gib = _accelerator_peak_gib(name)
-  memory = {"extra_memory_gib": (peak - base_rss) / 2**20, "memory_kind": "host"}
+  memory: dict[str, float | str] = {
+    "extra_memory_gib": (peak - base_rss) / 2**20,
+    "memory_kind": "host",
+  }
   if accelerator_gib is not None:
     memory = {"extra_memory_gib": accelerator_gib, "memory_kind": "accelerator peak"}
   if mode == "value-and-grad":
     value, grads = value
-    checks = {"value": float(value), "grad_projection": gradient_projection(*grads)}
+    checks: dict[str, float | None] = {
+      "value": float(value),
+      "grad_projection": gradient_projection(*grads),
+    }
   else:
     checks = {"value": None if name in FORWARD_ONLY else float(value)}
   return {

@@ -29,7 +29,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
   step()
   first = time.perf_counter() - start
   step()  # a second warm-up: allocations and caches settle
-  times = []
+  times: list[float] = []
   while not times or (len(times) < MAX_REPEATS and sum(times) < max_seconds):
     start = time.perf_counter()
     step()
@@ -106,7 +106,7 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
 def _jax_task(model: str, data_dir: str | None):
   from gapmmd_jax.experiments import adapt, gap_mmd, iic, mine_cluster, vat
 
-  small = dict(data_dir=data_dir, max_eval_examples=100)
+  small: dict[str, Any] = dict(data_dir=data_dir, max_eval_examples=100)
   if model in ("iic", "iic-paper", "mine-cluster"):
     module = mine_cluster if model == "mine-cluster" else iic
     variant = "paper" if model == "iic-paper" else "default"
@@ -249,8 +249,8 @@ def _torch_model(model: str):
       f = self.features(x)
       return self.label(f), self.domain(Reverse.apply(f, lam))
 
-  net = Dann()
-  return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+  dann = Dann()
+  return dann, torch.optim.SGD(dann.parameters(), lr=0.01, momentum=0.9)
 
 
 def _torch_vat_loss(net, x, logits, eps: float = 1.0, xi: float = 10.0):
@@ -342,7 +342,7 @@ def _markdown(rows: list[dict], cells: list[str]) -> str:
         if CELLS[c].implementation == "jax" and CELLS[c].seeds == 1
       }
       if "jax-auto" in ok and single:
-        fastest = max(single, key=single.get)
+        fastest = max(single, key=single.__getitem__)
         entries.append(f"{ok['jax-auto'] / single[fastest]:.2f} ({fastest})")
       else:
         entries.append("")
@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CELL"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
-    print(json.dumps(worker(*args.worker, args.data_dir, args.max_seconds)))
+    model, cell = args.worker
+    print(json.dumps(worker(model, cell, args.data_dir, args.max_seconds)))
     return 0
 
   rows = []

@@ -57,16 +57,16 @@ def cluttered_mnist(
   grid_r = np.arange(clutter_size)[None, :, None]
   grid_c = np.arange(clutter_size)[None, None, :]
   for _ in range(num_clutter):
-    source = rng.integers(0, n, n)
-    src_r = rng.integers(0, h - clutter_size + 1, n)[:, None, None]
-    src_c = rng.integers(0, w - clutter_size + 1, n)[:, None, None]
-    dst_r = rng.integers(0, canvas_size - clutter_size + 1, n)[:, None, None]
-    dst_c = rng.integers(0, canvas_size - clutter_size + 1, n)[:, None, None]
+    source = rng.integers(0, n, size=(n,))
+    src_r = rng.integers(0, h - clutter_size + 1, size=(n,))[:, None, None]
+    src_c = rng.integers(0, w - clutter_size + 1, size=(n,))[:, None, None]
+    dst_r = rng.integers(0, canvas_size - clutter_size + 1, size=(n,))[:, None, None]
+    dst_c = rng.integers(0, canvas_size - clutter_size + 1, size=(n,))[:, None, None]
     patch = images[source[:, None, None], src_r + grid_r, src_c + grid_c]
     region = (rows, dst_r + grid_r, dst_c + grid_c)
     canvas[region] = np.maximum(canvas[region], patch)
-  dst_r = rng.integers(0, canvas_size - h + 1, n)[:, None, None]
-  dst_c = rng.integers(0, canvas_size - w + 1, n)[:, None, None]
+  dst_r = rng.integers(0, canvas_size - h + 1, size=(n,))[:, None, None]
+  dst_c = rng.integers(0, canvas_size - w + 1, size=(n,))[:, None, None]
   region = (rows, dst_r + np.arange(h)[None, :, None], dst_c + np.arange(w)[None, None, :])
   canvas[region] = np.maximum(canvas[region], images)
   return canvas
@@ -114,7 +114,7 @@ def mnist_m(images: np.ndarray, backgrounds: list[np.ndarray], *, seed: int) -> 
     raise ValueError(f"images must be [N, H, W] uint8, got {images.shape} {images.dtype}.")
   n, h, w = images.shape
   rng = np.random.default_rng(seed)
-  choice = rng.integers(0, len(backgrounds), n)
+  choice = rng.integers(0, len(backgrounds), size=(n,))
   out = np.empty((n, h, w, 3), np.uint8)
   digit = np.where(images > 127, 255, 0).astype(np.int16)[..., None]
   for i, photo_index in enumerate(choice):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 # Third byte of the magic number -> element dtype (big-endian where it matters).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
   0x08: np.dtype(np.uint8),
   0x09: np.dtype(np.int8),
   0x0B: np.dtype(">i2"),

@@ -58,9 +58,10 @@ def _find_file(directory: pathlib.Path, name: str) -> pathlib.Path | None:
 
 def _load_idx_pair(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
   paths = [_find_file(directory, name) for name in idx_file_names(split)]
-  if any(p is None for p in paths):
+  images_path, labels_path = paths
+  if images_path is None or labels_path is None:
     return None
-  images, labels = read_idx(paths[0]), read_idx(paths[1])
+  images, labels = read_idx(images_path), read_idx(labels_path)
   if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
     raise ValueError(
       f"{directory}: images {images.shape} and labels {labels.shape} do not "
@@ -154,7 +155,9 @@ def load_mnist(
   if download and dataset == "mnist":
     try:
       _download(cached, names, timeout)
-      return _load_idx_pair(cached, split)
+      if (found := _load_idx_pair(cached, split)) is not None:
+        return found
+      tried.append(f"download from {_DOWNLOAD_URL} (files incomplete after download)")
     except OSError as e:
       tried.append(f"download from {_DOWNLOAD_URL} ({e})")
   raise DataNotFoundError(

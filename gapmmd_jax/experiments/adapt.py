@@ -6,7 +6,7 @@ labelled MNIST (source) and unlabelled MNIST-M (target), every batch half
 source, half target; SGD with momentum 0.9, learning rate
 ``0.01 / (1 + 10 p)^0.75`` and adaptation weight ``2 / (1 + exp(-10 p)) - 1``
 (p = training progress in [0, 1]), per-channel pixel-mean normalisation.
-Methods, all in the same code path:
+Methods, all in the same code path::
 
   source-only  cross-entropy on the source only
   ddc          + single-kernel MMD^2 (mean bandwidth) on the last hidden layer, weight 0.25
@@ -23,7 +23,7 @@ Methods, all in the same code path:
 features the DANN domain head sees; ``hidden1``, ``hidden2``, ``logits``);
 --adaptation-weight, --adaptation-schedule and --adaptation-start default per
 method. Every run also reports the target accuracy on --validation-size labelled
-MNIST-M *training* images (never the test set): the number to choose settings by.
+MNIST-M *training* images (never the test set): the number to choose settings by. ::
 
   gapmmd adapt --method dann                # one method, 1 seed, 10 epochs
   gapmmd adapt --variant quick --compare    # smoke run of every method
@@ -502,7 +502,7 @@ def run(cfg: Config, variant: str = "custom") -> Result | dict[str, Result]:
   for method in methods:
     sub = dataclasses.replace(
       cfg,
-      method=method,
+      method=method,  # type: ignore[arg-type]  # one of METHODS
       compare=False,
       out_dir=str(root),
       run_name=method if cfg.compare else cfg.run_name,

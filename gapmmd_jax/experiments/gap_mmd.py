@@ -4,7 +4,7 @@ Trains GAP-LeNet (Adam, cross-entropy, optionally plus a class-gap MMD
 regulariser on the GAP features) for every seed at once with the shared
 harness, then on the test set: accuracy per seed, class activation maps, the
 GAP features per class, the 10 x 10 class MMD matrix with permutation-test
-p-values, and how the diagonal/off-diagonal gap depends on the sample size.
+p-values, and how the diagonal/off-diagonal gap depends on the sample size. ::
 
   gapmmd gap-mmd                    # default: full MNIST, 2 epochs, 1 seed
   gapmmd gap-mmd --variant quick    # smoke run on 2048 examples

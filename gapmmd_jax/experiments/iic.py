@@ -2,7 +2,7 @@
 
 The VGG-style backbone with BatchNorm and several softmax heads is trained
 with ``iic_loss`` on pairs ``(x, x')`` of each image, all made on device inside
-the jitted step. Two recipes, each choice an option:
+the jitted step. Two recipes, each choice an option::
 
   keras     (the default) the Keras book's: x the 24x24 centre crop, x' a rotation
             up to 20 degrees or a 16/18/20-pixel crop resized to 24; one x' per
@@ -20,7 +20,7 @@ the jitted step. Two recipes, each choice an option:
 
 Every evaluation matches each main head's clusters to the test labels
 (Hungarian) and logs its accuracy; the summary reports per seed the best head
-and the head with the lowest training loss (the paper's selection rule).
+and the head with the lowest training loss (the paper's selection rule). ::
 
   gapmmd iic                       # 1 seed, 10 epochs
   gapmmd iic --variant quick       # smoke run

@@ -4,7 +4,7 @@ First the classic demo: MMD^2 between two sets of 10 x 500 values drawn from
 the same distribution, and from two different ones. Then, on the GAP features
 of a trained GAP-LeNet (trained here, or read from ``--gap-run DIR``), every
 distance of the library as a 10 x 10 class matrix with separability scores,
-ranked, and a t-SNE of the features (with scikit-learn installed).
+ranked, and a t-SNE of the features (with scikit-learn installed). ::
 
   gapmmd metric-survey                          # trains GAP-LeNet (default variant) first
   gapmmd metric-survey --gap-run runs/gap-mmd-full-s0-1-2-...   # reuse a run's features
@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -71,7 +73,7 @@ def _histogram_mi_of_means(x, y, *, bins):
   return losses.histogram_mutual_information(jnp.mean(x, 0), jnp.mean(y, 0), bins=bins)
 
 
-def distances(cfg: Config) -> dict[str, tuple[object, bool]]:
+def distances(cfg: Config) -> dict[str, tuple[Callable[[jax.Array, jax.Array], jax.Array], bool]]:
   """Name -> (set distance ``(x, y) -> scalar``, higher_is_closer)."""
   return {
     "MMD^2 (biased, 5 kernels)": (losses.mmd2, False),

@@ -6,7 +6,7 @@ MINE paper) one statistics network ``T(x, y)`` (x -> dense 16, y -> dense 16,
 add, ReLU, dense 1; Adam) is trained on fresh samples each step, all of them
 in one compiled, vmapped ``lax.scan``. The estimate is the bound averaged over
 the last steps; it is compared with the true ``-0.5 log(1 - rho^2)`` and with
-a histogram estimate from many samples.
+a histogram estimate from many samples. ::
 
   gapmmd mine                    # rho in 0.1 ... 0.9, seeds 0 1 2, 4000 steps
   gapmmd mine --variant quick    # smoke run
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -115,9 +116,12 @@ def statistic(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.A
   return (h @ params["out"] + params["out_bias"])[:, 0]
 
 
-def correlated_pairs(key: jax.Array, rho: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+def correlated_pairs(
+  key: jax.Array, rho: jax.typing.ArrayLike, n: int
+) -> tuple[jax.Array, jax.Array]:
   """``n`` samples of a standard bivariate Gaussian with correlation ``rho``."""
   kx, ke = jax.random.split(key)
+  rho = jnp.asarray(rho)
   x = jax.random.normal(kx, (n,))
   return x, rho * x + jnp.sqrt(1.0 - rho**2) * jax.random.normal(ke, (n,))
 
@@ -206,7 +210,7 @@ def run(cfg: Config, variant: str = "custom") -> dict:
   histogram = histogram_estimates(cfg)
   rows = []
   for i, rho in enumerate(cfg.rhos):
-    row = {"rho": rho, "true": float(true[i]), "histogram": histogram[i]}
+    row: dict[str, Any] = {"rho": rho, "true": float(true[i]), "histogram": histogram[i]}
     for name in ESTIMATORS:
       per_seed = bounds[name][i, :, -cfg.average_last :].mean(-1)
       row[name] = {

@@ -12,7 +12,7 @@ number is reported too, labelled as such.
 
 The ``keras`` variant follows the Keras book's run (``mine-13.8.1.py``):
 batches of 1024 pairs for 200 epochs (~12M pairs), x and x' encoded in
-separate calls (``--batchnorm separate``: separate BatchNorm statistics).
+separate calls (``--batchnorm separate``: separate BatchNorm statistics). ::
 
   gapmmd mine-cluster                    # 1 seed, 10 epochs, latent dimension 10
   gapmmd mine-cluster --variant quick    # smoke run
@@ -22,7 +22,7 @@ separate calls (``--batchnorm separate``: separate BatchNorm statistics).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -156,8 +156,8 @@ def build_task(cfg: Config) -> Task:
 
 def linear_probe(
   key: jax.Array,
-  train_z: np.ndarray,
-  train_y: np.ndarray,
+  train_z: np.ndarray | jax.Array,
+  train_y: np.ndarray | jax.Array,
   test_z: np.ndarray,
   test_y: np.ndarray,
   *,
@@ -226,7 +226,7 @@ def run(cfg: Config, variant: str = "custom") -> Result:
       for name, split in (("train", train_split), ("test", test_split))
     }
     key = jax.random.key(seed)
-    kwargs = dict(epochs=cfg.probe_epochs, learning_rate=cfg.probe_learning_rate)
+    kwargs: dict[str, Any] = dict(epochs=cfg.probe_epochs, learning_rate=cfg.probe_learning_rate)
     probes.append(
       {
         "seed": seed,

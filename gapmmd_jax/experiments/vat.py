@@ -13,7 +13,7 @@ images per class (a fixed subset per seed, cycled), VAT every training image.
 The ``semi-supervised`` variant is the recipe of the official code of the ICLR
 2016 paper: the MLP 784-1200-1200-10 with BatchNorm, 100 labelled + 250
 unlabelled images per update, Adam 0.002 decayed x0.9 every 500 updates, 50,000
-updates, eps 0.3, xi 1e-6; 1,000 training images held out for validation.
+updates, eps 0.3, xi 1e-6; 1,000 training images held out for validation. ::
 
   gapmmd vat                          # VAT + dropout, eps=1, xi=10, 12 epochs, 1 seed
   gapmmd vat --variant quick --table  # smoke run of the table on 2048 examples
@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -259,6 +260,7 @@ def build_task(cfg: Config) -> Task:
   """The VAT classification task of ``cfg`` (supervised or semi-supervised)."""
   train_data, eval_data = _splits(cfg)
   tx = _optimizer(cfg)
+  make: Callable[[Any], nnx.Module]
   if cfg.model == "mlp":
     make = lambda key: VatMLP(rngs=nnx.Rngs(key))
   else:
@@ -270,6 +272,7 @@ def build_task(cfg: Config) -> Task:
     train_data = {"image": train_data["image"]}  # labels of the pool are never used
 
   def seed_data(seed: int) -> dict[str, np.ndarray]:
+    assert cfg.labels_per_class is not None  # only semi-supervised runs draw per-seed subsets
     index = labelled_subset(labels, cfg.labels_per_class, (cfg.label_seed, seed))
     return {"image": train_data["image"][index], "label": labels[index], "seed": np.uint32(seed)}
 

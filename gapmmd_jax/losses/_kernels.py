@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import NamedTuple
 
 import jax
@@ -81,8 +82,8 @@ def gaussian_kernel(sq_dists: jax.Array, kernel: Kernel) -> jax.Array:
   """
   shifted = _shifted_terms(sq_dists, kernel.scaled_inv_bandwidths(), kernel.doubling)
   if kernel.doubling:
-    return sum(shifted)
-  return sum(w * term for w, term in zip(kernel.weights, shifted))
+    return functools.reduce(operator.add, shifted)
+  return functools.reduce(operator.add, [w * term for w, term in zip(kernel.weights, shifted)])
 
 
 def _shifted_terms(
@@ -228,7 +229,8 @@ def _tile_value_and_cotangents(
   num = len(shifted)
   total = sum(shifted) if doubling else sum(weights[k] * shifted[k] for k in range(num))
   summands = [coef * total]
-  g = None
+  # G = d(tile sum) / d(sq), formed only for the rows' and the scale's gradients.
+  g = jnp.zeros((), sq.dtype)
   if wanted.rows or wanted.scale:
     g = -coef * sum(weights[k] * inv_bandwidths[k] * (shifted[k] + 1.0) for k in range(num))
   if wanted.scale:

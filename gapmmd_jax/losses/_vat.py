@@ -158,7 +158,16 @@ def vat_loss(
     Scalar loss; gradients flow through ``logits_fn(x + r_adv)`` only.
 
   Example:
-    >>> loss = vat_loss(lambda x: model(x), images, key, xi=1e-6, eps=2.1)  # doctest: +SKIP
+    A linear classifier's logits; in training, ``logits_fn`` is the model
+    applied with the current parameters (``xi=1e-6, eps=2.0`` as on MNIST):
+
+    >>> import jax
+    >>> from gapmmd_jax import vat_loss
+    >>> w = jax.random.normal(jax.random.key(0), (5, 3))
+    >>> x = jax.random.normal(jax.random.key(1), (8, 5))
+    >>> loss = vat_loss(lambda x: x @ w, x, jax.random.key(2), xi=1e-6, eps=2.0)
+    >>> float(loss)
+    2.86
   """
   x = v.as_float_array("x", x)
   r_adv = virtual_adversarial_perturbation(

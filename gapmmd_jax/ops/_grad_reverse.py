@@ -28,7 +28,13 @@ def gradient_reversal(x: jax.typing.ArrayLike, lam: jax.typing.ArrayLike) -> jax
     ICML 2015.
 
   Example:
-    >>> domain_logits = domain_head(gradient_reversal(features, lam))  # doctest: +SKIP
+    In a model, ``domain_head(gradient_reversal(features, lam))``. The forward
+    pass is the identity; the gradient comes back times ``-lam``:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from gapmmd_jax import gradient_reversal
+    >>> jax.grad(lambda x: jnp.sum(gradient_reversal(x, 0.5) ** 2))(jnp.array([1.0, 2.0]))
+    Array([-1., -2.], dtype=float32)
   """
   return jnp.asarray(x)
 

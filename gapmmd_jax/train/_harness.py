@@ -105,7 +105,7 @@ def _check_finite(
     if not finite.all():
       bad[name] = [seed for seed, ok in zip(seeds, finite) if not ok]
   if bad:
-    by_seeds = {}
+    by_seeds: dict[tuple[int, ...], list[str]] = {}
     for name, seeds_of in bad.items():
       by_seeds.setdefault(tuple(seeds_of), []).append(name)
     found = "; ".join(
