@@ -26,6 +26,7 @@ extensions = [
   "sphinx.ext.napoleon",
   "sphinx.ext.mathjax",
   "sphinx.ext.viewcode",
+  "sphinx-mathjax-offline",  # MathJax served from _static: formulas render without a network
   "myst_nb",
   "cli_help",
 ]
@@ -42,6 +43,8 @@ autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
+# Keep the alias instead of its eight-member expansion in every signature.
+autodoc_type_aliases = {"jax.typing.ArrayLike": "jax.typing.ArrayLike", "ArrayLike": "ArrayLike"}
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 

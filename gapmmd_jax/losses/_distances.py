@@ -13,7 +13,15 @@ from gapmmd_jax import _validation as v
 
 
 def euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
-  r"""Distance between the means: :math:`\|\bar x - \bar y\|_2`. Returns a scalar."""
+  r"""Distance between the means: :math:`\|\bar x - \bar y\|_2`.
+
+  Args:
+    x: ``[n, d]`` samples.
+    y: ``[m, d]`` samples.
+
+  Returns:
+    Scalar.
+  """
   x, y = v.check_samples("x", x, "y", y)
   return jnp.linalg.norm(jnp.mean(x, axis=0) - jnp.mean(y, axis=0))
 
@@ -32,7 +40,14 @@ def standardized_euclidean_distance(
 
   .. math:: \sqrt{\textstyle\sum_k (\bar x_k - \bar y_k)^2 / (s_k^2 + \epsilon)}
 
-  Returns a scalar; features with zero pooled variance count as ``0 / eps``.
+  Args:
+    x: ``[n, d]`` samples.
+    y: ``[m, d]`` samples.
+    eps: added to each pooled variance ``s_k^2`` (pooled over both samples, ``n + m - 2``
+      degrees of freedom).
+
+  Returns:
+    Scalar; features with zero pooled variance count as ``0 / eps``.
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=2)
   var = jnp.diagonal(_pooled_covariance(x, y))
@@ -49,7 +64,21 @@ def mahalanobis_distance(
      \Sigma_\alpha = (1-\alpha)\Sigma + \alpha\,\tfrac{\mathrm{tr}\Sigma}{d} I
 
   The shrinkage ``alpha`` keeps ``Sigma`` invertible when ``d`` exceeds the
-  sample size or features are collinear. Returns a scalar.
+  sample size or features are collinear.
+
+  Args:
+    x: ``[n, d]`` samples.
+    y: ``[m, d]`` samples.
+    shrinkage: ``alpha`` in ``[0, 1]``, towards the scaled identity.
+
+  Returns:
+    Scalar.
+
+  References:
+    Mahalanobis, "On the generalised distance in statistics", 1936; the shrinkage
+    target as in Ledoit & Wolf, "A well-conditioned estimator for large-dimensional
+    covariance matrices", J. Multivariate Anal. 2004 (a fixed ``alpha`` here, not
+    their estimated one).
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=2)
   if not 0.0 <= shrinkage <= 1.0:
@@ -68,7 +97,12 @@ def cosine_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Arr
 
   .. math:: 1 - \bar x \cdot \bar y / (\|\bar x\| \|\bar y\|)
 
-  Returns a scalar (1 when a mean is the zero vector).
+  Args:
+    x: ``[n, d]`` samples.
+    y: ``[m, d]`` samples.
+
+  Returns:
+    Scalar (1 when a mean is the zero vector).
   """
   x, y = v.check_samples("x", x, "y", y)
   a, b = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
@@ -87,7 +121,13 @@ def grassmann_distance(
 
   .. math:: d_G = \sqrt{\textstyle\sum_i \theta_i^2}
 
-  Returns a scalar in ``[0, rank^{1/2} pi / 2]``.
+  Args:
+    x: ``[n, d]`` samples.
+    y: ``[m, d]`` samples.
+    rank: dimension of each subspace, at most ``min(n, m, d)``.
+
+  Returns:
+    Scalar in ``[0, rank^{1/2} pi / 2]``.
 
   References:
     Hamm & Lee, "Grassmann discriminant analysis", ICML 2008.

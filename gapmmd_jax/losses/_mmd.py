@@ -544,6 +544,11 @@ def mmd_test(
   Returns:
     ``(statistic, p_value)``, two scalars.
 
+  References:
+    Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (permutations);
+    Chwialkowski, Sejdinovic & Gretton, "A Wild Bootstrap for Degenerate Kernel
+    Tests", NeurIPS 2014.
+
   Example:
     >>> import jax
     >>> from gapmmd_jax import mmd_test

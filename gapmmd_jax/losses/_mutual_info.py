@@ -134,6 +134,9 @@ def mine_bias_corrected_loss(
 
   Returns:
     ``(loss, new_log_moving_average)``, two scalars.
+
+  References:
+    Belghazi et al., "Mutual Information Neural Estimation", ICML 2018.
   """
   t_joint, t_marginal = _check_statistics(t_joint, t_marginal)
   if not 0.0 < decay <= 1.0:
@@ -158,7 +161,14 @@ def gaussian_mutual_information(rho: jax.typing.ArrayLike) -> jax.Array:
 
   .. math:: I = -\tfrac12 \log(1 - \rho^2)
 
-  Returns an array of the shape of ``rho``.
+  Args:
+    rho: correlations in ``(-1, 1)``, any shape.
+
+  Returns:
+    An array of the shape of ``rho``.
+
+  References:
+    Cover & Thomas, "Elements of Information Theory", 2nd ed. 2006, Example 8.5.1.
   """
   rho = v.as_float_array("rho", rho)
   return -0.5 * jnp.log1p(-rho * rho)

@@ -124,6 +124,10 @@ def mmd_fuse(
   Returns:
     ``(statistic, p_value)``, two scalars.
 
+  References:
+    Biggs, Schrab & Gretton, "MMD-FUSE: Learning and Combining Kernels for
+    Two-Sample Testing Without Data Splitting", NeurIPS 2023.
+
   Example:
     >>> import jax
     >>> from gapmmd_jax import mmd_fuse
@@ -341,6 +345,10 @@ def mmd_agg(
 
   Returns:
     :class:`MMDAggResult` (``reject``, per-kernel ``p_values``, ...).
+
+  References:
+    Schrab, Kim, Albert, Laurent, Guedj & Gretton, "MMD Aggregated Two-Sample
+    Test", JMLR 2023.
 
   Example:
     >>> import jax

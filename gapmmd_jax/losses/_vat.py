@@ -157,6 +157,10 @@ def vat_loss(
   Returns:
     Scalar loss; gradients flow through ``logits_fn(x + r_adv)`` only.
 
+  References:
+    Miyato et al., "Virtual Adversarial Training: A Regularization Method for
+    Supervised and Semi-Supervised Learning", TPAMI 2018.
+
   Example:
     A linear classifier's logits; in training, ``logits_fn`` is the model
     applied with the current parameters (``xi=1e-6, eps=2.0`` as on MNIST):
