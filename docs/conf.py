@@ -44,7 +44,7 @@ autodoc_typehints_description_target = "documented"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
 # Keep the alias instead of its eight-member expansion in every signature.
-autodoc_type_aliases = {"jax.typing.ArrayLike": "jax.typing.ArrayLike", "ArrayLike": "ArrayLike"}
+autodoc_type_aliases = {"jax.typing.ArrayLike": "jax.typing.ArrayLike"}
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 
