@@ -12,7 +12,7 @@ os.environ.setdefault("GAPMMD_XLA", "default")
 
 # Scripts that the tests run in subprocesses (they start JAX with their own device
 # counts or join a jax.distributed job): never imported by --doctest-modules.
-collect_ignore_glob = ["train/_*_run.py"]
+collect_ignore_glob = ["*/_*_run.py"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"

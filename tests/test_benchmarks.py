@@ -115,7 +115,8 @@ def test_mmd_throughput_reports_out_of_memory(tmp_path):
 
 
 def test_two_sample_test_smoke(tmp_path):
-  """Our tests always; a missing anchor folder is reported per cell, not a crash."""
+  """Our tests and the K @ E yardstick always; a missing anchor folder is reported per cell,
+  not a crash."""
   assert (
     cli.main(
       [
@@ -135,6 +136,7 @@ def test_two_sample_test_smoke(tmp_path):
         "ours-fuse",
         "ours-agg",
         "mmdagg",
+        "yardstick",
         "--anchors",
         str(tmp_path / "no-anchors"),
         "--out",
@@ -149,6 +151,12 @@ def test_two_sample_test_smoke(tmp_path):
   for name in ("ours-permutation", "ours-wild", "ours-fuse"):
     assert all(1 / 51 <= p <= 1 for p in rows[name]["results"])
   assert rows["ours-agg"]["results"] in ([0], [1])  # the decision
+  assert rows["yardstick"]["status"] == "ok" and rows["yardstick"]["results"] == []
+  for name in ("ours-permutation", "ours-wild"):  # their time in yardsticks
+    assert rows[name]["vs_yardstick"] == pytest.approx(
+      rows[name]["seconds"] / rows["yardstick"]["seconds"]
+    )
+  assert all(rows[name]["extra_memory_gib"] >= 0 for name in rows if name != "mmdagg")
   assert (tmp_path / "two_sample_test.png").stat().st_size > 0
   status = rows["mmdagg"]["status"]
   assert status.startswith("not installed") and "no-anchors" in status

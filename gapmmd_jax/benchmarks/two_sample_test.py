@@ -5,8 +5,10 @@ GPU where one is present), on float32 data x ~ N(0, 1), y ~ N(0.1, 1),
 n = m rows of d features. A cell calls the test once on data of seed 0
 (compilation and warm-up), then ``--repeats`` times on fresh data of the same
 shape (seeds 1, 2, ...), and reports the median time with the result blocked
-on, and the peak resident memory of the process. Out of memory (the parent
-kills a cell above ``--memory-limit-gib``) and time-outs are reported as such.
+on, the peak resident memory of the process, and the extra memory: the peak
+above the process's after ``import jax`` (the test's own, plus the runtime's
+start-up and the inputs). Out of memory (the parent kills a cell above
+``--memory-limit-gib``) and time-outs are reported as such.
 
 Tests (the work each does differs; the table says how much):
   ours-permutation  gapmmd_jax.mmd_test, 5-bandwidth kernel, --draws permutations
@@ -16,12 +18,16 @@ Tests (the work each does differs; the table says how much):
   mmdagg            MMDAgg in JAX (Schrab et al. 2023), defaults: 20 kernels, wild bootstrap
                     2000 + 2000 draws
   mmdfuse           MMD-FUSE (Biggs et al. 2023), defaults: 20 kernels, 2000 permutations
+  yardstick         the product any permutation test must form: a jitted K @ E with K the
+                    precomputed [2n, 2n] float32 Gaussian kernel matrix of the pooled sample
+                    and E [2n, --draws] random signs (K and E made outside the timing)
 
 MMDAgg and MMD-FUSE are imported from --anchors (default ../shared/anchors,
 or $GAPMMD_ANCHORS_DIR); cells whose code is missing say so.
 
   gapmmd bench test                                  # n in 1000..20000, d = 10
   gapmmd bench test --n 5000 --d 10 100 --tests ours-permutation mmdagg
+  gapmmd bench test --n 8192 --d 64 --draws 1000 --tests ours-permutation ours-wild yardstick
 Writes JSON, markdown and a PNG (seconds against n) to --out (default benchmarks/results).
 """
 
@@ -39,7 +45,15 @@ import numpy as np
 
 from gapmmd_jax.benchmarks._cells import positive_float, positive_int, run_cell, write_results
 
-TESTS = ("ours-permutation", "ours-wild", "ours-fuse", "ours-agg", "mmdagg", "mmdfuse")
+TESTS = (
+  "ours-permutation",
+  "ours-wild",
+  "ours-fuse",
+  "ours-agg",
+  "mmdagg",
+  "mmdfuse",
+  "yardstick",
+)
 # Reference test -> our implementation of the same test (same kernels and draws).
 SAME_TEST = {"mmdfuse": "ours-fuse", "mmdagg": "ours-agg"}
 WORK = {
@@ -49,7 +63,10 @@ WORK = {
   "ours-agg": "20 kernels, B + B wild-bootstrap draws",
   "mmdagg": "20 kernels, 2000 + 2000 wild-bootstrap draws",
   "mmdfuse": "20 kernels, 2000 permutations",
+  "yardstick": "K @ E, K [2n, 2n] precomputed, E [2n, B]",
 }
+# Our tests whose time is also shown as a multiple of the yardstick's.
+AGAINST_YARDSTICK = ("ours-permutation", "ours-wild")
 
 
 def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +103,8 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
     }
     test = jax.jit(ours[name])
     return lambda x, y, seed: test(jax.random.key(seed), x, y)
+  if name == "yardstick":
+    return _yardstick(draws)
   folder = anchors / name
   if not folder.is_dir():
     raise ModuleNotFoundError(f"No module named {name!r}: {folder} is missing (--anchors)")
@@ -99,45 +118,78 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
   return lambda x, y, seed: mmdfuse(x, y, jax.random.key(seed))
 
 
+def _yardstick(draws: int):
+  """``(x, y, seed) -> (timed call, its inputs)``: the jitted ``K @ E`` on a Gaussian kernel
+  matrix ``K [N, N]`` of the pooled ``[x; y]`` and random signs ``E [N, draws]``, both made
+  (and blocked on) before the call that is timed."""
+  import jax
+  import jax.numpy as jnp
+
+  @jax.jit
+  def inputs(key, x, y):
+    z = jnp.concatenate([x, y])
+    sq = jnp.sum(z * z, axis=1)
+    distances = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0)
+    kernel = jnp.exp(-distances / jnp.mean(distances))
+    signs = jax.random.rademacher(key, (z.shape[0], draws), dtype=z.dtype)
+    return kernel, signs
+
+  product = jax.jit(jnp.matmul)
+
+  def prepare(x, y, seed):
+    return jax.block_until_ready(inputs(jax.random.key(seed), x, y))
+
+  return product, prepare
+
+
 def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib.Path) -> dict:
   """Times one cell in this process."""
   import jax
 
+  base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   test = _test_fn(name, draws, anchors)
+  if name == "yardstick":  # its inputs are made outside the timing
+    test, prepare = test
+  else:
+    prepare = lambda x, y, seed: (x, y, seed)
   start = time.perf_counter()
-  jax.block_until_ready(test(*make_data(n, d, 0), 0))
+  jax.block_until_ready(test(*prepare(*make_data(n, d, 0), 0)))
   first = time.perf_counter() - start
   times, results = [], []
   for seed in range(1, repeats + 1):
-    x, y = make_data(n, d, seed)
+    inputs = prepare(*make_data(n, d, seed), seed)
     start = time.perf_counter()
-    result = jax.block_until_ready(test(x, y, seed))
+    result = jax.block_until_ready(test(*inputs))
     times.append(time.perf_counter() - start)
-    results.append(np.asarray(jax.tree.leaves(result)[-1]).item())
+    if name != "yardstick":
+      results.append(np.asarray(jax.tree.leaves(result)[-1]).item())
+    del inputs, result
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   return {
     "seconds": float(np.median(times)),
     "repeats": repeats,
     "first_call_s": first,
     "peak_rss_gib": peak_gib,
+    "extra_memory_gib": peak_gib - base_rss / 2**20,
     "results": results,
   }
 
 
 def _markdown(rows: list[dict], draws: int) -> str:
   lines = [
-    "| test | work | n = m | d | steady s | peak RSS GiB | time / ours (same test) |",
-    "| --- | --- | --- | --- | --- | --- | --- |",
+    "| test | work | n = m | d | steady s | peak RSS GiB | extra GiB | time / ours (same test) "
+    "| time / yardstick |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
   for r in rows:
     work = WORK[r["test"]].replace("B ", f"{draws} ")
     if r["status"] != "ok":
-      lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['status']} | | |")
+      lines.append(f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['status']} | | | | |")
       continue
-    ratio = f"{r['vs_ours']:.2f}x" if "vs_ours" in r else ""
+    ratios = [f"{r[key]:.2f}x" if key in r else "" for key in ("vs_ours", "vs_yardstick")]
     lines.append(
       f"| {r['test']} | {work} | {r['n']} | {r['d']} | {r['seconds']:.3g} | "
-      f"{r['peak_rss_gib']:.2f} | {ratio} |"
+      f"{r['peak_rss_gib']:.2f} | {r['extra_memory_gib']:.2f} | {' | '.join(ratios)} |"
     )
   return "\n".join(lines)
 
@@ -213,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
       for reference, ours in SAME_TEST.items():
         if reference in done and ours in done:
           done[reference]["vs_ours"] = done[reference]["seconds"] / done[ours]["seconds"]
+      if "yardstick" in done:
+        for ours in AGAINST_YARDSTICK:
+          if ours in done:
+            done[ours]["vs_yardstick"] = done[ours]["seconds"] / done["yardstick"]["seconds"]
 
   write_results(args.out, "two_sample_test", rows, _markdown(rows, args.draws), draws=args.draws)
   from gapmmd_jax import plotting

@@ -4,7 +4,8 @@ Squared distances come from the closed form ``|a|^2 + |b|^2 - 2 a b^T`` (one
 matmul), never from an ``[n, m, d]`` difference tensor, and no path holds an
 ``[n, m]`` matrix for large inputs: the MMD estimates walk the tiles on and
 above the diagonal; rows sharded over an explicit mesh take row blocks under
-``jax.checkpoint`` (:func:`kernel_sum`). The symmetric tile walks
+``jax.checkpoint`` (:func:`kernel_sum`), and the two-sample tests' walks split
+their tiles over the mesh's devices (:func:`_sum_upper_tiles`). The symmetric tile walks
 (:func:`paired_mmd_statistic`, :func:`pooled_mmd_statistic`) have a gradient of
 their own that walks the same tiles (:func:`_tile_value_and_cotangents`).
 """
@@ -121,7 +122,16 @@ def is_explicitly_sharded(x: jax.Array) -> bool:
   return explicit and any(axis is not None for axis in sharding.spec)
 
 
-def _replicated(x: jax.Array) -> jax.Array:
+def explicit_mesh(*arrays: jax.Array):
+  """The mesh that the first of ``arrays`` split over an explicit mesh axis is split over
+  (an abstract mesh under ``jit``), or ``None`` when none is."""
+  for x in arrays:
+    if is_explicitly_sharded(x):
+      return jax.typeof(x).sharding.mesh
+  return None
+
+
+def replicated(x: jax.Array) -> jax.Array:
   """``x`` gathered onto every device if it is sharded over an explicit mesh axis.
 
   Under explicit sharding (e.g. a mesh from ``jax.make_mesh``) a product of two
@@ -152,8 +162,8 @@ def kernel_sum(
   n, m = a.shape[0], b.shape[0]
   block_size = _choose_block_size(n, m, block_size)
   if block_size >= n:
-    return jnp.sum(kernel_matrix(a, _replicated(b), kernel))
-  b = _replicated(b)
+    return jnp.sum(kernel_matrix(a, replicated(b), kernel))
+  b = replicated(b)
   num_blocks = math.ceil(n / block_size)
   pad = num_blocks * block_size - n
   # Block j holds rows j, j + num_blocks, ...: the block axis is built from the
@@ -444,7 +454,7 @@ def _symmetric_statistic_bwd(
 _symmetric_statistic.defvjp(_symmetric_statistic_fwd, _symmetric_statistic_bwd, symbolic_zeros=True)
 
 
-def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
+def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn, mesh=None):
   """Sums ``tile_fn`` over the tiles ``I <= J`` of row-aligned ``[n, d]`` arrays.
 
   ``tile_fn(rows_I, rows_J, mask, diagonal)`` gets, for each array, its rows of
@@ -455,6 +465,11 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   twice. The forward pass of :func:`_symmetric_tile_sums`, whose
   gradient walks the tiles itself; each tile also runs under ``jax.checkpoint``,
   so differentiating this function directly keeps no tile either.
+
+  With a ``mesh`` (from :func:`explicit_mesh`) of several devices, the list of
+  tiles is split into equal contiguous parts, one per device (``shard_map``
+  over all the mesh's axes, the arrays replicated), and the devices' sums are
+  added with one ``psum``: each device computes ``1 / devices`` of the tiles.
   """
   n = arrays[0].shape[0]
   num_blocks = math.ceil(n / block_size)
@@ -463,28 +478,66 @@ def _sum_upper_tiles(arrays: tuple[jax.Array, ...], block_size: int, tile_fn):
   valid = jnp.arange(num_blocks * block_size) < n
   rows, cols = np.triu_indices(num_blocks)
 
-  @jax.checkpoint
-  def one_tile(pair):
-    i, j = pair
-    take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
-    mask = take(valid, i)[:, None] & take(valid, j)[None, :] if pad[0][1] else None
-    sums = tile_fn(
-      tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask, i == j
-    )
-    return tuple(jnp.where(i == j, 1.0, 2.0) * total for total in sums)
+  def tile_sums(tile_fn):
+    @jax.checkpoint
+    def one_tile(padded, valid, pair):
+      i, j, weight = pair  # weight: 1 on the diagonal, 2 above it (0 for a padding pair)
+      take = lambda a, k: jax.lax.dynamic_slice_in_dim(a, k * block_size, block_size)
+      mask = take(valid, i)[:, None] & take(valid, j)[None, :] if pad[0][1] else None
+      sums = tile_fn(
+        tuple(take(a, i) for a in padded), tuple(take(a, j) for a in padded), mask, i == j
+      )
+      return tuple(jnp.asarray(weight, total.dtype) * total for total in sums)
+
+    return one_tile
 
   if num_blocks == 1:
-    return one_tile((0, 0))
-  pairs = (jnp.asarray(rows), jnp.asarray(cols))
-  shapes = jax.eval_shape(one_tile, (pairs[0][0], pairs[1][0]))
+    return tile_sums(tile_fn)(padded, valid, (0, 0, 1.0))
+
+  def accumulate(one_tile, padded, valid, pairs):
+    """The tiles' sums, accumulated so that memory does not grow with the tiles."""
+    shapes = jax.eval_shape(one_tile, padded, valid, jax.tree.map(lambda a: a[0], pairs))
+    zeros = tuple(jnp.zeros(shape.shape, shape.dtype) for shape in shapes)
+    step = lambda acc, pair: (
+      tuple(a + t for a, t in zip(acc, one_tile(padded, valid, pair))),
+      None,
+    )
+    return jax.lax.scan(step, zeros, pairs)[0]
+
+  weights = np.where(rows == cols, 1.0, 2.0)
+  if mesh is not None and mesh.size > 1:
+    # Equal contiguous parts of the tile list, one per device; padding pairs weigh 0.
+    fill = math.ceil(len(rows) / mesh.size) * mesh.size - len(rows)
+    pairs = tuple(jnp.asarray(np.pad(a, (0, fill))) for a in (rows, cols, weights))
+    axes = tuple(mesh.axis_names)
+    split, whole = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
+    pairs = jax.sharding.reshard(pairs, jax.sharding.NamedSharding(mesh, split))
+    # shard_map takes no closed-over arrays under explicit sharding: the arrays inside
+    # tile_fn (a jax.tree_util.Partial: bandwidths and such) travel as arguments.
+    leaves, treedef = jax.tree.flatten(tile_fn)
+    hoisted = [k for k, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+
+    def local(padded, valid, pairs, hoisted_leaves):
+      leaves_here = list(leaves)
+      for k, leaf in zip(hoisted, hoisted_leaves):
+        leaves_here[k] = leaf
+      one_tile = tile_sums(jax.tree.unflatten(treedef, leaves_here))
+      return jax.lax.psum(accumulate(one_tile, padded, valid, pairs), axes)
+
+    return jax.shard_map(
+      local, mesh=mesh, in_specs=(whole, whole, split, whole), out_specs=whole, check_vma=False
+    )(
+      tuple(replicated(a) for a in padded),
+      replicated(valid),
+      pairs,
+      [replicated(leaves[k]) for k in hoisted],
+    )
+  one_tile = tile_sums(tile_fn)
+  pairs = tuple(jnp.asarray(a) for a in (rows, cols, weights))
+  shapes = jax.eval_shape(one_tile, padded, valid, jax.tree.map(lambda a: a[0], pairs))
   if all(shape.ndim == 0 for shape in shapes):  # scalars: keep them all, sum as a tree
-    return tuple(jnp.sum(t) for t in jax.lax.map(one_tile, pairs))
-  # Arrays (one value per draw, say): accumulate, so memory does not grow with the tiles.
-  zeros = tuple(jnp.zeros(shape.shape, shape.dtype) for shape in shapes)
-  totals, _ = jax.lax.scan(
-    lambda acc, pair: (tuple(a + t for a, t in zip(acc, one_tile(pair))), None), zeros, pairs
-  )
-  return totals
+    return tuple(jnp.sum(t) for t in jax.lax.map(functools.partial(one_tile, padded, valid), pairs))
+  return accumulate(one_tile, padded, valid, pairs)
 
 
 def pooled_mmd_statistic(
@@ -619,7 +672,12 @@ def _paired_tile(rows_i, rows_j, mask, diagonal, *, kernel: Kernel, coefficients
 
 
 def kernel_quadratic_forms(
-  z: jax.Array, coefficients: jax.Array, kernel: Kernel, *, block_size: int | None = None
+  z: jax.Array,
+  coefficients: jax.Array,
+  kernel: Kernel,
+  *,
+  block_size: int | None = None,
+  mesh=None,
 ) -> jax.Array:
   """``c_b^T (K - peak) c_b`` for every row ``c_b`` of ``coefficients``, tile by tile.
 
@@ -635,13 +693,14 @@ def kernel_quadratic_forms(
     coefficients: ``[B, N]``.
     kernel: the kernel.
     block_size: tile side; ``None``: 512 rows (or ``N`` when smaller).
+    mesh: split the tiles over this mesh's devices (see :func:`_sum_upper_tiles`).
 
   Returns:
     ``[B]`` forms.
   """
   b = min(block_size or _QUADRATIC_BLOCK_ROWS, z.shape[0])
   (forms,) = _sum_upper_tiles(
-    (z, coefficients.T), b, functools.partial(_quadratic_tile, kernel=kernel)
+    (z, coefficients.T), b, jax.tree_util.Partial(_quadratic_tile, kernel=kernel), mesh
   )
   return forms
 
@@ -663,7 +722,12 @@ class KernelBank(NamedTuple):
 
 
 def bank_quadratic_forms(
-  z: jax.Array, coefficients: jax.Array, bank: KernelBank, *, block_size: int | None = None
+  z: jax.Array,
+  coefficients: jax.Array,
+  bank: KernelBank,
+  *,
+  block_size: int | None = None,
+  mesh=None,
 ) -> tuple[jax.Array, jax.Array]:
   """Per kernel of ``bank``: ``c_b^T (K - 1) c_b`` for every row ``c_b`` of ``coefficients``,
   and ``sum_{i != j} K_ij^2``, from one walk over the tiles ``I <= J``.
@@ -678,12 +742,14 @@ def bank_quadratic_forms(
     coefficients: ``[B, N]``.
     bank: the kernels (``G + L`` of them).
     block_size: tile side; ``None``: 256 rows (or ``N`` when smaller).
+    mesh: split the tiles over this mesh's devices (see :func:`_sum_upper_tiles`).
 
   Returns:
     ``(forms [G + L, B], squared_sums [G + L])``.
   """
   b = min(block_size or _BANK_BLOCK_ROWS, z.shape[0])
-  return _sum_upper_tiles((z, coefficients.T), b, functools.partial(_bank_tile, bank=bank))
+  tile = jax.tree_util.Partial(_bank_tile, bank=bank)
+  return _sum_upper_tiles((z, coefficients.T), b, tile, mesh)
 
 
 def _bank_shifted_tiles(zi: jax.Array, zj: jax.Array, bank: KernelBank) -> list[jax.Array]:
@@ -719,7 +785,13 @@ def _bank_tile(rows_i, rows_j, mask, diagonal, *, bank: KernelBank):
 
 
 def bank_paired_forms(
-  x: jax.Array, y: jax.Array, signs: jax.Array, bank: KernelBank, *, block_size: int | None = None
+  x: jax.Array,
+  y: jax.Array,
+  signs: jax.Array,
+  bank: KernelBank,
+  *,
+  block_size: int | None = None,
+  mesh=None,
 ) -> jax.Array:
   r"""Per kernel of ``bank``: ``sum_{i != j} e_i e_j h_ij`` for every row ``e`` of ``signs``.
 
@@ -736,27 +808,39 @@ def bank_paired_forms(
     signs: ``[B, n]`` draws (any real coefficients).
     bank: the kernels (``G + L`` of them).
     block_size: rows of ``x`` per tile; ``None``: 256 (or ``n`` when smaller).
+    mesh: split the tiles over this mesh's devices (see :func:`_sum_upper_tiles`).
 
   Returns:
     ``[G + L, B]`` forms.
   """
-  return _paired_forms(x, y, signs, functools.partial(_bank_shifted_tiles, bank=bank), block_size)
+  tiles = jax.tree_util.Partial(_bank_shifted_tiles, bank=bank)
+  return _paired_forms(x, y, signs, tiles, block_size, mesh)
 
 
 def kernel_paired_forms(
-  x: jax.Array, y: jax.Array, signs: jax.Array, kernel: Kernel, *, block_size: int | None = None
+  x: jax.Array,
+  y: jax.Array,
+  signs: jax.Array,
+  kernel: Kernel,
+  *,
+  block_size: int | None = None,
+  mesh=None,
 ) -> jax.Array:
   """:func:`bank_paired_forms` for one kernel (a sum of Gaussians): ``[B]`` forms."""
-  tiles = lambda a, b: [gaussian_kernel(squared_distances(a, b), kernel)]
-  return _paired_forms(x, y, signs, tiles, block_size)[0]
+  tiles = jax.tree_util.Partial(_gaussian_shifted_tiles, kernel=kernel)
+  return _paired_forms(x, y, signs, tiles, block_size, mesh)[0]
 
 
-def _paired_forms(x, y, signs, shifted_tiles, block_size):
+def _gaussian_shifted_tiles(a: jax.Array, b: jax.Array, kernel: Kernel) -> list[jax.Array]:
+  """``[kernel_matrix(a, b, kernel)]``: one kernel's tile, for :func:`_paired_forms`."""
+  return [gaussian_kernel(squared_distances(a, b), kernel)]
+
+
+def _paired_forms(x, y, signs, shifted_tiles, block_size, mesh):
   """``[K, B]``: the paired forms of each kernel that ``shifted_tiles(a, b)`` returns tiles of."""
   b = min(block_size or _BANK_BLOCK_ROWS, x.shape[0])
-  (forms,) = _sum_upper_tiles(
-    (x, y, signs.T), b, functools.partial(_paired_forms_tile, shifted_tiles=shifted_tiles)
-  )
+  tile = jax.tree_util.Partial(_paired_forms_tile, shifted_tiles=shifted_tiles)
+  (forms,) = _sum_upper_tiles((x, y, signs.T), b, tile, mesh)
   return forms
 
 

@@ -531,6 +531,10 @@ def mmd_test(
   ``"linear"`` recomputes the linear-time statistic on each permuted sample
   (``O(N d)`` each).
 
+  Given ``x`` and ``y`` with rows sharded over an explicit mesh (``jax.make_mesh``),
+  both are gathered onto every device and the list of tiles is split into
+  equal parts, one per device: each computes ``1 / devices`` of the work.
+
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
     x: ``[n, d]``, ``y``: ``[m, d]``.
@@ -573,7 +577,8 @@ def mmd_test(
       "method='wild-bootstrap' needs n == m and the biased or unbiased "
       f"estimator, got n={n}, m={m}, estimator={estimator!r}."
     )
-  pooled = jnp.concatenate([x, y], axis=0)
+  mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
+  pooled = jnp.concatenate([_kernels.replicated(x), _kernels.replicated(y)], axis=0)
   kernel = _reference_kernel(
     pooled, kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma, bandwidth=bandwidth
   )
@@ -590,7 +595,9 @@ def mmd_test(
   elif method == "permutation":
     make_rows, count, gamma = split_rows(key, n, m, num_permutations, estimator, pooled.dtype)
     forms = chunked_rows(
-      lambda c: _kernels.kernel_quadratic_forms(pooled, c, kernel, block_size=block_size),
+      lambda c: _kernels.kernel_quadratic_forms(
+        pooled, c, kernel, block_size=block_size, mesh=mesh
+      ),
       make_rows,
       count,
       n + m,
@@ -601,7 +608,7 @@ def mmd_test(
   else:  # sum_{i != j} e_i e_j h_ij on the [n, n] paired matrix, per draw of signs e
     x, y = pooled[:n], pooled[n:]
     off_diagonal = chunked_rows(
-      lambda e: _kernels.kernel_paired_forms(x, y, e, kernel, block_size=block_size),
+      lambda e: _kernels.kernel_paired_forms(x, y, e, kernel, block_size=block_size, mesh=mesh),
       signed_rows(key, n, num_permutations, pooled.dtype),
       num_permutations + 1,
       n,

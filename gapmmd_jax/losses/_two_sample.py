@@ -109,6 +109,8 @@ def mmd_fuse(
   ``[N, N]`` matrix is held: memory ``O(N d + chunk N)``, time ``O(N^2 (d + K
   B))``. Differs from the authors' code only in the permutations' random
   numbers and, above 2048 points, in taking the bandwidth grid from a subset.
+  Rows sharded over an explicit mesh split the tiles over its devices (as
+  :func:`~gapmmd_jax.mmd_test`).
 
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
@@ -149,7 +151,8 @@ def mmd_fuse(
   kernels = _check_kernel_names(kernels)
   key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
-  pooled = jnp.concatenate([x, y], axis=0)
+  mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
+  pooled = jnp.concatenate([_kernels.replicated(x), _kernels.replicated(y)], axis=0)
   pooled = pooled - jnp.mean(pooled, axis=0)
   empty = jnp.zeros((0,), pooled.dtype)
   bank = _kernels.KernelBank(
@@ -159,7 +162,7 @@ def mmd_fuse(
 
   make_rows, count, gamma = split_rows(key, n, m, num_permutations, "unbiased", pooled.dtype)
   forms, squares = chunked_rows(
-    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
+    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size, mesh=mesh),
     make_rows,
     count,
     n + m,
@@ -252,15 +255,15 @@ class MMDAggResult(NamedTuple):
   bandwidths: jax.Array
 
 
-def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size):
+def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size, mesh=None):
   """``[K, 1 + num]`` unbiased MMD^2 of every kernel of ``bank``: observed first, then the
-  draws (from ``key``, or the rows of ``draws``)."""
+  draws (from ``key``, or the rows of ``draws``); the tiles split over ``mesh``'s devices."""
   n, m = x.shape[0], y.shape[0]
   pooled_mean = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (n + m)
   x, y = x - pooled_mean, y - pooled_mean
   if method == "wild-bootstrap":
     forms = chunked_rows(
-      lambda e: _kernels.bank_paired_forms(x, y, e, bank, block_size=block_size),
+      lambda e: _kernels.bank_paired_forms(x, y, e, bank, block_size=block_size, mesh=mesh),
       signed_rows(key, n, num, x.dtype, draws),
       num + 1,
       n,
@@ -271,7 +274,7 @@ def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size)
   make_rows, count, gamma = split_rows(key, n, m, num, "unbiased", x.dtype, draws)
   pooled = jnp.concatenate([x, y])
   forms, _ = chunked_rows(
-    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size),
+    lambda c: _kernels.bank_quadratic_forms(pooled, c, bank, block_size=block_size, mesh=mesh),
     make_rows,
     count,
     n + m,
@@ -320,7 +323,9 @@ def mmd_agg(
   so memory is ``O(N d + chunk N)``. Follows the authors' code except in the
   draws' random numbers (pass ``draws`` to use others), in float32 rounding,
   and in comparing the correction's level ``count / B2 <= alpha`` exactly (in
-  integers; their float32 division can put e.g. 6 / 120 above 0.05).
+  integers; their float32 division can put e.g. 6 / 120 above 0.05). Rows
+  sharded over an explicit mesh split the tiles over its devices (as
+  :func:`~gapmmd_jax.mmd_test`).
 
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
@@ -360,6 +365,8 @@ def mmd_agg(
     (True, (20,))
   """
   x, y = v.check_samples("x", x, "y", y)
+  mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
+  x, y = _kernels.replicated(x), _kernels.replicated(y)
   n, m = x.shape[0], y.shape[0]
   if min(n, m) < 2:
     raise ValueError(
@@ -413,7 +420,7 @@ def mmd_agg(
     grids["gaussian"] / math.sqrt(2.0) if "gaussian" in grids else empty,
     grids["laplace"] * math.sqrt(2.0) if "laplace" in grids else empty,
   )
-  statistics = _agg_statistics(key, x, y, draws, total, bank, method, chunk_size, block_size)
+  statistics = _agg_statistics(key, x, y, draws, total, bank, method, chunk_size, block_size, mesh)
   bank_order: list[str] = [name for name in ("gaussian", "laplace") if name in kernels]
   order = np.concatenate(
     [np.arange(num_bandwidths) + bank_order.index(name) * num_bandwidths for name in kernels]
