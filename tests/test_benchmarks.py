@@ -181,6 +181,8 @@ def test_bench_rejects_unknown_names():
     (["mmd", "--max-seconds", "nan"], "argument --max-seconds: must be >= 0.0 and finite"),
     (["train", "--timeout", "0"], "argument --timeout: must be > 0, got '0'"),
     (["seed-axis", "--seeds", "0"], "argument --seeds: must be >= 1 and finite, got '0'"),
+    (["test", "--repeats", "-1"], "argument --repeats: must be >= 0 and finite, got '-1'"),
+    (["test", "--tests", "ours-fast"], "argument --tests: invalid choice: 'ours-fast'"),
   ],
 )
 def test_bench_rejects_bad_arguments(argv, message, capsys):

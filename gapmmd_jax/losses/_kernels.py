@@ -5,9 +5,10 @@ matmul), never from an ``[n, m, d]`` difference tensor, and no path holds an
 ``[n, m]`` matrix for large inputs: the MMD estimates walk the tiles on and
 above the diagonal; rows sharded over an explicit mesh take row blocks under
 ``jax.checkpoint`` (:func:`kernel_sum`), and the two-sample tests' walks split
-their tiles over the mesh's devices (:func:`_sum_upper_tiles`). The symmetric tile walks
-(:func:`paired_mmd_statistic`, :func:`pooled_mmd_statistic`) have a gradient of
-their own that walks the same tiles (:func:`_tile_value_and_cotangents`).
+their tiles over the mesh's devices (:func:`_sum_upper_tiles`). The symmetric
+tile walks (:func:`paired_mmd_statistic`, :func:`pooled_mmd_statistic`) have a
+gradient of their own that walks the same tiles
+(:func:`_tile_value_and_cotangents`).
 """
 
 from __future__ import annotations
