@@ -285,7 +285,9 @@ def seconds_by_size(
       )
       points = [(r["n"], r["seconds"]) for r in cells if r["status"] == "ok"]
       failed = [r for r in cells if r["status"] != "ok"]
-      label = name + (f" ({failed[0]['status']} from n = {failed[0]['n']})" if failed else "")
+      # The status's first clause ("failed", "out of memory (> 20 GiB)"): the legend stays short.
+      why = failed[0]["status"].split(":")[0] if failed else ""
+      label = name + (f" ({why} from n = {failed[0]['n']})" if failed else "")
       if points:
         ax.plot(*zip(*points), marker="o", label=label)
       elif failed:

@@ -6,9 +6,9 @@ n = m rows of d features. A cell calls the test once on data of seed 0
 (compilation and warm-up), then ``--repeats`` times on fresh data of the same
 shape (seeds 1, 2, ...), and reports the median time with the result blocked
 on (``--repeats 0``, for cells that take many minutes: the first call's time,
-compilation included, marked so in the table), the peak resident memory of the process, and the extra memory: the peak
-above the process's after ``import jax`` (the test's own, plus the runtime's
-start-up and the inputs). Out of memory (the parent kills a cell above
+compilation included, marked so in the table), the peak resident memory of
+the process, and the extra memory: the peak above the process's after
+``import jax`` (the test's own, plus the runtime's start-up and the inputs). Out of memory (the parent kills a cell above
 ``--memory-limit-gib``) and time-outs are reported as such.
 
 Tests (the work each does differs; the table says how much):
@@ -110,8 +110,6 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
     }
     test = jax.jit(ours[name])
     return lambda x, y, seed: test(jax.random.key(seed), x, y)
-  if name == "yardstick":
-    return _yardstick(draws)
   folder = anchors / name
   if not folder.is_dir():
     raise ModuleNotFoundError(f"No module named {name!r}: {folder} is missing (--anchors)")
@@ -126,9 +124,9 @@ def _test_fn(name: str, draws: int, anchors: pathlib.Path):
 
 
 def _yardstick(draws: int):
-  """``(x, y, seed) -> (timed call, its inputs)``: the jitted ``K @ E`` on a Gaussian kernel
-  matrix ``K [N, N]`` of the pooled ``[x; y]`` and random signs ``E [N, draws]``, both made
-  (and blocked on) before the call that is timed."""
+  """``(product, prepare)``: ``prepare(x, y, seed)`` makes (and blocks on) a Gaussian kernel
+  matrix ``K [N, N]`` of the pooled ``[x; y]`` and random signs ``E [N, draws]``; the timed
+  call ``product(K, E)`` is the jitted ``K @ E``."""
   import jax
   import jax.numpy as jnp
 
@@ -154,11 +152,10 @@ def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib
   import jax
 
   base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  test = _test_fn(name, draws, anchors)
   if name == "yardstick":  # its inputs are made outside the timing
-    test, prepare = test
+    test, prepare = _yardstick(draws)
   else:
-    prepare = lambda x, y, seed: (x, y, seed)
+    test, prepare = _test_fn(name, draws, anchors), lambda x, y, seed: (x, y, seed)
   times, results = [], []
   for seed in range(repeats + 1):  # seed 0: compilation and warm-up
     inputs = prepare(*make_data(n, d, seed), seed)
