@@ -19,6 +19,15 @@ from typing import NamedTuple
 # through YNNPACK. Experimental in jaxlib 0.10.
 YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 HOST_DEVICES = "--xla_force_host_platform_device_count"
+# With host devices, every collective is a rendezvous of one thread per device,
+# and XLA warns when they arrive 20 s apart and ends the process 40 s after that
+# (its defaults). On a loaded machine a device's thread can lag that much (a
+# 4-device run aborted so on 2 busy cores), so runs with host devices warn after
+# 2 minutes and end after 12: a lag ends with an answer, a hang still ends.
+COLLECTIVE_TIMEOUTS = (
+  "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+  "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120",
+)
 
 
 class Setting(NamedTuple):
@@ -32,23 +41,25 @@ SETTINGS = {
   "default": Setting(1, False),
   "ynn": Setting(1, True),
   "2dev": Setting(2, False),
+  "ynn-2dev": Setting(2, True),
   "4dev": Setting(4, False),
   "ynn-4dev": Setting(4, True),
 }
 CHOICES = ("auto", *SETTINGS)
-# `auto` per experiment: YNNPACK dots, the fastest setting without forced host
-# devices in `gapmmd bench train` (2 cores, jaxlib 0.10.2, 2026-11-28; README
-# "Train-step throughput"): 1.9x the default flags for GAP-LeNet, 5.0x VAT,
-# 5.1x VAT + loss, 2.0x DANN, 1.7x IIC and MINE clustering. Host devices were
-# faster still for GAP-LeNet (4dev 3.0x) and VAT (ynn-4dev 5.6x) but stay
-# opt-in: on 2 cores, 4 forced devices aborted a run when another process
-# loaded the machine (an all-reduce rendezvous timed out after 40 s). An
-# experiment missing here (MINE on Gaussians: small dense nets) runs with the
-# default setting.
+# `auto` per experiment (or per step, where an experiment's module has an
+# `xla_step(cfg)`): the fastest cell of `gapmmd bench train` for that step (2
+# cores, jaxlib 0.10.2, two runs on 2026-11-29; README "Train-step
+# throughput"). GAP-LeNet and the VAT CNN without its VAT loss: YNNPACK dots
+# with the batch split over 2 host devices, 1.16-1.38x and 1.30-1.33x `ynn`
+# alone (4 devices: no faster). The VAT CNN with its VAT loss, DANN, IIC and
+# MINE clustering: `ynn` (host devices 0.89-1.00x for VAT + loss, slower for
+# the rest). An experiment missing here (MINE on Gaussians: small dense nets)
+# runs with the default setting.
 FASTEST = {
-  "gap-mmd": "ynn",
-  "metric-survey": "ynn",
+  "gap-mmd": "ynn-2dev",
+  "metric-survey": "ynn-2dev",
   "vat": "ynn",
+  "vat --no-vat": "ynn-2dev",
   "adapt": "ynn",
   "iic": "ynn",
   "mine-cluster": "ynn",
@@ -66,10 +77,13 @@ def with_xla_flags(*flags: str, base: str | None = None) -> str:
 
 
 def setting_flags(setting: Setting) -> list[str]:
-  """The XLA flags of ``setting``."""
-  return ([f"{HOST_DEVICES}={setting.host_devices}"] if setting.host_devices > 1 else []) + (
-    [YNN_DOTS] if setting.ynn_dots else []
+  """The XLA flags of ``setting`` (host devices come with :data:`COLLECTIVE_TIMEOUTS`)."""
+  devices = (
+    [f"{HOST_DEVICES}={setting.host_devices}", *COLLECTIVE_TIMEOUTS]
+    if setting.host_devices > 1
+    else []
   )
+  return devices + ([YNN_DOTS] if setting.ynn_dots else [])
 
 
 def _accelerator_installed() -> bool:

@@ -42,20 +42,20 @@ def _parser() -> argparse.ArgumentParser:
     "JAX_PROCESS_ID; on CPU-only hosts also set "
     "JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo)",
   )
-  settings = ", ".join(
-    f"{name} = {' '.join(_xla_flags.setting_flags(s)) or 'no flags'}"
-    for name, s in _xla_flags.SETTINGS.items()
-  )
   parser.add_argument(
     "--xla",
     choices=_xla_flags.CHOICES,
     default=os.environ.get("GAPMMD_XLA", "auto"),
     help="XLA settings of an experiment, added to XLA_FLAGS before JAX starts: "
-    f"{settings}; auto: per experiment, the fastest that `gapmmd bench train` "
-    f"measured on a CPU ({_xla_flags.FASTEST}; others default), nothing on a "
-    "GPU; host devices are cut to divide the batch size. Recorded in the run's "
-    "config.json and summary.json. Changes float rounding, not results "
-    "(default: $GAPMMD_XLA or auto)",
+    "default = no flags; ynn = XLA's YNNPACK dots "
+    f"({_xla_flags.YNN_DOTS}); 2dev / 4dev = the batch split over 2 / 4 host "
+    f"devices ({_xla_flags.HOST_DEVICES}=N, with XLA's collective timeouts "
+    "raised); ynn-2dev / ynn-4dev = both; auto = per experiment, the fastest "
+    "that `gapmmd bench train` measured on a CPU ("
+    + ", ".join(f"{command}: {name}" for command, name in _xla_flags.FASTEST.items())
+    + "; others default), nothing on a GPU; host devices are cut to divide the "
+    "batch size. Recorded in the run's config.json and summary.json. Changes "
+    "float rounding, not results. $GAPMMD_XLA sets the default",
   )
   parser.add_argument(
     "--ynn-dots", action="store_true", help="the same as --xla ynn (kept for older commands)"
@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
   try:
     cfg = config_lib.from_arguments(args, module.VARIANTS)
     # XLA reads its flags when JAX creates its backends, which nothing above has done.
+    step = module.xla_step(cfg) if hasattr(module, "xla_step") else args.command
     print(
       _xla_flags.configure(
         "ynn" if args.ynn_dots else args.xla,
-        args.command,
+        step,
         batch_size=getattr(cfg, "batch_size", None),
         distributed=args.distributed,
       ),

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gapmmd_jax import _xla_flags
-from gapmmd_jax._xla_flags import YNN_DOTS, with_xla_flags
+from gapmmd_jax._xla_flags import with_xla_flags
 from gapmmd_jax.benchmarks._cells import positive_float, run_cell, write_results
 
 MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "iic-paper", "mine-cluster")
@@ -48,9 +48,11 @@ IMAGES_PER_STEP = {
   "iic-paper": 140,
   "mine-cluster": 256,
 }
-EXPERIMENT = {
+# Each model's key in `_xla_flags.FASTEST`: its experiment, or the experiment's
+# `xla_step` where one experiment trains several of these steps.
+XLA_STEP = {
   "gap-lenet": "gap-mmd",
-  "vat": "vat",
+  "vat": "vat --no-vat",
   "vat+loss": "vat",
   "dann": "adapt",
   "iic": "iic",
@@ -76,6 +78,7 @@ CELLS = {
   "torch-eager": Cell("torch-eager"),
   "torch-compile": Cell("torch-compile"),
   "jax-2dev": Cell("jax", devices=2),
+  "jax-ynn-2dev": Cell("jax", devices=2, ynn_dots=True),
   "jax-4dev": Cell("jax", devices=4),
   "jax-ynn-4dev": Cell("jax", devices=4, ynn_dots=True),
   "jax-8steps": Cell("jax", steps_per_call=8),
@@ -397,13 +400,10 @@ def main(argv: list[str] | None = None) -> int:
       devices, ynn, seeds = spec.devices, spec.ynn_dots, spec.seeds
       if spec.auto:
         _, setting, _ = _xla_flags.choose(
-          "auto", EXPERIMENT[model], batch_size=IMAGES_PER_STEP[model]
+          "auto", XLA_STEP[model], batch_size=IMAGES_PER_STEP[model]
         )
         devices, ynn = setting
-      flags = with_xla_flags(
-        f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "",
-        YNN_DOTS if ynn else "",
-      )
+      flags = with_xla_flags(*_xla_flags.setting_flags(_xla_flags.Setting(devices, ynn)))
       worker_args = ["--worker", model, cell, "--max-seconds", str(args.max_seconds)]
       if args.data_dir:
         worker_args += ["--data-dir", args.data_dir]

@@ -192,6 +192,15 @@ VARIANTS = {
 DEFAULT_VARIANT = "default"
 
 
+def xla_step(cfg: Config) -> str:
+  """Which step of `gapmmd bench train` this run trains, for ``gapmmd --xla auto``.
+
+  The CNN without its VAT loss (``--no-vat``, alone) is a row of its own; the
+  table, the VAT loss and the MLP count as the VAT step.
+  """
+  return f"{NAME} --no-vat" if cfg.model == "cnn" and not cfg.vat and not cfg.table else NAME
+
+
 def labelled_subset(labels: np.ndarray, per_class: int, seed) -> np.ndarray:
   """Indices of ``per_class`` examples of each class, drawn with ``seed`` (anything
   ``np.random.default_rng`` takes): ``[10 * per_class]``, sorted."""
