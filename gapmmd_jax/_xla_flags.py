@@ -113,7 +113,8 @@ def _backends_initialized() -> bool:
 def choose(
   choice: str, command: str, *, batch_size: int | None = None, distributed: bool = False
 ) -> tuple[str, Setting, str]:
-  """``(name, setting, why)`` for ``--xla choice`` of experiment ``command``.
+  """``(name, setting, why)`` for ``--xla choice`` of ``command``: an experiment, or the
+  step its module's ``xla_step(cfg)`` names (a key of :data:`FASTEST`).
 
   ``auto`` takes :data:`FASTEST` on a CPU, nothing on a GPU or TPU; the host
   devices are cut to the largest count that divides ``batch_size`` (the batch

@@ -8,8 +8,9 @@ shape (seeds 1, 2, ...), and reports the median time with the result blocked
 on (``--repeats 0``, for cells that take many minutes: the first call's time,
 compilation included, marked so in the table), the peak resident memory of
 the process, and the extra memory: the peak above the process's after
-``import jax`` (the test's own, plus the runtime's start-up and the inputs). Out of memory (the parent kills a cell above
-``--memory-limit-gib``) and time-outs are reported as such.
+``import jax`` (the test's own, plus the runtime's start-up and the inputs).
+Out of memory (the parent kills a cell above ``--memory-limit-gib``) and
+time-outs are reported as such.
 
 Tests (the work each does differs; the table says how much):
   ours-permutation  gapmmd_jax.mmd_test, 5-bandwidth kernel, --draws permutations
