@@ -14,7 +14,8 @@ optimizer); ours with the batch sharded over 2 and 4 forced host devices; with
 4 and 8 seeds in one step (``--seed-axis auto``: unrolled on CPU, vmapped
 elsewhere); 8 steps per jitted call (``jax-8steps``, the harness's
 ``--steps-per-call 8`` loop); the ``-ynn`` cells add the YNNPACK flag of
-``gapmmd --xla ynn``. Each cell warms up, then times calls until 20 or
+``gapmmd --xla ynn``; the ``-bf16`` cells run the VGG models' convolutions in
+bfloat16 (``--compute-dtype bfloat16``). Each cell warms up, then times calls until 20 or
 ``--max-seconds``, and reports the median as images per second (per seed).
 
   gapmmd bench train                          # everything (about 8 min on 2 cores)
@@ -60,6 +61,7 @@ XLA_STEP = {
   "mine-cluster": "mine-cluster",
 }
 TORCH_MODELS = ("gap-lenet", "vat", "vat+loss", "dann")
+VGG_MODELS = ("iic", "iic-paper", "mine-cluster")  # the ones with a `compute_dtype` option
 
 
 class Cell(NamedTuple):
@@ -69,12 +71,15 @@ class Cell(NamedTuple):
   ynn_dots: bool = False
   steps_per_call: int = 1
   auto: bool = False  # devices and flags from `gapmmd --xla auto` for the model's experiment
+  compute_dtype: str = "float32"  # the VGG models' convolutions
 
 
 CELLS = {
   "jax": Cell("jax"),
   "jax-auto": Cell("jax", auto=True),
   "jax-ynn": Cell("jax", ynn_dots=True),
+  "jax-bf16": Cell("jax", compute_dtype="bfloat16"),
+  "jax-ynn-bf16": Cell("jax", ynn_dots=True, compute_dtype="bfloat16"),
   "torch-eager": Cell("torch-eager"),
   "torch-compile": Cell("torch-compile"),
   "jax-2dev": Cell("jax", devices=2),
@@ -106,15 +111,17 @@ def _time_steps(step, max_seconds: float) -> tuple[float, float]:
 # ---------- ours ----------
 
 
-def _jax_task(model: str, data_dir: str | None):
+def _jax_task(model: str, data_dir: str | None, compute_dtype: str = "float32"):
   from gapmmd_jax.experiments import adapt, gap_mmd, iic, mine_cluster, vat
 
   small: dict[str, Any] = dict(data_dir=data_dir, max_eval_examples=100)
-  if model in ("iic", "iic-paper", "mine-cluster"):
+  if model in VGG_MODELS:
     module = mine_cluster if model == "mine-cluster" else iic
     variant = "paper" if model == "iic-paper" else "default"
     return module.build_task(
-      dataclasses.replace(module.VARIANTS[variant], max_train_examples=2048, **small)
+      dataclasses.replace(
+        module.VARIANTS[variant], max_train_examples=2048, compute_dtype=compute_dtype, **small
+      )
     )
   if model == "gap-lenet":
     return gap_mmd.build_task(
@@ -142,7 +149,12 @@ def _jax_task(model: str, data_dir: str | None):
 
 
 def jax_worker(
-  model: str, seeds: int, steps_per_call: int, data_dir: str | None, max_seconds: float
+  model: str,
+  seeds: int,
+  steps_per_call: int,
+  data_dir: str | None,
+  max_seconds: float,
+  compute_dtype: str = "float32",
 ) -> dict:
   import jax
   import jax.numpy as jnp
@@ -150,7 +162,7 @@ def jax_worker(
 
   from gapmmd_jax.train._harness import data_mesh, multi_step, over_seeds
 
-  task = _jax_task(model, data_dir)
+  task = _jax_task(model, data_dir, compute_dtype)
   rows = IMAGES_PER_STEP[model] // (2 if model == "dann" else 1)
   mesh = data_mesh()
   repl, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
@@ -307,7 +319,9 @@ def torch_worker(model: str, compiled: bool, max_seconds: float) -> dict:
 def worker(model: str, cell: str, data_dir: str | None, max_seconds: float) -> dict:
   spec = CELLS[cell]
   if spec.implementation == "jax":
-    result = jax_worker(model, spec.seeds, spec.steps_per_call, data_dir, max_seconds)
+    result = jax_worker(
+      model, spec.seeds, spec.steps_per_call, data_dir, max_seconds, spec.compute_dtype
+    )
   else:
     result = torch_worker(model, spec.implementation == "torch-compile", max_seconds)
   result["images_per_second_per_seed"] = IMAGES_PER_STEP[model] / result["seconds"]
@@ -396,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     for cell in args.cells:
       spec = CELLS[cell]
       if spec.implementation != "jax" and model not in TORCH_MODELS:
+        continue
+      if spec.compute_dtype != "float32" and model not in VGG_MODELS:
         continue
       devices, ynn, seeds = spec.devices, spec.ynn_dots, spec.seeds
       if spec.auto:

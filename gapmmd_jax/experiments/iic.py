@@ -86,6 +86,11 @@ class Config(TrainConfig):
   batchnorm: Literal["joint", "separate"] = option(
     "joint", "x and x' through one forward pass (shared batch statistics) or two"
   )
+  compute_dtype: Literal["float32", "bfloat16"] = option(
+    "float32",
+    "dtype of the backbone's convolutions (inputs and weights; parameters, BatchNorm and "
+    "the loss stay float32)",
+  )
   eval_statistics: Literal["running", "batch"] = option(
     "running",
     "BatchNorm at evaluation: the running averages, or each evaluation batch's "
@@ -141,6 +146,7 @@ def _make_net(cfg: Config, key) -> IICNet:
     num_heads=cfg.heads,
     overcluster_heads=cfg.overcluster_heads,
     input_size=INPUT_SIZE,
+    compute_dtype=jnp.dtype(cfg.compute_dtype),
     rngs=nnx.Rngs(key),
   )
 

@@ -55,6 +55,11 @@ class Config(TrainConfig):
   learning_rate: float = option(1e-3, "Adam learning rate of the encoder and statistics network")
   probe_epochs: int = option(30, "epochs of the linear probe")
   probe_learning_rate: float = option(1e-3, "Adam learning rate of the linear probe")
+  compute_dtype: Literal["float32", "bfloat16"] = option(
+    "float32",
+    "dtype of the backbone's convolutions (inputs and weights; parameters, BatchNorm and "
+    "the loss stay float32)",
+  )
   batchnorm: Literal["joint", "separate"] = option(
     "joint", "x and x' through one encoder call (shared batch statistics) or two (Keras)"
   )
@@ -98,6 +103,7 @@ def _make_net(cfg: Config, key) -> MineEncoder:
     latent_dim=cfg.latent_dim,
     hidden=cfg.statistic_hidden,
     input_size=INPUT_SIZE,
+    compute_dtype=jnp.dtype(cfg.compute_dtype),
     rngs=nnx.Rngs(key),
   )
 

@@ -17,17 +17,25 @@ class VGGBackbone(nnx.Module):
   ``train=True`` normalises with the batch statistics and updates the running
   ones; ``train=False`` uses the running statistics, unless
   ``batch_statistics=True`` (the official IIC code's evaluation, whose
-  BatchNorm keeps no running statistics).
+  BatchNorm keeps no running statistics). ``compute_dtype`` is the dtype the
+  convolutions take their inputs and weights in (``jnp.bfloat16`` for bfloat16
+  products); parameters, BatchNorm and the output stay float32.
   """
 
-  def __init__(self, in_channels: int = 1, *, rngs: nnx.Rngs):
+  def __init__(
+    self, in_channels: int = 1, *, compute_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs
+  ):
     self.convs = nnx.List(
       [
-        nnx.Conv(c_in, c_out, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        nnx.Conv(
+          c_in, c_out, (3, 3), padding="SAME", use_bias=False, dtype=compute_dtype, rngs=rngs
+        )
         for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)
       ]
     )
-    self.norms = nnx.List([nnx.BatchNorm(c, momentum=0.9, rngs=rngs) for c in WIDTHS])
+    self.norms = nnx.List(
+      [nnx.BatchNorm(c, momentum=0.9, dtype=jnp.float32, rngs=rngs) for c in WIDTHS]
+    )
 
   @staticmethod
   def output_size(input_size: int) -> int:
@@ -59,9 +67,10 @@ class IICNet(nnx.Module):
     overcluster_clusters: int = 50,
     in_channels: int = 1,
     input_size: int = 24,
+    compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    self.backbone = VGGBackbone(in_channels, rngs=rngs)
+    self.backbone = VGGBackbone(in_channels, compute_dtype=compute_dtype, rngs=rngs)
     flat = VGGBackbone.output_size(input_size)
     self.heads = nnx.List([nnx.Linear(flat, num_clusters, rngs=rngs) for _ in range(num_heads)])
     self.overcluster = nnx.List(
@@ -88,9 +97,10 @@ class MineEncoder(nnx.Module):
     hidden: int = 1024,
     in_channels: int = 1,
     input_size: int = 24,
+    compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    self.backbone = VGGBackbone(in_channels, rngs=rngs)
+    self.backbone = VGGBackbone(in_channels, compute_dtype=compute_dtype, rngs=rngs)
     self.latent = nnx.Linear(VGGBackbone.output_size(input_size), latent_dim, rngs=rngs)
     self.statistic_hidden = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)
     self.statistic_out = nnx.Linear(hidden, 1, rngs=rngs)
