@@ -225,6 +225,13 @@ def test_train_step_smoke(mnist_dir, tmp_path):
   assert rows["torch-eager"]["status"] == "ok" or "not installed" in rows["torch-eager"]["status"]
   assert "| gap-lenet |" in (tmp_path / "train_step.md").read_text()
   assert "auto / fastest" in (tmp_path / "train_step.md").read_text()
+  # A step with per-seed data (the semi-supervised MLP's labelled subset) and no PyTorch cell.
+  argv = ["bench", "train", "--models", "vat-mlp", "--cells", "jax", "torch-eager"]
+  options = ["--max-seconds", "0.5", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
+  assert cli.main(argv + options) == 0
+  rows = json.loads((tmp_path / "train_step.json").read_text())["rows"]
+  assert [(r["model"], r["cell"], r["status"]) for r in rows] == [("vat-mlp", "jax", "ok")]
+  assert rows[0]["images_per_second_per_seed"] == pytest.approx(350 / rows[0]["seconds"])
 
 
 def test_seed_axis_smoke(mnist_dir, tmp_path):

@@ -1,7 +1,9 @@
 """Train-step throughput: our jitted steps against the same steps in PyTorch.
 
 Models: the GAP-LeNet step (batch 128, Adam), the VAT CNN with dropout without
-and with the VAT loss (batch 128, Adadelta), the DANN step (32 source + 32
+and with the VAT loss (batch 128, Adadelta), the semi-supervised VAT MLP
+(``vat-mlp``: 100 labelled + 250 unlabelled images, VAT and entropy
+minimisation, Adam; no PyTorch cells), the DANN step (32 source + 32
 target images, SGD with momentum, gradient reversal), and the IIC and
 MINE-clustering steps (VGG with BatchNorm, 256 image pairs, Adam; no PyTorch
 cells), and IIC's paper recipe (``iic-paper``: 140 images, 5 transforms of
@@ -38,23 +40,39 @@ from gapmmd_jax import _xla_flags
 from gapmmd_jax._xla_flags import with_xla_flags
 from gapmmd_jax.benchmarks._cells import positive_float, run_cell, write_results
 
-MODELS = ("gap-lenet", "vat", "vat+loss", "dann", "iic", "iic-paper", "mine-cluster")
-# Images drawn per step (IIC's paper recipe: 140 images, each giving 5 pairs).
+MODELS = (
+  "gap-lenet",
+  "vat",
+  "vat+loss",
+  "vat-mlp",
+  "dann",
+  "iic",
+  "iic-paper",
+  "mine-cluster",
+)
+# Images drawn per step (IIC's paper recipe: 140 images, each giving 5 pairs; the
+# semi-supervised MLP: 100 labelled + 250 unlabelled).
 IMAGES_PER_STEP = {
   "gap-lenet": 128,
   "vat": 128,
   "vat+loss": 128,
+  "vat-mlp": 350,
   "dann": 64,
   "iic": 256,
   "iic-paper": 140,
   "mine-cluster": 256,
 }
+# Rows of the batch the step is given, where not all of its images (DANN: the 32 source
+# images, the target ones come from the same rows; the MLP: the unlabelled images, the
+# labelled ones are drawn inside the step).
+BATCH_ROWS = {"dann": 32, "vat-mlp": 250}
 # Each model's key in `_xla_flags.FASTEST`: its experiment, or the experiment's
 # `xla_step` where one experiment trains several of these steps.
 XLA_STEP = {
   "gap-lenet": "gap-mmd",
   "vat": "vat --no-vat",
   "vat+loss": "vat",
+  "vat-mlp": "vat",
   "dann": "adapt",
   "iic": "iic",
   "iic-paper": "iic",
@@ -127,6 +145,15 @@ def _jax_task(model: str, data_dir: str | None, compute_dtype: str = "float32"):
     return gap_mmd.build_task(
       dataclasses.replace(gap_mmd.VARIANTS["default"], max_train_examples=1024, **small)
     )
+  if model == "vat-mlp":  # the semi-supervised recipe's step (VAT + entropy minimisation)
+    return vat.build_task(
+      dataclasses.replace(
+        vat.VARIANTS["semi-supervised-entmin"],
+        max_train_examples=2048,
+        validation_size=100,
+        **small,
+      )
+    )
   if model in ("vat", "vat+loss"):
     return vat.build_task(
       dataclasses.replace(
@@ -163,11 +190,15 @@ def jax_worker(
   from gapmmd_jax.train._harness import data_mesh, multi_step, over_seeds
 
   task = _jax_task(model, data_dir, compute_dtype)
-  rows = IMAGES_PER_STEP[model] // (2 if model == "dann" else 1)
+  rows = BATCH_ROWS.get(model, IMAGES_PER_STEP[model])
   mesh = data_mesh()
   repl, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
   keys = jax.device_put(jax.vmap(jax.random.key)(jnp.arange(seeds)), repl)
   states = jax.jit(jax.vmap(task.init), out_shardings=repl)(keys)
+  if task.seed_data is not None:  # per-seed host arrays on the seed axis, as the harness does
+    per_seed = [task.seed_data(seed) for seed in range(seeds)]
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
+    states = {**states, "seed_data": jax.device_put(stacked, repl)}
   seeded = over_seeds(task.train_step, "auto", (0, 0, 0))
   if steps_per_call == 1:
     batch = jax.device_put(
