@@ -53,7 +53,8 @@ CHOICES = ("auto", *SETTINGS)
 # with the batch split over 2 host devices, 1.16-1.38x and 1.30-1.33x `ynn`
 # alone (4 devices: no faster). The VAT CNN with its VAT loss, DANN, IIC and
 # MINE clustering: `ynn` (host devices 0.89-1.00x for VAT + loss, slower for
-# the rest). An experiment missing here (MINE on Gaussians: small dense nets)
+# the rest); the semi-supervised VAT MLP, which counts as `vat`, too (`vat-mlp`:
+# within noise of the default flags, host devices 2.3-3.4x slower). An experiment missing here (MINE on Gaussians: small dense nets)
 # runs with the default setting.
 FASTEST = {
   "gap-mmd": "ynn-2dev",
