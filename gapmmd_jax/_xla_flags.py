@@ -54,8 +54,9 @@ CHOICES = ("auto", *SETTINGS)
 # alone (4 devices: no faster). The VAT CNN with its VAT loss, DANN, IIC and
 # MINE clustering: `ynn` (host devices 0.89-1.00x for VAT + loss, slower for
 # the rest); the semi-supervised VAT MLP, which counts as `vat`, too (`vat-mlp`:
-# within noise of the default flags, host devices 2.3-3.4x slower). An experiment missing here (MINE on Gaussians: small dense nets)
-# runs with the default setting.
+# within noise of the default flags, host devices 2.3-3.4x slower). An
+# experiment missing here (MINE on Gaussians: small dense nets) runs with the
+# default setting.
 FASTEST = {
   "gap-mmd": "ynn-2dev",
   "metric-survey": "ynn-2dev",

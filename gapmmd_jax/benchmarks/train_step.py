@@ -187,7 +187,7 @@ def jax_worker(
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from gapmmd_jax.train._harness import data_mesh, multi_step, over_seeds
+  from gapmmd_jax.train._harness import data_mesh, multi_step, over_seeds, stacked_seed_data
 
   task = _jax_task(model, data_dir, compute_dtype)
   rows = BATCH_ROWS.get(model, IMAGES_PER_STEP[model])
@@ -196,8 +196,7 @@ def jax_worker(
   keys = jax.device_put(jax.vmap(jax.random.key)(jnp.arange(seeds)), repl)
   states = jax.jit(jax.vmap(task.init), out_shardings=repl)(keys)
   if task.seed_data is not None:  # per-seed host arrays on the seed axis, as the harness does
-    per_seed = [task.seed_data(seed) for seed in range(seeds)]
-    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
+    stacked = stacked_seed_data(task, range(seeds))
     states = {**states, "seed_data": jax.device_put(stacked, repl)}
   seeded = over_seeds(task.train_step, "auto", (0, 0, 0))
   if steps_per_call == 1:

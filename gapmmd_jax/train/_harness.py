@@ -263,6 +263,13 @@ def seeds_tag(seeds: tuple[int, ...]) -> str:
   return "s" + "-".join(str(s) for s in seeds)
 
 
+def stacked_seed_data(task: Task, seeds) -> PyTree:
+  """``task.seed_data(seed)`` of every seed, stacked on a leading seed axis (host arrays)."""
+  assert task.seed_data is not None
+  per_seed = [task.seed_data(seed) for seed in seeds]
+  return jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
+
+
 def multi_step(seeded_step: Callable, batch_size: int, batch_sharding: NamedSharding) -> Callable:
   """``(states, data, permutations, first_index, step_keys, count) -> (states, metrics)``: ``count``
   (static) steps of ``seeded_step`` one after another in one program, on batches
@@ -367,8 +374,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
 
   states = init_fn(init_keys)
   if task.seed_data is not None:  # host arrays per seed, stacked on the seed axis
-    per_seed = [task.seed_data(seed) for seed in cfg.seeds]
-    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *per_seed)
+    stacked = stacked_seed_data(task, cfg.seeds)
     states = {
       **states,
       "state": {**states["state"], "seed_data": _batching.put_replicated(stacked, mesh)},
