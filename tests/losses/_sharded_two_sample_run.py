@@ -34,8 +34,12 @@ for name, (test, second) in tests.items():
   for mesh in (explicit, automatic) if name == "mmd_test unbiased" else (explicit,):
     rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     sharded = jax.jit(test)(jax.device_put(x, rows), jax.device_put(second, rows))
-    for ours, reference in zip(sharded, single):  # statistics, p-values, decisions
-      np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6, err_msg=name)
+    for k, (ours, reference) in enumerate(zip(sharded, single)):  # statistics, p-values, ...
+      # Output 1 is every test's p-value (per kernel for mmd_agg): the tiles' sums add up in
+      # another order, so a null statistic within rounding of the observed one may count on
+      # either side: one draw's 1 / (99 + 1) is allowed there (seen on one CPU, 2026-11-29).
+      atol = 1 / (99 + 1) + 1e-6 if k == 1 else 1e-6
+      np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=atol, err_msg=f"{name} [{k}]")
 
 # Under the explicit mesh the tile walk is one shard_map whose body scans 1/4 of the tiles:
 # 400 + 240 pooled rows in tiles of 64 rows give 10 x 11 / 2 = 55 tiles, 14 per device (the
