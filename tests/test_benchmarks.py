@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from gapmmd_jax import _xla_flags, cli
@@ -166,6 +167,29 @@ def test_two_sample_test_smoke(tmp_path):
   )
 
 
+def test_two_sample_test_chunk_and_block_size_reach_our_tests(tmp_path):
+  """--chunk-size / --block-size go to our tests and into the outputs; the draws do not depend
+  on them (draw r from fold_in(key, r)), so the p-values match the defaults' within rounding
+  (one draw of 50)."""
+
+  def p_values(out, *tiling):
+    argv = ["bench", "test", "--n", "64", "--d", "3", "--draws", "50", "--repeats", "1"]
+    assert cli.main([*argv, "--tests", "ours-fuse", "--out", str(out), *tiling]) == 0
+    return json.loads((out / "two_sample_test.json").read_text())
+
+  default = p_values(tmp_path / "default")
+  tiled = p_values(tmp_path / "tiled", "--chunk-size", "7", "--block-size", "32")
+  assert tiled["meta"]["chunk_size"] == 7 and tiled["meta"]["block_size"] == 32
+  assert default["meta"]["chunk_size"] is None
+  assert (
+    "Our tests with chunk_size = 7, block_size = 32."
+    in (tmp_path / "tiled" / "two_sample_test.md").read_text()
+  )
+  (row,), (default_row,) = tiled["rows"], default["rows"]
+  assert row["status"] == "ok"
+  assert np.allclose(row["results"], default_row["results"], atol=1 / 51 + 1e-6)
+
+
 def test_bench_rejects_unknown_names():
   with pytest.raises(SystemExit):
     cli.main(["bench", "nope"])
@@ -183,6 +207,7 @@ def test_bench_rejects_unknown_names():
     (["seed-axis", "--seeds", "0"], "argument --seeds: must be >= 1 and finite, got '0'"),
     (["test", "--repeats", "-1"], "argument --repeats: must be >= 0 and finite, got '-1'"),
     (["test", "--tests", "ours-fast"], "argument --tests: invalid choice: 'ours-fast'"),
+    (["test", "--chunk-size", "0"], "argument --chunk-size: must be >= 1 and finite, got '0'"),
   ],
 )
 def test_bench_rejects_bad_arguments(argv, message, capsys):

@@ -24,12 +24,17 @@ Tests (the work each does differs; the table says how much):
                     precomputed [2n, 2n] float32 Gaussian kernel matrix of the pooled sample
                     and E [2n, --draws] random signs (K and E made outside the timing)
 
+Our tests take --chunk-size (draws per walk over the kernel tiles; memory grows
+with it, time falls as the tiles are formed fewer times) and --block-size (tile
+side); unset, each test's default. The references ignore both.
+
 MMDAgg and MMD-FUSE are imported from --anchors (default ../shared/anchors,
 or $GAPMMD_ANCHORS_DIR); cells whose code is missing say so.
 
   gapmmd bench test                                  # n in 1000..20000, d = 10
   gapmmd bench test --n 5000 --d 10 100 --tests ours-permutation mmdagg
   gapmmd bench test --n 8192 --d 64 --draws 1000 --tests ours-permutation ours-wild yardstick
+  gapmmd bench test --n 12500 --repeats 0 --tests ours-fuse --chunk-size 320
 Writes JSON, markdown and a PNG (seconds against n) to --out (default benchmarks/results).
 """
 
@@ -89,24 +94,27 @@ def _anchors_dir(given: str | None) -> pathlib.Path:
   return pathlib.Path(given or os.environ.get("GAPMMD_ANCHORS_DIR") or "../shared/anchors")
 
 
-def _test_fn(name: str, draws: int, anchors: pathlib.Path):
+def _test_fn(
+  name: str, draws: int, anchors: pathlib.Path, tiling: dict[str, int | None] | None = None
+):
   """``(x, y, seed) -> result`` of one test (its decision or p-value last), compiled on first
-  use."""
+  use; ``tiling`` (``chunk_size``, ``block_size``) goes to our tests."""
   import jax
 
   if name.startswith("ours"):
     import gapmmd_jax
 
+    tiles = tiling or {}
     ours = {  # (key, x, y) -> the decision or the p-value
       "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="permutation"
+        k, x, y, num_permutations=draws, method="permutation", **tiles
       )[1],
       "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="wild-bootstrap"
+        k, x, y, num_permutations=draws, method="wild-bootstrap", **tiles
       )[1],
-      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws)[1],
+      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws, **tiles)[1],
       "ours-agg": lambda k, x, y: (
-        gapmmd_jax.mmd_agg(k, x, y, num_draws=draws, num_correction_draws=draws).reject
+        gapmmd_jax.mmd_agg(k, x, y, num_draws=draws, num_correction_draws=draws, **tiles).reject
       ),
     }
     test = jax.jit(ours[name])
@@ -148,15 +156,23 @@ def _yardstick(draws: int):
   return product, prepare
 
 
-def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib.Path) -> dict:
-  """Times one cell in this process."""
+def worker(
+  name: str,
+  n: int,
+  d: int,
+  draws: int,
+  repeats: int,
+  anchors: pathlib.Path,
+  tiling: dict[str, int | None] | None = None,
+) -> dict:
+  """Times one cell in this process (``tiling``: our tests' ``chunk_size`` and ``block_size``)."""
   import jax
 
   base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   if name == "yardstick":  # its inputs are made outside the timing
     test, prepare = _yardstick(draws)
   else:
-    test, prepare = _test_fn(name, draws, anchors), lambda x, y, seed: (x, y, seed)
+    test, prepare = _test_fn(name, draws, anchors, tiling), lambda x, y, seed: (x, y, seed)
   times, results = [], []
   for seed in range(repeats + 1):  # seed 0: compilation and warm-up
     inputs = prepare(*make_data(n, d, seed), seed)
@@ -180,8 +196,10 @@ def worker(name: str, n: int, d: int, draws: int, repeats: int, anchors: pathlib
   }
 
 
-def _markdown(rows: list[dict], draws: int) -> str:
-  lines = [
+def _markdown(rows: list[dict], draws: int, tiling: dict[str, int | None]) -> str:
+  chosen = ", ".join(f"{key} = {value}" for key, value in tiling.items() if value is not None)
+  lines = [f"Our tests with {chosen}.", ""] if chosen else []
+  lines += [
     "| test | work | n = m | d | steady s | peak RSS GiB | extra GiB | time / ours (same test) "
     "| time / yardstick |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -237,14 +255,30 @@ def main(argv: list[str] | None = None) -> int:
     default=None,
     help="folder holding mmdagg/ and mmdfuse/ (default ../shared/anchors)",
   )
+  parser.add_argument(
+    "--chunk-size",
+    type=positive_int,
+    default=None,
+    help="our tests' draws per walk over the kernel tiles (default: each test's own)",
+  )
+  parser.add_argument(
+    "--block-size",
+    type=positive_int,
+    default=None,
+    help="our tests' tile side (default: each test's own)",
+  )
   parser.add_argument("--out", default="benchmarks/results", help="output directory")
   parser.add_argument("--worker", nargs=3, metavar=("TEST", "N", "D"), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   anchors = _anchors_dir(args.anchors).resolve()
+  tiling = {"chunk_size": args.chunk_size, "block_size": args.block_size}
   if args.worker:
     name, n, d = args.worker
-    print(json.dumps(worker(name, int(n), int(d), args.draws, args.repeats, anchors)))
+    print(json.dumps(worker(name, int(n), int(d), args.draws, args.repeats, anchors, tiling)))
     return 0
+  tiling_argv = [
+    f"--{key.replace('_', '-')}={value}" for key, value in tiling.items() if value is not None
+  ]
 
   rows = []
   for d in args.d:
@@ -263,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.repeats),
             "--anchors",
             str(anchors),
+            *tiling_argv,
           ],
           args.timeout,
           args.memory_limit_gib,
@@ -279,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
           if ours in done:
             done[ours]["vs_yardstick"] = done[ours]["seconds"] / done["yardstick"]["seconds"]
 
-  write_results(args.out, "two_sample_test", rows, _markdown(rows, args.draws), draws=args.draws)
+  write_results(
+    args.out,
+    "two_sample_test",
+    rows,
+    _markdown(rows, args.draws, tiling),
+    draws=args.draws,
+    **tiling,
+  )
   from gapmmd_jax import plotting
 
   if plotting.seconds_by_size(
