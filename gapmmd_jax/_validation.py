@@ -89,6 +89,14 @@ def check_int(name: str, value, minimum: int) -> None:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
+def check_tiling(*, chunk_size=None, block_size=None) -> None:
+  """The tile walk's ``chunk_size`` and ``block_size``: each ``None`` (its default) or an
+  integer >= 1."""
+  for name, value in (("chunk_size", chunk_size), ("block_size", block_size)):
+    if value is not None:
+      check_int(name, value, 1)
+
+
 def check_paired(
   a_name: str, a: jax.typing.ArrayLike, b_name: str, b: jax.typing.ArrayLike, shape_doc: str
 ) -> tuple[jax.Array, jax.Array]:

@@ -105,16 +105,21 @@ def _test_fn(
     import gapmmd_jax
 
     tiles = tiling or {}
+    chunk, block = tiles.get("chunk_size"), tiles.get("block_size")
     ours = {  # (key, x, y) -> the decision or the p-value
       "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="permutation", **tiles
+        k, x, y, num_permutations=draws, method="permutation", chunk_size=chunk, block_size=block
       )[1],
       "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="wild-bootstrap", **tiles
+        k, x, y, num_permutations=draws, method="wild-bootstrap", chunk_size=chunk, block_size=block
       )[1],
-      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(k, x, y, num_permutations=draws, **tiles)[1],
+      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(
+        k, x, y, num_permutations=draws, chunk_size=chunk, block_size=block
+      )[1],
       "ours-agg": lambda k, x, y: (
-        gapmmd_jax.mmd_agg(k, x, y, num_draws=draws, num_correction_draws=draws, **tiles).reject
+        gapmmd_jax.mmd_agg(
+          k, x, y, num_draws=draws, num_correction_draws=draws, chunk_size=chunk, block_size=block
+        ).reject
       ),
     }
     test = jax.jit(ours[name])

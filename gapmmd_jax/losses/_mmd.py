@@ -196,6 +196,7 @@ def mmd2(
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
+  v.check_tiling(block_size=block_size)
   kernel = _reference_kernel(
     jnp.concatenate([x, y]),
     kernel_mul=kernel_mul,
@@ -272,6 +273,7 @@ def mk_mmd2(
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
+  v.check_tiling(block_size=block_size)
   return _mmd2_with_kernel(
     x, y, _explicit_kernel(bandwidths, weights, x.dtype), estimator, block_size
   )
@@ -566,10 +568,7 @@ def mmd_test(
   _check_estimator(estimator, x, y)
   v.check_int("num_permutations", num_permutations, 1)
   v.check_choice("method", method, TEST_METHODS)
-  if chunk_size is not None:
-    v.check_int("chunk_size", chunk_size, 1)
-  if block_size is not None:
-    v.check_int("block_size", block_size, 1)
+  v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
   if method == "wild-bootstrap" and (n != m or estimator == "linear"):

@@ -148,6 +148,7 @@ def mmd_fuse(
   v.check_int("num_permutations", num_permutations, 1)
   v.check_int("num_bandwidths", num_bandwidths, 2)
   v.check_positive("lambda_multiplier", lambda_multiplier)
+  v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   kernels = _check_kernel_names(kernels)
   key = as_typed_key(key)
   n, m = x.shape[0], y.shape[0]
@@ -382,6 +383,7 @@ def mmd_agg(
     ("bisection_steps", bisection_steps),
   ):
     v.check_int(name, value, 1)
+  v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   method = method or ("wild-bootstrap" if n == m else "permutation")
   v.check_choice("method", method, ("wild-bootstrap", "permutation"))
   if method == "wild-bootstrap" and n != m:

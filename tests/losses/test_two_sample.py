@@ -200,6 +200,44 @@ def test_fuse_rejects_bad_input():
     g.mmd_fuse(jax.random.key(0), x, y, num_bandwidths=1)
 
 
+_TILED = {  # every public function that takes tiling arguments: (x, y, key, **tiling) -> result
+  "mmd2": lambda x, y, key, **t: g.mmd2(x, y, **t),
+  "mk_mmd2": lambda x, y, key, **t: g.mk_mmd2(x, y, bandwidths=np.array([1.0, 2.0]), **t),
+  "class_mmd_matrix": lambda x, y, key, **t: g.class_mmd_matrix(
+    np.concatenate([x, y]), np.repeat([0, 1], 10), num_classes=2, **t
+  ),
+  "mmd_test": lambda x, y, key, **t: g.mmd_test(key, x, y, num_permutations=9, **t),
+  "mmd_fuse": lambda x, y, key, **t: g.mmd_fuse(key, x, y, num_permutations=9, **t),
+  "mmd_agg": lambda x, y, key, **t: g.mmd_agg(key, x, y, num_draws=9, num_correction_draws=9, **t),
+}
+
+
+_BAD_TILING = [
+  ({"block_size": 0}, "block_size must be an integer >= 1, got 0"),
+  ({"block_size": 1.5}, "block_size must be an integer >= 1, got 1.5"),
+  ({"chunk_size": 0}, "chunk_size must be an integer >= 1, got 0"),
+  ({"chunk_size": -3}, "chunk_size must be an integer >= 1, got -3"),
+]
+
+
+@pytest.mark.parametrize(
+  "name, tiling, message",
+  [
+    (name, tiling, message)
+    for name in sorted(_TILED)
+    for tiling, message in _BAD_TILING
+    # the single statistics walk no draws, so they take no chunk_size
+    if not ("chunk_size" in tiling and name in ("mmd2", "mk_mmd2", "class_mmd_matrix"))
+  ],
+)
+def test_tiling_arguments_are_checked(name, tiling, message):
+  """A chunk or tile size that is not a positive integer is a clear error, not a
+  ZeroDivisionError, a shape error deep in the walk, or a silently ignored 0."""
+  x, y = _samples(0, 10, 10)
+  with pytest.raises(ValueError, match=message):
+    _TILED[name](x, y, jax.random.key(0), **tiling)
+
+
 def test_every_key_taking_function_accepts_legacy_keys():
   """mmd_test, mmd_fuse, mmd_agg, virtual_adversarial_perturbation and vat_loss: a legacy
   ``PRNGKey`` gives what the same key wrapped as a typed key gives."""
