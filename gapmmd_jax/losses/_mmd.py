@@ -351,8 +351,13 @@ def mk_mmd_kernel_weights(
 
 
 TEST_METHODS = ("permutation", "wild-bootstrap")
-# Above this many coefficient entries (draws x points) the draws go through the tiles in chunks.
-_DRAW_CHUNK_ENTRIES = 1 << 24
+# Above this many coefficient entries (draws x points) the draws go through the tiles in
+# chunks. A chunk's temporaries are about twice its coefficients (its rows, then their
+# [N, chunk] tile layout), 0.26 GiB at 32M; fewer, larger chunks form the kernel tiles fewer
+# times (README, "Two-sample tests at scale").
+_DRAW_CHUNK_ENTRIES = 1 << 25
+# Coefficients made at once within a chunk (see `_made_in_groups`).
+_DRAW_GROUP_ENTRIES = 1 << 20
 
 
 def as_typed_key(key: jax.typing.ArrayLike) -> jax.Array:
@@ -465,17 +470,38 @@ def signed_rows(key: jax.Array, n: int, num: int, dtype, draws: jax.Array | None
   return make_rows
 
 
+def _made_in_groups(make_rows, width: int):
+  """``make_rows`` (``index [R] -> [R, width]``) made ``_DRAW_GROUP_ENTRIES // width`` rows at
+  a time (groups of equal size; the last row repeated as padding), so that the temporaries
+  of the draws (a row's random bits, their sort, the threefry state) scale with a group, not
+  with the chunk. Each row depends on its index alone, so the rows are the same."""
+  group = max(1, _DRAW_GROUP_ENTRIES // width)
+
+  def made(index: jax.Array) -> jax.Array:
+    count = index.shape[0]
+    if count <= group:
+      return make_rows(index)
+    num_groups = math.ceil(count / group)
+    size = math.ceil(count / num_groups)  # equal groups: padding below one row per group
+    padded = jnp.concatenate([index, jnp.full((num_groups * size - count,), index[-1])])
+    rows = jax.lax.map(make_rows, padded.reshape(num_groups, size))
+    return rows.reshape(num_groups * size, width)[:count]
+
+  return made
+
+
 def chunked_rows(
   fn, make_rows, count: int, width: int, chunk_size: int | None, per_row_axis: int = 0
 ):
   """``fn(make_rows(index))`` over chunks of the row indices ``0 .. count - 1``: one walk over
   the tiles per chunk, and only one chunk's ``[chunk, width]`` coefficients in memory
-  (``chunk_size=None``: up to 16M coefficients per chunk, in chunks of equal size).
+  (``chunk_size=None``: up to 32M coefficients per chunk, in chunks of equal size).
 
   ``fn(c)`` returns an array with one entry per row on ``per_row_axis``, or a
   tuple of that and outputs that do not depend on the rows (taken from the
   first chunk). Returns the same, the per-row array for all ``count`` rows.
   """
+  make_rows = _made_in_groups(make_rows, width)
   if chunk_size is None:
     chunk_size = max(1, _DRAW_CHUNK_ENTRIES // width)
   if chunk_size >= count:
@@ -544,7 +570,7 @@ def mmd_test(
     estimator, kernel_mul, kernel_num, fix_sigma, bandwidth: as :func:`mmd2`.
     method: ``"permutation"`` or ``"wild-bootstrap"``.
     chunk_size: draws per walk over the tiles (memory ``chunk x N``); ``None``:
-      all of them up to 16M coefficients.
+      all of them up to 32M coefficients.
     block_size: tile side; ``None``: 512.
 
   Returns:

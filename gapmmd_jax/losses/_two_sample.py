@@ -120,7 +120,7 @@ def mmd_fuse(
     num_bandwidths: bandwidths per kernel, at least 2.
     lambda_multiplier: ``lambda`` of the soft maximum, > 0.
     chunk_size: permutations per walk over the tiles; ``None``: as
-      :func:`mmd_test` (up to 16M coefficients at once).
+      :func:`mmd_test` (up to 32M coefficients at once).
     block_size: tile side; ``None``: 256.
 
   Returns:
@@ -345,7 +345,7 @@ def mmd_agg(
       family instead of the grid.
     draws: ``[B1 + B2, n]`` signs (wild bootstrap) or ``[B1 + B2, n + m]`` bool
       rows marking ``n`` points as x (permutations); ``None``: drawn from ``key``.
-    chunk_size: draws per walk over the tiles; ``None``: up to 16M
+    chunk_size: draws per walk over the tiles; ``None``: up to 32M
       coefficients at once.
     block_size: tile side; ``None``: 256.
 

@@ -394,6 +394,33 @@ def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size,
   assert (1 + low) / (1 + draws) - 1e-6 <= float(p) <= (1 + high) / (1 + draws) + 1e-6
 
 
+@pytest.mark.parametrize(
+  "test",
+  [
+    lambda k, a, b: g.mmd_test(k, a, b, num_permutations=50, chunk_size=20),
+    lambda k, a, b: g.mmd_test(
+      k, a, b, num_permutations=50, chunk_size=20, method="wild-bootstrap"
+    ),
+    lambda k, a, b: g.mmd_fuse(k, a, b, num_permutations=50, chunk_size=20),
+    lambda k, a, b: (
+      g.mmd_agg(k, a, b, num_draws=30, num_correction_draws=20, chunk_size=20).p_values
+    ),
+  ],
+  ids=["permutation", "wild-bootstrap", "fuse", "agg"],
+)
+def test_draws_made_in_groups_are_the_draws_made_at_once(monkeypatch, test):
+  """Within a chunk the draws are made a few rows at a time (groups of equal size, the last
+  padded); the rows are those made all at once, so the results are bit for bit the same."""
+  x, y = samples(14, 30, 30, d=3, shift=0.2)
+  # a new function each time, so that the second call traces again
+  run = lambda: jax.block_until_ready(jax.jit(lambda *a: test(*a))(jax.random.key(5), x, y))
+  at_once = run()
+  monkeypatch.setattr(_mmd, "_DRAW_GROUP_ENTRIES", 3 * 60)  # 3 rows of 60 (6 of 30: wild)
+  in_groups = run()
+  for grouped, whole in zip(jax.tree.leaves(in_groups), jax.tree.leaves(at_once)):
+    np.testing.assert_array_equal(grouped, whole)
+
+
 @pytest.mark.parametrize("estimator,chunk_size", [("biased", None), ("unbiased", 17)])
 def test_wild_bootstrap_matches_float64_reference(estimator, chunk_size):
   n, draws, key = 30, 80, jax.random.key(3)
@@ -480,6 +507,23 @@ def test_test_memory_stays_tiled():
   if analysis is None:
     pytest.skip("this backend reports no memory analysis")
   assert analysis.temp_size_in_bytes < (2 * n) ** 2 * 4 / 16
+
+
+def test_a_chunk_of_draws_costs_about_twice_its_coefficients():
+  """The draws are made a few rows at a time, so a chunk's temporaries are its ``[chunk, N]``
+  rows and their ``[N, chunk]`` tile layout, not five such arrays (random bits, their sort,
+  the threefry state, the tie count) as when a chunk was made at once."""
+  n, chunk = 50000, 400
+  x = jax.ShapeDtypeStruct((n, 10), jnp.float32)
+  compiled = (
+    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=2000, chunk_size=chunk))
+    .lower(jax.random.key(0), x, x)
+    .compile()
+  )
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    pytest.skip("this backend reports no memory analysis")
+  assert analysis.temp_size_in_bytes < 3 * chunk * (2 * n) * 4
 
 
 def test_wild_bootstrap_needs_equal_sizes():
