@@ -60,8 +60,9 @@ def add_arguments(
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
       inner = next(a for a in typing.get_args(hint) if a is not type(None))
       kwargs["type"] = inner
-    elif typing.get_origin(hint) is typing.Literal:
+    elif typing.get_origin(hint) is typing.Literal:  # of one type: str, or int as 3 / 5
       kwargs["choices"] = typing.get_args(hint)
+      kwargs["type"] = type(kwargs["choices"][0])
     else:
       kwargs["type"] = hint
     parser.add_argument(_flag(field.name), **kwargs)

@@ -16,7 +16,9 @@ the jitted step. Two recipes, each choice an option::
             5 transforms = 700 pairs per step, x computed once and its prediction
             repeated (``--repeats 5``); x and x' in separate forward passes
             (``--batchnorm separate``); 5 heads of 10 clusters only; Adam 1e-4;
-            evaluation with each batch's statistics (``--eval-statistics batch``).
+            evaluation with each batch's statistics (``--eval-statistics batch``);
+            ClusterNet6c's 5x5 convolutions and initialisation (``--conv-size 5
+            --init official``).
 
 Every evaluation matches each main head's clusters to the test labels
 (Hungarian) and logs its accuracy; the summary reports per seed the best head
@@ -96,6 +98,14 @@ class Config(TrainConfig):
     "BatchNorm at evaluation: the running averages, or each evaluation batch's "
     "statistics (the official code)",
   )
+  conv_size: Literal[3, 5] = option(
+    3, "the backbone's square convolutions: 3 (the Keras book) or 5 (the official ClusterNet6c)"
+  )
+  init: Literal["flax", "official"] = option(
+    "flax",
+    "weight initialisation: flax's defaults (LeCun normal) or the official code's (He normal "
+    "convolutions, heads N(0, 0.01), zero biases)",
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -133,6 +143,8 @@ VARIANTS = {
     transforms="official",
     batchnorm="separate",
     eval_statistics="batch",
+    conv_size=5,
+    init="official",
     eval_every=500,
     log_every=50,
     checkpoint_every=500,
@@ -146,6 +158,8 @@ def _make_net(cfg: Config, key) -> IICNet:
     num_heads=cfg.heads,
     overcluster_heads=cfg.overcluster_heads,
     input_size=INPUT_SIZE,
+    kernel_size=cfg.conv_size,
+    init=cfg.init,
     compute_dtype=jnp.dtype(cfg.compute_dtype),
     rngs=nnx.Rngs(key),
   )

@@ -5,30 +5,69 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn import linear
 
-from gapmmd_jax.models._layers import max_pool
+from gapmmd_jax.models._layers import conv_general_dilated, max_pool
 
 WIDTHS = (64, 128, 256, 512)
+INITS = ("flax", "official")
+# The official IIC networks' initialisation (xu-ji/IIC, VGGNet._initialize_weights): He
+# normal convolutions (fan in, ReLU gain, not truncated), linear layers N(0, 0.01), zero biases.
+_OFFICIAL_CONV_INIT = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+_OFFICIAL_LINEAR_INIT = jax.nn.initializers.normal(0.01)
+_FLAX_KERNEL_INIT = linear.default_kernel_init  # nnx.Conv's and nnx.Linear's default
+
+
+def _check_init(init: str) -> None:
+  if init not in INITS:
+    raise ValueError(f"init must be one of {INITS}, got {init!r}.")
+
+
+def head(features: int, outputs: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
+  """A linear head, initialised as flax's default or the official IIC code's."""
+  _check_init(init)
+  kernel_init = _FLAX_KERNEL_INIT if init == "flax" else _OFFICIAL_LINEAR_INIT
+  return nnx.Linear(features, outputs, kernel_init=kernel_init, rngs=rngs)
 
 
 class VGGBackbone(nnx.Module):
-  """64-M-128-M-256-M-512 (3x3 conv, BatchNorm, ReLU; M = max-pool 2), flattened.
+  """64-M-128-M-256-M-512 (``kernel_size`` square conv, BatchNorm, ReLU; M = max-pool 2),
+  flattened: the Keras book's with 3x3 convolutions, the official ClusterNet6c with 5x5.
 
   ``train=True`` normalises with the batch statistics and updates the running
   ones; ``train=False`` uses the running statistics, unless
   ``batch_statistics=True`` (the official IIC code's evaluation, whose
   BatchNorm keeps no running statistics). ``compute_dtype`` is the dtype the
   convolutions take their inputs and weights in (``jnp.bfloat16`` for bfloat16
-  products); parameters, BatchNorm and the output stay float32.
+  products); parameters, BatchNorm and the output stay float32. ``init``:
+  ``"flax"`` (LeCun normal) or ``"official"`` (He normal, as the official code).
   """
 
   def __init__(
-    self, in_channels: int = 1, *, compute_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs
+    self,
+    in_channels: int = 1,
+    *,
+    kernel_size: int = 3,
+    init: str = "flax",
+    compute_dtype: jnp.dtype = jnp.float32,
+    rngs: nnx.Rngs,
   ):
+    _check_init(init)
+    if kernel_size < 1 or kernel_size % 2 == 0:
+      raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}.")
+    kernel_init = _FLAX_KERNEL_INIT if init == "flax" else _OFFICIAL_CONV_INIT
     self.convs = nnx.List(
       [
         nnx.Conv(
-          c_in, c_out, (3, 3), padding="SAME", use_bias=False, dtype=compute_dtype, rngs=rngs
+          c_in,
+          c_out,
+          (kernel_size, kernel_size),
+          padding="SAME",
+          use_bias=False,
+          dtype=compute_dtype,
+          kernel_init=kernel_init,
+          conv_general_dilated=conv_general_dilated,  # a fast path for kernels above the image
+          rngs=rngs,
         )
         for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)
       ]
@@ -56,7 +95,8 @@ class VGGBackbone(nnx.Module):
 
 class IICNet(nnx.Module):
   """The backbone, then ``num_heads`` linear heads of ``num_clusters`` and
-  ``overcluster_heads`` heads of ``overcluster_clusters``."""
+  ``overcluster_heads`` heads of ``overcluster_clusters`` (``kernel_size``, ``init``: as
+  :class:`VGGBackbone`, ``init`` for the heads too)."""
 
   def __init__(
     self,
@@ -67,14 +107,18 @@ class IICNet(nnx.Module):
     overcluster_clusters: int = 50,
     in_channels: int = 1,
     input_size: int = 24,
+    kernel_size: int = 3,
+    init: str = "flax",
     compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    self.backbone = VGGBackbone(in_channels, compute_dtype=compute_dtype, rngs=rngs)
+    self.backbone = VGGBackbone(
+      in_channels, kernel_size=kernel_size, init=init, compute_dtype=compute_dtype, rngs=rngs
+    )
     flat = VGGBackbone.output_size(input_size)
-    self.heads = nnx.List([nnx.Linear(flat, num_clusters, rngs=rngs) for _ in range(num_heads)])
+    self.heads = nnx.List([head(flat, num_clusters, init, rngs) for _ in range(num_heads)])
     self.overcluster = nnx.List(
-      [nnx.Linear(flat, overcluster_clusters, rngs=rngs) for _ in range(overcluster_heads)]
+      [head(flat, overcluster_clusters, init, rngs) for _ in range(overcluster_heads)]
     )
 
   def __call__(

@@ -1,4 +1,4 @@
-"""The reshape max-pool shared by the models."""
+"""The layers shared by the models: the reshape max-pool, the convolution with a fast path."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gapmmd_jax.models._layers import max_pool
+from gapmmd_jax.models._layers import conv_general_dilated, max_pool
+from gapmmd_jax.models._vgg import VGGBackbone
 
 
 def _numpy_max_pool(x: np.ndarray, w: int) -> np.ndarray:
@@ -38,3 +39,56 @@ def test_tied_maxima_share_the_gradient():
   x = jnp.ones((1, 2, 2, 1))
   grad = jax.grad(lambda a: jnp.sum(max_pool(a)))(x)
   np.testing.assert_allclose(grad, np.full((1, 2, 2, 1), 0.25))
+
+
+@pytest.mark.parametrize(
+  "image, kernel",
+  [((3, 3, 4), (5, 5, 4, 6)), ((2, 5, 3), (5, 3, 3, 2)), ((1, 1, 2), (3, 3, 2, 3))],
+)
+def test_kernels_larger_than_the_image_as_slices_match_the_convolution(image, kernel):
+  """The slices path (a kernel larger than the image) gives the 'SAME' convolution's values
+  and gradients (float64 NumPy reference of the sum); smaller kernels take the plain path."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, *image)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
+  dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  ours = lambda a, b: conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn)
+  lax_conv = lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=dn)
+  (k_h, k_w), (h, wd) = kernel[:2], image[:2]
+  xp = np.pad(np.asarray(x, np.float64), ((0, 0), (k_h // 2,) * 2, (k_w // 2,) * 2, (0, 0)))
+  reference = sum(
+    xp[:, i : i + h, j : j + wd] @ np.asarray(w, np.float64)[i, j]
+    for i in range(k_h)
+    for j in range(k_w)
+  )
+  np.testing.assert_allclose(ours(x, w), reference, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(lax_conv(x, w), reference, rtol=1e-5, atol=1e-5)
+  weights = jnp.asarray(rng.normal(size=reference.shape), jnp.float32)
+  grads = [
+    jax.grad(lambda a, b: jnp.sum(weights * f(a, b)), argnums=(0, 1))(x, w)
+    for f in (ours, lax_conv)
+  ]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  odd_within = lambda k, size: min(k, size) - (min(k, size) % 2 == 0)
+  small = w[: odd_within(k_h, h), : odd_within(k_w, wd)]  # within the image: the plain path
+  np.testing.assert_array_equal(ours(x, small), lax_conv(x, small))
+
+
+def test_the_vgg_backbone_uses_the_slices_path_for_5x5_on_3x3():
+  """ClusterNet6c's last 5x5 convolution meets a 3x3 map: it is lowered as slices (3
+  convolutions in the program, not 4) and the output is the plain convolution's (within
+  float32 rounding)."""
+  net = VGGBackbone(kernel_size=5, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(1).random((2, 24, 24, 1)), jnp.float32)
+
+  def convolutions():
+    graphdef, state = nnx.split(net)
+    forward = lambda state, a: nnx.merge(graphdef, state)(a, train=False)
+    return jax.jit(forward).lower(state, x).as_text().count("stablehlo.convolution")
+
+  ours, ours_count = net(x, train=True), convolutions()
+  for conv in net.convs:
+    conv.conv_general_dilated = jax.lax.conv_general_dilated
+  assert (ours_count, convolutions()) == (3, 4)
+  np.testing.assert_allclose(ours, net(x, train=True), rtol=1e-4, atol=1e-4)
