@@ -23,7 +23,7 @@ def _check_init(init: str) -> None:
     raise ValueError(f"init must be one of {INITS}, got {init!r}.")
 
 
-def head(features: int, outputs: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
+def linear_head(features: int, outputs: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
   """A linear head, initialised as flax's default or the official IIC code's."""
   _check_init(init)
   kernel_init = _FLAX_KERNEL_INIT if init == "flax" else _OFFICIAL_LINEAR_INIT
@@ -66,7 +66,7 @@ class VGGBackbone(nnx.Module):
           use_bias=False,
           dtype=compute_dtype,
           kernel_init=kernel_init,
-          conv_general_dilated=conv_general_dilated,  # a fast path for kernels above the image
+          conv_general_dilated=conv_general_dilated,  # fast for kernels larger than the map
           rngs=rngs,
         )
         for c_in, c_out in zip((in_channels, *WIDTHS[:-1]), WIDTHS)
@@ -116,9 +116,9 @@ class IICNet(nnx.Module):
       in_channels, kernel_size=kernel_size, init=init, compute_dtype=compute_dtype, rngs=rngs
     )
     flat = VGGBackbone.output_size(input_size)
-    self.heads = nnx.List([head(flat, num_clusters, init, rngs) for _ in range(num_heads)])
+    self.heads = nnx.List([linear_head(flat, num_clusters, init, rngs) for _ in range(num_heads)])
     self.overcluster = nnx.List(
-      [head(flat, overcluster_clusters, init, rngs) for _ in range(overcluster_heads)]
+      [linear_head(flat, overcluster_clusters, init, rngs) for _ in range(overcluster_heads)]
     )
 
   def __call__(
