@@ -7,7 +7,9 @@
 #
 # For machines that are lent by the minute (a batch queue's time limit, a borrowed GPU):
 # call it again with the same arguments on the same machine and the run goes on from its
-# last checkpoint (`--checkpoint-every` sets how much a stop can lose). Runs
+# last checkpoint (on the time limit `timeout` sends SIGTERM, and the run stops after the
+# step in flight with a checkpoint there; only a harder kill loses the steps since
+# `--checkpoint-every`'s last one). Runs
 # `python3 -m gapmmd_jax.cli` from this checkout, so it needs no install where jax, flax,
 # optax, chex, scipy, tqdm and matplotlib are present. MNIST comes from $GAPMMD_DATA_DIR,
 # else from `.device-data/mnist` in the checkout (git-ignored; copy ../shared/data/mnist
@@ -17,7 +19,7 @@
 set -uo pipefail
 
 if [[ $# -lt 4 ]]; then
-  sed -n '2,16p' "$0" >&2
+  sed -n '2,18p' "$0" >&2
   exit 2
 fi
 seconds=$1 run_name=$2 dest=$3 experiment=$4

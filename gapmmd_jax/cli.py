@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.distributed:
       _initialize_distributed()
     return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
-  from gapmmd_jax.train import NonFiniteError
+  from gapmmd_jax.train import NonFiniteError, StopRequested, stop_on_signals, stop_signal
 
   module = args.module
   try:
@@ -119,7 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.distributed:
       _initialize_distributed()
-    module.run(cfg, args.variant)
+    # One process: SIGINT / SIGTERM stop the run cleanly (a checkpoint and the summary at
+    # the step reached) and the command exits with 128 + the signal's number.
+    with stop_on_signals(enabled=not args.distributed):
+      try:
+        module.run(cfg, args.variant)
+      except StopRequested as e:
+        print(f"gapmmd {args.command}: {e}", file=sys.stderr)
+      stopped_by = stop_signal()
+    if stopped_by is not None:
+      print(f"gapmmd {args.command}: stopped early by a signal", file=sys.stderr)
+      return 128 + stopped_by
   except NonFiniteError as e:
     print(f"gapmmd {args.command}: error: {e}", file=sys.stderr)
     return 1

@@ -5,8 +5,10 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -179,6 +181,31 @@ def test_auto_xla_applies_in_a_fresh_process_and_is_recorded(mnist_dir, tmp_path
   config = json.loads((tmp_path / "r" / "config.json").read_text())
   assert summary["xla_flags"] == config["xla_flags"] == " ".join(_xla_flags.setting_flags(setting))
   assert len(summary["devices"]) == setting.host_devices
+
+
+def test_sigterm_stops_a_run_cleanly_with_its_checkpoint_and_summary(mnist_dir, tmp_path):
+  """SIGTERM (what `timeout` and batch queues send) once training has logged: the run stops
+  after the step in flight with a checkpoint and a summary there, and the command exits
+  with 128 + 15; `--resume` would continue from that step."""
+  run_dir = tmp_path / "r"
+  command = [sys.executable, "-m", "gapmmd_jax.cli", "vat", "--variant", "quick"]
+  command += ["--epochs", "50", "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path)]
+  command += ["--run-name", "r", "--no-progress"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as process:
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+      time.sleep(0.2)  # the first metrics row: the step has compiled and runs
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  assert "SIGTERM: stopping after the step in flight" in stderr
+  summary = json.loads((run_dir / "summary.json").read_text())
+  assert summary["stopped_by"] == "SIGTERM" and not summary["complete"]
+  assert 0 < summary["steps"] < summary["planned_steps"]
+  assert (run_dir / "checkpoint.msgpack").is_file()
+  rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert max(r["step"] for r in rows if r["split"] == "eval") == summary["steps"]
 
 
 def test_help_lists_every_option_with_variant_values(capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gapmmd_jax import config as config_lib, plotting
 from gapmmd_jax.data import _batching
-from gapmmd_jax.train import _rundir
+from gapmmd_jax.train import _rundir, _stop
 from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig
 
 PyTree = Any
@@ -302,13 +303,25 @@ def num_steps(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
   return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
 
 
+def _signal_name(signum: int | None) -> str | None:
+  return None if signum is None else signal.Signals(signum).name
+
+
 def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
+
+  A stop request (:func:`~gapmmd_jax.train._stop.request_stop`; the ``gapmmd``
+  command makes one of SIGINT or SIGTERM) ends the run after the step in flight,
+  with an evaluation, a checkpoint and the summary (``stopped_by``) there.
 
   Returns:
     :class:`Result` with the final (host) states, eval metrics per seed and
     the summary that was written.
   """
+  if _stop.stop_signal() is not None:
+    raise _stop.StopRequested(
+      f"{task.name}: not started, a stop was requested ({_signal_name(_stop.stop_signal())})."
+    )
   mesh = data_mesh()
   devices = mesh.devices.size
   if cfg.batch_size % devices:
@@ -462,6 +475,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
         host_states = _to_host(states)
         host_states["state"] = task.host_update(host_states["state"], done)
         states = _batching.put_replicated(host_states, mesh)
+      if _stop.stop_signal() is not None and done < end:  # stop here, cleanly
+        end = done
       if done % cfg.log_every == 0 or done == end:
         host = _to_host(metrics)
         run.append_metrics(
@@ -520,6 +535,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     "devices": [str(d) for d in jax.devices()],
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "steps_per_call": cfg.steps_per_call,
+    "stopped_by": _signal_name(_stop.stop_signal()) if end < total_steps else None,
     "final_eval": {k: _mean_std(v) for k, v in final_eval.items()},
   }
   run.write_json(_rundir.SUMMARY_FILE, summary)

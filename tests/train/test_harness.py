@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +13,15 @@ import numpy as np
 import pytest
 
 import gapmmd_jax as g
-from gapmmd_jax.train import NonFiniteError, _rundir, fit
+from gapmmd_jax.train import (
+  NonFiniteError,
+  StopRequested,
+  _rundir,
+  fit,
+  request_stop,
+  stop_on_signals,
+  stop_signal,
+)
 
 from . import tiny_task
 
@@ -149,6 +158,37 @@ def test_host_update_runs_between_steps_on_every_seed(task, tmp_path):
   result = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), epochs=2.0))
   assert calls == [10, 20]
   np.testing.assert_array_equal(result.state["state"]["params"]["b"], 0.0)
+
+
+def test_a_stop_request_ends_the_run_cleanly_and_resume_continues_it(task, reference, tmp_path):
+  """A stop requested during step 6 (as the gapmmd command does on SIGINT / SIGTERM): the run
+  ends at step 6 with an evaluation, a checkpoint and its summary there; a later fit refuses to
+  start; resuming reaches the uninterrupted run's parameters."""
+
+  def host_update(states, step):
+    request_stop(signal.SIGTERM)
+    return states
+
+  hooked = dataclasses.replace(task, host_update=host_update, host_update_every=6)
+  with stop_on_signals(enabled=False):  # the request is undone when the block ends
+    stopped = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1)))
+    with pytest.raises(StopRequested, match=r"not started, a stop was requested \(SIGTERM\)"):
+      fit(task, tiny_task.config(tmp_path / "later", seeds=(0, 1)))
+  assert stop_signal() is None
+  assert (stopped.summary["steps"], stopped.summary["stopped_by"]) == (6, "SIGTERM")
+  assert not stopped.summary["complete"]
+  assert [r["step"] for r in stopped.run_dir.read_metrics() if r["split"] == "eval"] == [
+    6,
+    6,
+  ]  # one per seed
+  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  assert resumed.summary["resumed_from_step"] == 6 and resumed.summary["stopped_by"] is None
+  np.testing.assert_allclose(
+    resumed.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-6,
+    atol=1e-7,
+  )
 
 
 def _free_port() -> int:
