@@ -310,7 +310,7 @@ def _signal_name(signum: int | None) -> str | None:
 def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
 
-  A stop request (:func:`~gapmmd_jax.train._stop.request_stop`; the ``gapmmd``
+  A stop request (:func:`~gapmmd_jax.train.request_stop`; the ``gapmmd``
   command makes one of SIGINT or SIGTERM) ends the run after the step in flight,
   with an evaluation, a checkpoint and the summary (``stopped_by``) there.
 
