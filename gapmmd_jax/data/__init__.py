@@ -4,6 +4,7 @@ from gapmmd_jax.data._augment import (
   centre_crop,
   crop_resize,
   iic_official_transform,
+  keras_book_transform,
   random_rotate_or_crop,
   random_translate,
 )
@@ -29,6 +30,7 @@ __all__ = [
   "crop_resize",
   "epoch_permutations",
   "iic_official_transform",
+  "keras_book_transform",
   "load_backgrounds",
   "load_cluttered_mnist",
   "load_mnist",

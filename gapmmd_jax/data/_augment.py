@@ -34,13 +34,14 @@ def random_translate(key: jax.Array, images: jax.Array, max_shift: int) -> jax.A
   return jax.vmap(crop)(padded, starts)
 
 
-def _affine_sample(
-  image: jax.Array, matrix: jax.Array, offset: jax.Array, out_size: int
-) -> jax.Array:
-  """Bilinear samples of ``image [H, W, C]`` at ``matrix @ (i, j) + offset`` for an
-  ``out_size``-square output grid; zero outside the image."""
+def _affine_coords(matrix: jax.Array, offset: jax.Array, out_size: int) -> jax.Array:
+  """``[2, out_size, out_size]``: ``matrix @ (i, j) + offset`` at every output pixel."""
   grid = jnp.stack(jnp.meshgrid(jnp.arange(out_size), jnp.arange(out_size), indexing="ij"))
-  coords = jnp.einsum("ab,bhw->ahw", matrix, grid.astype(jnp.float32)) + offset[:, None, None]
+  return jnp.einsum("ab,bhw->ahw", matrix, grid.astype(jnp.float32)) + offset[:, None, None]
+
+
+def _bilinear(image: jax.Array, coords: jax.Array) -> jax.Array:
+  """Bilinear samples of ``image [H, W, C]`` at ``coords [2, h, w]``; zero outside the image."""
   channels = [
     jax.scipy.ndimage.map_coordinates(
       image[..., c], list(coords), order=1, mode="constant", cval=0.0
@@ -48,6 +49,14 @@ def _affine_sample(
     for c in range(image.shape[-1])
   ]
   return jnp.stack(channels, axis=-1)
+
+
+def _affine_sample(
+  image: jax.Array, matrix: jax.Array, offset: jax.Array, out_size: int
+) -> jax.Array:
+  """Bilinear samples of ``image [H, W, C]`` at ``matrix @ (i, j) + offset`` for an
+  ``out_size``-square output grid; zero outside the image."""
+  return _bilinear(image, _affine_coords(matrix, offset, out_size))
 
 
 def centre_crop(images: jax.Array, size: int) -> jax.Array:
@@ -69,7 +78,8 @@ def random_rotate_or_crop(
   Per image, with equal chance: the central ``out_size`` crop rotated by an
   angle uniform in ``[-max_degrees, max_degrees]`` about its centre, or a
   square crop of a side drawn from ``crop_sizes`` at a uniform position,
-  resized to ``out_size``.
+  resized to ``out_size``. An approximation of the Keras book's transform, which
+  :func:`keras_book_transform` makes exactly.
 
   Args:
     key: PRNG key; the same key gives the same transforms.
@@ -109,6 +119,91 @@ def random_rotate_or_crop(
     return _affine_sample(image, matrix, offset, out_size)
 
   return jax.vmap(one)(images.astype(jnp.float32), rotate, angle, sizes, corner)
+
+
+def _mirror(coords: jax.Array, size: jax.Array | float) -> jax.Array:
+  """``coords`` reflected into ``[0, size - 1]`` about the edge pixels (``... c b | a b c ...``,
+  SciPy's ``mirror`` mode, scikit-image's ``reflect``)."""
+  period = 2 * (size - 1)
+  folded = jnp.abs(coords) % period
+  return jnp.where(folded > size - 1, period - folded, folded)
+
+
+def _resize_coords(size: jax.Array | float, out_size: int) -> jax.Array:
+  """``[2, out_size, out_size]``: where ``skimage.transform.resize`` samples a ``size``
+  square for output pixel ``(i, j)``, ``(o + 1/2) size / out_size - 1/2`` per axis, mirrored."""
+  axis = _mirror((jnp.arange(out_size) + 0.5) * (size / out_size) - 0.5, size)
+  return jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"))
+
+
+def keras_book_transform(
+  key: jax.Array,
+  images: jax.Array,
+  *,
+  out_size: int = 24,
+  max_degrees: int = 20,
+  crop_margins: tuple[int, ...] = (8, 10, 12),
+) -> jax.Array:
+  """The Keras book's IIC and MINE transform ``x'``, as its data generator makes it with
+  scikit-image (Atienza, *Advanced Deep Learning with Keras*, ch. 13, ``data_generator.py``).
+
+  Per image, with equal chance:
+
+  * the whole image rotated about its centre by an integer angle uniform in
+    ``[-max_degrees, max_degrees)`` degrees, counter-clockwise as displayed
+    (``skimage.transform.rotate``: bilinear, zeros outside), then resized to ``out_size``;
+  * a square of side ``H - m``, ``m`` drawn from ``crop_margins``, at the offsets
+    ``(m // 2, m // 2)`` with probability 1/2 and otherwise at integer offsets uniform in
+    ``[0, m]``, resized to ``out_size``.
+
+  Resizing is ``skimage.transform.resize``'s bilinear one: output pixel ``o`` samples
+  ``(o + 1/2) side / out_size - 1/2`` along each axis, mirrored at the edges; its
+  anti-aliasing filter is the identity while the shrink factor stays under 1.25, the only
+  case accepted. :func:`random_rotate_or_crop` is this project's earlier approximation
+  (rotating the centre crop, crops always at a random position).
+
+  Args:
+    key: PRNG key; the same key gives the same transforms.
+    images: ``[B, H, H, C]`` float images.
+
+  Returns:
+    ``[B, out_size, out_size, C]`` float32 images; bilinear, so values stay within the
+    input's range and 0.
+  """
+  if images.ndim != 4 or images.shape[1] != images.shape[2]:
+    raise ValueError(f"images must be square [B, H, H, C], got shape {images.shape}.")
+  batch, size = images.shape[0], images.shape[1]
+  if not size < 1.25 * out_size:
+    raise ValueError(
+      f"out_size={out_size} shrinks the {size}x{size} images by 1.25 or more, where "
+      "scikit-image would blur them first; not supported."
+    )
+  if max_degrees < 1 or not crop_margins or any(not 0 <= m <= size - 2 for m in crop_margins):
+    raise ValueError(
+      f"need max_degrees >= 1 and crop margins in [0, {size - 2}], got {max_degrees} and "
+      f"{crop_margins}."
+    )
+  k_rotate, k_angle, k_margin, k_centred, k_offset = jax.random.split(key, 5)
+  rotate = jax.random.bernoulli(k_rotate, 0.5, (batch,))
+  degrees = jax.random.randint(k_angle, (batch,), -max_degrees, max_degrees)
+  margins = jnp.asarray(crop_margins, jnp.float32)[
+    jax.random.randint(k_margin, (batch,), 0, len(crop_margins))
+  ]
+  centred = jax.random.bernoulli(k_centred, 0.5, (batch, 1))
+  uniform = jnp.floor(jax.random.uniform(k_offset, (batch, 2)) * (margins[:, None] + 1))
+  offsets = jnp.where(centred, jnp.floor(margins / 2)[:, None], uniform)
+  centre = jnp.full(2, (size - 1) / 2.0)
+
+  def one(image, rotate, degrees, margin, offset):
+    cos, sin = jnp.cos(jnp.deg2rad(degrees)), jnp.sin(jnp.deg2rad(degrees))
+    turn = jnp.asarray([[cos, sin], [-sin, cos]])  # (row, col) of the output -> of the input
+    turned = _affine_sample(image, turn, centre - turn @ centre, size)
+    rotated = _bilinear(turned, _resize_coords(float(size), out_size))
+    side = size - margin
+    cropped = _bilinear(image, _resize_coords(side, out_size) + offset[:, None, None])
+    return jnp.where(rotate, rotated, cropped)
+
+  return jax.vmap(one)(images.astype(jnp.float32), rotate, degrees, margins, offsets)
 
 
 def _crop_matrix(size: jax.Array, out_size: int) -> jax.Array:

@@ -41,15 +41,23 @@ def centre_crops(images: jax.Array, size: int = 24) -> jax.Array:
   return data.centre_crop(to_unit_float(images), size)
 
 
+def keras_transform(name: str, key: jax.Array, images: jax.Array, size: int = 24) -> jax.Array:
+  """``x'`` of float ``[B, H, W, C]`` images by the transforms ``name``: ``"keras"``
+  (:func:`gapmmd_jax.data.random_rotate_or_crop`) or ``"keras-book"``
+  (:func:`gapmmd_jax.data.keras_book_transform`); ``[B, size, size, C]`` float32."""
+  if name == "keras":
+    return data.random_rotate_or_crop(key, images, out_size=size)
+  if name == "keras-book":
+    return data.keras_book_transform(key, images, out_size=size)
+  raise ValueError(f"transforms must be 'keras' or 'keras-book', got {name!r}.")
+
+
 def augmented_pairs(
-  key: jax.Array, images: jax.Array, size: int = 24
+  key: jax.Array, images: jax.Array, size: int = 24, transforms: str = "keras"
 ) -> tuple[jax.Array, jax.Array]:
   """IIC-style pairs of uint8 ``[B, H, W, C]`` images: the ``size`` centre crops, and a random
-  rotation or crop-and-resize of each (:func:`gapmmd_jax.data.random_rotate_or_crop`), float32."""
-  return (
-    centre_crops(images, size),
-    data.random_rotate_or_crop(key, to_unit_float(images), out_size=size),
-  )
+  transform of each by :func:`keras_transform` ``transforms``, float32."""
+  return centre_crops(images, size), keras_transform(transforms, key, to_unit_float(images), size)
 
 
 def gradient_step(

@@ -47,6 +47,7 @@ from gapmmd_jax.experiments._common import (
   centre_crops,
   gradient_step,
   image_split,
+  keras_transform,
   to_unit_float,
 )
 from gapmmd_jax.losses import iic_loss
@@ -79,11 +80,12 @@ class Config(TrainConfig):
     "transformed copies x' of each image per step; x goes through the "
     "network once and its prediction is repeated (the official run: 5)",
   )
-  transforms: Literal["keras", "official"] = option(
+  transforms: Literal["keras", "keras-book", "official"] = option(
     "keras",
-    "pair transforms: keras (x the centre crop, x' a rotation or a crop) or official "
-    "(x a random 20-crop, x' a rotation with p = 0.5, a 16/20/24 crop and a brightness / "
-    "contrast jitter; all resized to 24)",
+    "pair transforms: keras (x the centre crop, x' a rotation of it or a crop), keras-book "
+    "(the Keras book's generator exactly: x' the whole image rotated by an integer angle, "
+    "or a crop centred half the time) or official (x a random 20-crop, x' a rotation with "
+    "p = 0.5, a 16/20/24 crop and a brightness / contrast jitter); all resized to 24",
   )
   batchnorm: Literal["joint", "separate"] = option(
     "joint", "x and x' through one forward pass (shared batch statistics) or two"
@@ -101,11 +103,16 @@ class Config(TrainConfig):
   conv_size: Literal[3, 5] = option(
     3, "the backbone's square convolutions: 3 (the Keras book) or 5 (the official ClusterNet6c)"
   )
-  init: Literal["flax", "official"] = option(
+  init: Literal["flax", "official", "keras"] = option(
     "flax",
-    "weight initialisation: flax's defaults (LeCun normal) or the official code's (He normal "
-    "convolutions, heads N(0, 0.01), zero biases)",
+    "weight initialisation: flax's defaults (LeCun normal), the official code's (He normal "
+    "convolutions, heads N(0, 0.01)) or the Keras book's (truncated He normal, Glorot "
+    "uniform heads); zero biases",
   )
+  bn_momentum: float = option(
+    0.9, "BatchNorm's running-average momentum (flax and PyTorch: 0.9; Keras: 0.99)"
+  )
+  bn_epsilon: float = option(1e-5, "BatchNorm's epsilon (flax and PyTorch: 1e-5; Keras: 1e-3)")
 
   def __post_init__(self):
     super().__post_init__()
@@ -160,6 +167,8 @@ def _make_net(cfg: Config, key) -> IICNet:
     input_size=INPUT_SIZE,
     kernel_size=cfg.conv_size,
     init=cfg.init,
+    momentum=cfg.bn_momentum,
+    epsilon=cfg.bn_epsilon,
     compute_dtype=jnp.dtype(cfg.compute_dtype),
     rngs=nnx.Rngs(key),
   )
@@ -170,10 +179,8 @@ def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Arr
   ``x'`` holds ``repeats`` transforms of the whole batch, one batch after another."""
   unit = to_unit_float(images)
   copies = jnp.tile(unit, (cfg.repeats, 1, 1, 1))
-  if cfg.transforms == "keras":
-    return centre_crops(images, INPUT_SIZE), data.random_rotate_or_crop(
-      key, copies, out_size=INPUT_SIZE
-    )
+  if cfg.transforms != "official":
+    return centre_crops(images, INPUT_SIZE), keras_transform(cfg.transforms, key, copies)
   key_x, key_bar = jax.random.split(key)
   return (
     data.crop_resize(key_x, unit, crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE),
@@ -182,9 +189,9 @@ def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Arr
 
 
 def eval_inputs(cfg: Config, images: jax.Array) -> jax.Array:
-  """The deterministic evaluation input: the centre 24 crop (keras) or the centre 20 crop
-  resized to 24 (official)."""
-  if cfg.transforms == "keras":
+  """The deterministic evaluation input: the centre 24 crop (keras, keras-book) or the
+  centre 20 crop resized to 24 (official)."""
+  if cfg.transforms != "official":
     return centre_crops(images, INPUT_SIZE)
   return data.crop_resize(None, to_unit_float(images), crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE)
 

@@ -10,9 +10,16 @@ training-set latents and evaluated on the test set; for comparison with the
 Keras reference, whose probe was trained and evaluated on the test set, that
 number is reported too, labelled as such.
 
-The ``keras`` variant follows the Keras book's run (``mine-13.8.1.py``):
-batches of 1024 pairs for 200 epochs (~12M pairs), x and x' encoded in
-separate calls (``--batchnorm separate``: separate BatchNorm statistics). ::
+The ``keras`` variant follows the Keras book's run (``mine-13.8.1.py``,
+``vgg.py``, ``data_generator.py``): batches of 1024 pairs for 200 epochs (~12M
+pairs), x and x' encoded in separate calls (``--batchnorm separate``: separate
+BatchNorm statistics), the book's transforms exactly (``--transforms
+keras-book``), its initialisation and BatchNorm constants (``--init keras
+--bn-momentum 0.99 --bn-epsilon 1e-3``), and its probe protocol beside ours
+(``--keras-probe``: at every epoch's end one warm-started probe trains 20 more
+epochs on the test-set latents and is tested on them; the best over epochs is
+its number); ours is trained at every evaluation too (``--probe-every-eval``),
+for its curve over training. ::
 
   gapmmd mine-cluster                    # 1 seed, 10 epochs, latent dimension 10
   gapmmd mine-cluster --variant quick    # smoke run
@@ -22,6 +29,8 @@ separate calls (``--batchnorm separate``: separate BatchNorm statistics). ::
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -44,6 +53,11 @@ from gapmmd_jax.train import Result, Task, TrainConfig, fit
 NAME = "mine-cluster"
 INPUT_SIZE = 24
 NUM_CLASSES = 10
+# The Keras book's probe protocol: per evaluation its probe fits 10 epochs, then 10 more,
+# in batches of 128, with Keras's Adam defaults.
+KERAS_PROBE_EPOCHS = 20
+KERAS_PROBE_BATCH = 128
+_KERAS_PROBE_TX = optax.adam(1e-3, eps=1e-7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +76,32 @@ class Config(TrainConfig):
   )
   batchnorm: Literal["joint", "separate"] = option(
     "joint", "x and x' through one encoder call (shared batch statistics) or two (Keras)"
+  )
+  transforms: Literal["keras", "keras-book"] = option(
+    "keras",
+    "x' of each image: keras (a rotation of the centre crop, or a crop at a random "
+    "position) or keras-book (the Keras book's generator exactly: the whole image rotated "
+    "by an integer angle, or a crop centred half the time); resized to 24",
+  )
+  init: Literal["flax", "keras"] = option(
+    "flax",
+    "weight initialisation: flax's defaults (LeCun normal) or the Keras book's (truncated "
+    "He normal convolutions, Glorot uniform dense layers); zero biases",
+  )
+  bn_momentum: float = option(
+    0.9, "BatchNorm's running-average momentum (flax and PyTorch: 0.9; Keras: 0.99)"
+  )
+  bn_epsilon: float = option(1e-5, "BatchNorm's epsilon (flax and PyTorch: 1e-5; Keras: 1e-3)")
+  keras_probe: bool = option(
+    False,
+    "also the Keras book's probe protocol at every evaluation: one probe, warm-started "
+    "from the last evaluation, trained 20 more epochs (batch 128) on the test-set latents "
+    "and tested on them; the best over evaluations is reported, labelled as such",
+  )
+  probe_every_eval: bool = option(
+    False,
+    "also the linear probe (training-set latents -> test set) at every evaluation, for its "
+    "curve over training (one pass of the encoder over the training images each time)",
   )
 
   def __post_init__(self):
@@ -86,13 +126,20 @@ VARIANTS = {
     probe_epochs=3,
   ),
   "default": Config(epochs=10.0, batch_size=256, eval_every=200, log_every=20),
+  # One Keras epoch is 58 steps of 1024 pairs; the book evaluates at every epoch's end.
   "keras": Config(
     epochs=200.0,
     batch_size=1024,
     batchnorm="separate",
-    eval_every=500,
-    log_every=20,
-    checkpoint_every=250,
+    transforms="keras-book",
+    init="keras",
+    bn_momentum=0.99,
+    bn_epsilon=1e-3,
+    keras_probe=True,
+    probe_every_eval=True,
+    eval_every=58,
+    log_every=29,
+    checkpoint_every=232,
   ),
 }
 DEFAULT_VARIANT = "default"
@@ -103,21 +150,40 @@ def _make_net(cfg: Config, key) -> MineEncoder:
     latent_dim=cfg.latent_dim,
     hidden=cfg.statistic_hidden,
     input_size=INPUT_SIZE,
+    init=cfg.init,
+    momentum=cfg.bn_momentum,
+    epsilon=cfg.bn_epsilon,
     compute_dtype=jnp.dtype(cfg.compute_dtype),
     rngs=nnx.Rngs(key),
   )
 
 
+def _latent_encoder(cfg: Config) -> Callable[[Any, Any, np.ndarray], np.ndarray]:
+  """``(params, batch_stats, uint8 images [N, 28, 28, 1]) -> latents [N, latent_dim]`` of one
+  replica: centre crops, BatchNorm's running statistics, 1000 images per call."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
+
+  @jax.jit
+  def encode(params, stats, images):
+    return nnx.merge(graphdef, params, stats).encode(centre_crops(images, INPUT_SIZE), train=False)
+
+  def latents(params, stats, images):
+    chunks = np.array_split(images, max(1, len(images) // 1000))
+    return np.concatenate([np.asarray(encode(params, stats, chunk)) for chunk in chunks])
+
+  return latents
+
+
 def build_task(cfg: Config) -> Task:
   """The MINE-clustering task of ``cfg``."""
-  train_data, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
-  train_data = {"image": train_data["image"]}  # unsupervised
+  labelled_train, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
+  train_data = {"image": labelled_train["image"]}  # unsupervised
   tx = optax.adam(cfg.learning_rate)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
 
   def statistics(model, images, key, *, train):
     transform_key, shuffle_key = jax.random.split(key)
-    x, x_bar = augmented_pairs(transform_key, images, INPUT_SIZE)
+    x, x_bar = augmented_pairs(transform_key, images, INPUT_SIZE, cfg.transforms)
     if cfg.batchnorm == "joint":
       z = model.encode(jnp.concatenate([x, x_bar]), train=train)
       z, z_bar = z[: len(x)], z[len(x) :]
@@ -127,7 +193,10 @@ def build_task(cfg: Config) -> Task:
 
   def init(key):
     _, params, stats = nnx.split(_make_net(cfg, key), nnx.Param, nnx.BatchStat)
-    return {"params": params, "batch_stats": stats, "opt_state": tx.init(params)}
+    state = {"params": params, "batch_stats": stats, "opt_state": tx.init(params)}
+    if cfg.keras_probe:
+      state["keras_probe"] = keras_probe_init(jax.random.fold_in(key, 1), cfg.latent_dim)
+    return state
 
   def loss_fn(params, stats, images, key):
     model = nnx.merge(graphdef, params, stats, copy=True)  # fresh Variables in this trace
@@ -149,6 +218,37 @@ def build_task(cfg: Config) -> Task:
   def finish_eval(means):
     return {"mi_bound": means["t_joint"] - np.log(means["exp_t_marginal"])}
 
+  encode = _latent_encoder(cfg)
+
+  def probes(states, step):
+    """The probes of every evaluation, per seed (host states, leading seed axis): the Keras
+    book's warm-started one (kept in the state) and / or a fresh linear probe."""
+    metrics: dict[str, list] = {}
+    kept = []
+    for i, seed in enumerate(cfg.seeds):
+      replica = jax.tree.map(lambda a, i=i: a[i], states)
+      params, stats = replica["params"], replica["batch_stats"]
+      test_z = encode(params, stats, eval_data["image"])
+      if cfg.keras_probe:
+        key = jax.random.fold_in(jax.random.key(seed), step)
+        kept.append(keras_probe_round(replica["keras_probe"], test_z, eval_data["label"], key))
+        metrics.setdefault("keras_probe_accuracy", []).append(kept[-1]["last"])
+        metrics.setdefault("keras_probe_best", []).append(kept[-1]["best"])
+      if cfg.probe_every_eval:
+        accuracy = linear_probe(
+          jax.random.key(seed),  # the key of the final probe
+          encode(params, stats, labelled_train["image"]),
+          labelled_train["label"],
+          test_z,
+          eval_data["label"],
+          epochs=cfg.probe_epochs,
+          learning_rate=cfg.probe_learning_rate,
+        )
+        metrics.setdefault("probe_accuracy", []).append(accuracy)
+    if kept:
+      states = {**states, "keras_probe": jax.tree.map(lambda *a: np.stack(a), *kept)}
+    return states, {name: np.asarray(values) for name, values in metrics.items()}
+
   return Task(
     name=NAME,
     init=init,
@@ -157,7 +257,90 @@ def build_task(cfg: Config) -> Task:
     train_data=train_data,
     eval_data=eval_data,
     finish_eval=finish_eval,
+    host_eval=probes if cfg.keras_probe or cfg.probe_every_eval else None,
   )
+
+
+def _probe_params(key: jax.Array, latent_dim: int) -> dict[str, jax.Array]:
+  """The probe dense(256) -> dense(10) as Keras initialises it: Glorot uniform, zero biases."""
+  k1, k2 = jax.random.split(key)
+  glorot = jax.nn.initializers.glorot_uniform()
+  return {
+    "w1": glorot(k1, (latent_dim, 256)),
+    "b1": jnp.zeros(256),
+    "w2": glorot(k2, (256, NUM_CLASSES)),
+    "b2": jnp.zeros(NUM_CLASSES),
+  }
+
+
+def _probe_logits(params: dict[str, jax.Array], z: jax.Array) -> jax.Array:
+  """``[N, latent_dim] -> [N, 10]``: two dense layers, no non-linearity between them."""
+  return (z @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+
+def keras_probe_init(key: jax.Array, latent_dim: int) -> dict[str, Any]:
+  """The Keras protocol's probe before its first evaluation: parameters, Adam state, and its
+  last and best accuracies (0)."""
+  params = _probe_params(key, latent_dim)
+  return {
+    "params": params,
+    "opt_state": _KERAS_PROBE_TX.init(params),
+    "last": jnp.zeros(()),
+    "best": jnp.zeros(()),
+  }
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size"))
+def keras_probe_round(
+  probe: dict[str, Any],
+  latents: jax.Array,
+  labels: jax.Array,
+  key: jax.Array,
+  *,
+  epochs: int = KERAS_PROBE_EPOCHS,
+  batch_size: int = KERAS_PROBE_BATCH,
+) -> dict[str, Any]:
+  """One evaluation of the Keras book's probe protocol (``mine-13.8.1.py``, ``MINE.eval``).
+
+  The probe of the last evaluation trains ``epochs`` more epochs on ``latents [N, L]`` and
+  ``labels [N]`` (shuffled each epoch, batches of ``batch_size`` with the last one partial,
+  as Keras's ``fit``; mean cross-entropy, Adam 1e-3) and is tested on the same latents.
+
+  Returns:
+    the probe with its parameters, Adam state, ``last`` accuracy and ``best`` over rounds.
+  """
+  n = len(latents)
+  steps = -(-n // batch_size)
+  weights = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size).astype(jnp.float32)
+
+  def epoch(carry, epoch_key):
+    order = jnp.pad(jax.random.permutation(epoch_key, n), (0, steps * batch_size - n))
+
+    def step(carry, batch):
+      params, opt_state = carry
+      rows, weight = batch
+
+      def loss(p):
+        ce = optax.softmax_cross_entropy_with_integer_labels(
+          _probe_logits(p, latents[rows]), labels[rows]
+        )
+        return jnp.sum(weight * ce) / jnp.sum(weight)
+
+      updates, opt_state = _KERAS_PROBE_TX.update(jax.grad(loss)(params), opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    return jax.lax.scan(step, carry, (order.reshape(steps, batch_size), weights))[0], None
+
+  (params, opt_state), _ = jax.lax.scan(
+    epoch, (probe["params"], probe["opt_state"]), jax.random.split(key, epochs)
+  )
+  accuracy = jnp.mean(jnp.argmax(_probe_logits(params, latents), -1) == labels)
+  return {
+    "params": params,
+    "opt_state": opt_state,
+    "last": accuracy,
+    "best": jnp.maximum(probe["best"], accuracy),
+  }
 
 
 def linear_probe(
@@ -173,17 +356,9 @@ def linear_probe(
 ) -> float:
   """Test accuracy of dense(256) -> dense(10), no non-linearity, trained with Adam."""
   init_key, order_key = jax.random.split(key)
-  k1, k2 = jax.random.split(init_key)
-  glorot = jax.nn.initializers.glorot_uniform()
-  params = {
-    "w1": glorot(k1, (train_z.shape[1], 256)),
-    "b1": jnp.zeros(256),
-    "w2": glorot(k2, (256, NUM_CLASSES)),
-    "b2": jnp.zeros(NUM_CLASSES),
-  }
+  params = _probe_params(init_key, train_z.shape[1])
   mean, std = train_z.mean(0), train_z.std(0) + 1e-6  # the probe sees standardised latents
   train_z, test_z = (train_z - mean) / std, (test_z - mean) / std
-  logits = lambda p, z: (z @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
   tx = optax.adam(learning_rate)
   steps = max(1, len(train_z) // batch_size)
 
@@ -191,7 +366,7 @@ def linear_probe(
     def step(carry, rows):
       p, opt = carry
       loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        logits(p, train_z[rows]), train_y[rows]
+        _probe_logits(p, train_z[rows]), train_y[rows]
       ).mean()
       updates, opt = tx.update(jax.grad(loss)(p), opt, p)
       return (optax.apply_updates(p, updates), opt), None
@@ -203,53 +378,44 @@ def linear_probe(
   (params, _), _ = jax.jit(lambda c, k: jax.lax.scan(epoch, c, k))(
     (params, tx.init(params)), jax.random.split(order_key, epochs)
   )
-  return float(jnp.mean(jnp.argmax(logits(params, jnp.asarray(test_z)), -1) == test_y))
+  return float(jnp.mean(jnp.argmax(_probe_logits(params, jnp.asarray(test_z)), -1) == test_y))
 
 
 def run(cfg: Config, variant: str = "custom") -> Result:
   """Trains the encoder, probes its latents per seed and writes the summary."""
   task = build_task(cfg)
   result = fit(task, cfg, variant=variant)
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
+  encode = _latent_encoder(cfg)
   train_split, test_split = image_split(cfg, "train"), task.eval_data
-
-  @jax.jit
-  def encode(params, stats, images):
-    return nnx.merge(graphdef, params, stats).encode(centre_crops(images, INPUT_SIZE), train=False)
+  final = result.state["state"]
 
   probes = []
   for i, seed in enumerate(cfg.seeds):
-    params, stats = (
-      jax.tree.map(lambda a, i=i: a[i], result.state["state"][k]) for k in ("params", "batch_stats")
-    )
+    params, stats = (jax.tree.map(lambda a, i=i: a[i], final[k]) for k in ("params", "batch_stats"))
     latents = {
-      name: np.concatenate(
-        [
-          np.asarray(encode(params, stats, chunk))
-          for chunk in np.array_split(split["image"], max(1, len(split["image"]) // 1000))
-        ]
-      )
+      name: encode(params, stats, split["image"])
       for name, split in (("train", train_split), ("test", test_split))
     }
     key = jax.random.key(seed)
     kwargs: dict[str, Any] = dict(epochs=cfg.probe_epochs, learning_rate=cfg.probe_learning_rate)
-    probes.append(
-      {
-        "seed": seed,
-        "probe_accuracy": linear_probe(
-          key,
-          latents["train"],
-          train_split["label"],
-          latents["test"],
-          test_split["label"],
-          **kwargs,
-        ),
-        "probe_trained_on_test_accuracy": linear_probe(
-          key, latents["test"], test_split["label"], latents["test"], test_split["label"], **kwargs
-        ),
-      }
-    )
-  for name in ("probe_accuracy", "probe_trained_on_test_accuracy"):
+    probe = {
+      "seed": seed,
+      "probe_accuracy": linear_probe(
+        key,
+        latents["train"],
+        train_split["label"],
+        latents["test"],
+        test_split["label"],
+        **kwargs,
+      ),
+      "probe_trained_on_test_accuracy": linear_probe(
+        key, latents["test"], test_split["label"], latents["test"], test_split["label"], **kwargs
+      ),
+    }
+    if cfg.keras_probe:  # the best over the run's evaluations
+      probe["keras_protocol_accuracy"] = float(final["keras_probe"]["best"][i])
+    probes.append(probe)
+  for name in [k for k in probes[0] if k != "seed"]:
     values = np.asarray([p[name] for p in probes])
     result.summary[name] = {
       "per_seed": values.tolist(),
@@ -259,9 +425,15 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   result.run_dir.write_json("summary.json", result.summary)
   print(f"\n{NAME} ({variant}), latent dimension {cfg.latent_dim}")
   for p in probes:
-    print(
+    line = (
       f"seed {p['seed']}: linear probe (train -> test) {100 * p['probe_accuracy']:.2f}%, "
       f"probe trained and tested on the test set {100 * p['probe_trained_on_test_accuracy']:.2f}%"
     )
+    if "keras_protocol_accuracy" in p:
+      line += (
+        f", the Keras book's protocol (warm-started probe on the test set, best over "
+        f"evaluations) {100 * p['keras_protocol_accuracy']:.2f}%"
+      )
+    print(line)
   print(f"run directory: {result.run_dir.path}")
   return result

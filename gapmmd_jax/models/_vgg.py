@@ -10,24 +10,35 @@ from flax.nnx.nn import linear
 from gapmmd_jax.models._layers import conv_general_dilated, max_pool
 
 WIDTHS = (64, 128, 256, 512)
-INITS = ("flax", "official")
-# The official IIC networks' initialisation (xu-ji/IIC, VGGNet._initialize_weights): He
-# normal convolutions (fan in, ReLU gain, not truncated), linear layers N(0, 0.01), zero biases.
-_OFFICIAL_CONV_INIT = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-_OFFICIAL_LINEAR_INIT = jax.nn.initializers.normal(0.01)
-_FLAX_KERNEL_INIT = linear.default_kernel_init  # nnx.Conv's and nnx.Linear's default
+INITS = ("flax", "official", "keras")
+# Per initialisation, (convolution kernels, linear kernels); biases start at zero in all.
+# flax: LeCun normal, nnx.Conv's and nnx.Linear's default. official: the official IIC
+# networks' (xu-ji/IIC, VGGNet._initialize_weights), He normal (fan in, ReLU gain, not
+# truncated) and N(0, 0.01). keras: the Keras book's, he_normal (truncated at two standard
+# deviations, as Keras draws it) and Keras Dense's glorot_uniform.
+_KERNEL_INITS = {
+  "flax": (linear.default_kernel_init, linear.default_kernel_init),
+  "official": (
+    jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+    jax.nn.initializers.normal(0.01),
+  ),
+  "keras": (
+    jax.nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"),
+    jax.nn.initializers.glorot_uniform(),
+  ),
+}
 
 
-def _check_init(init: str) -> None:
+def _kernel_inits(init: str) -> tuple[nnx.Initializer, nnx.Initializer]:
+  """``(convolution, linear)`` kernel initialisers of ``init`` (one of :data:`INITS`)."""
   if init not in INITS:
     raise ValueError(f"init must be one of {INITS}, got {init!r}.")
+  return _KERNEL_INITS[init]
 
 
 def linear_head(features: int, outputs: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
-  """A linear head, initialised as flax's default or the official IIC code's."""
-  _check_init(init)
-  kernel_init = _FLAX_KERNEL_INIT if init == "flax" else _OFFICIAL_LINEAR_INIT
-  return nnx.Linear(features, outputs, kernel_init=kernel_init, rngs=rngs)
+  """A linear layer initialised as ``init`` says (one of :data:`INITS`)."""
+  return nnx.Linear(features, outputs, kernel_init=_kernel_inits(init)[1], rngs=rngs)
 
 
 class VGGBackbone(nnx.Module):
@@ -39,8 +50,11 @@ class VGGBackbone(nnx.Module):
   ``batch_statistics=True`` (the official IIC code's evaluation, whose
   BatchNorm keeps no running statistics). ``compute_dtype`` is the dtype the
   convolutions take their inputs and weights in (``jnp.bfloat16`` for bfloat16
-  products); parameters, BatchNorm and the output stay float32. ``init``:
-  ``"flax"`` (LeCun normal) or ``"official"`` (He normal, as the official code).
+  products); parameters, BatchNorm and the output stay float32. ``init``: one of
+  :data:`INITS`, ``"flax"`` (LeCun normal), ``"official"`` (He normal, as the official
+  IIC code) or ``"keras"`` (truncated He normal, as the Keras book). BatchNorm's
+  ``momentum`` (of the running averages) and ``epsilon``: flax's and PyTorch's 0.9 and
+  1e-5 by default, Keras's are 0.99 and 1e-3.
   """
 
   def __init__(
@@ -49,13 +63,16 @@ class VGGBackbone(nnx.Module):
     *,
     kernel_size: int = 3,
     init: str = "flax",
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
     compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    _check_init(init)
+    kernel_init = _kernel_inits(init)[0]
     if kernel_size < 1 or kernel_size % 2 == 0:
       raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}.")
-    kernel_init = _FLAX_KERNEL_INIT if init == "flax" else _OFFICIAL_CONV_INIT
+    if not (0 <= momentum < 1 and epsilon > 0):
+      raise ValueError(f"need 0 <= momentum < 1 and epsilon > 0, got {momentum} and {epsilon}.")
     self.convs = nnx.List(
       [
         nnx.Conv(
@@ -73,7 +90,10 @@ class VGGBackbone(nnx.Module):
       ]
     )
     self.norms = nnx.List(
-      [nnx.BatchNorm(c, momentum=0.9, dtype=jnp.float32, rngs=rngs) for c in WIDTHS]
+      [
+        nnx.BatchNorm(c, momentum=momentum, epsilon=epsilon, dtype=jnp.float32, rngs=rngs)
+        for c in WIDTHS
+      ]
     )
 
   @staticmethod
@@ -95,8 +115,8 @@ class VGGBackbone(nnx.Module):
 
 class IICNet(nnx.Module):
   """The backbone, then ``num_heads`` linear heads of ``num_clusters`` and
-  ``overcluster_heads`` heads of ``overcluster_clusters`` (``kernel_size``, ``init``: as
-  :class:`VGGBackbone`, ``init`` for the heads too)."""
+  ``overcluster_heads`` heads of ``overcluster_clusters`` (``kernel_size``, ``init``,
+  ``momentum``, ``epsilon``: as :class:`VGGBackbone`, ``init`` for the heads too)."""
 
   def __init__(
     self,
@@ -109,11 +129,19 @@ class IICNet(nnx.Module):
     input_size: int = 24,
     kernel_size: int = 3,
     init: str = "flax",
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
     compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
     self.backbone = VGGBackbone(
-      in_channels, kernel_size=kernel_size, init=init, compute_dtype=compute_dtype, rngs=rngs
+      in_channels,
+      kernel_size=kernel_size,
+      init=init,
+      momentum=momentum,
+      epsilon=epsilon,
+      compute_dtype=compute_dtype,
+      rngs=rngs,
     )
     flat = VGGBackbone.output_size(input_size)
     self.heads = nnx.List([linear_head(flat, num_clusters, init, rngs) for _ in range(num_heads)])
@@ -132,7 +160,14 @@ class IICNet(nnx.Module):
 
 
 class MineEncoder(nnx.Module):
-  """The backbone and a dense latent layer, plus MINE's statistics network on latent pairs."""
+  """The backbone and a dense latent layer, plus MINE's statistics network on latent pairs
+  (``init``, ``momentum``, ``epsilon``: as :class:`VGGBackbone`, ``init`` for the dense
+  layers too).
+
+  ``T(z, z')`` is ``out(relu(W [z; z'] + b))``. The Keras book builds it as ``Dense(z) +
+  Dense(z')``: the same function, but each half of ``W`` initialised as its own ``[L, H]``
+  layer and with two biases, each moved by its own Adam step; ``init="keras"`` does both.
+  """
 
   def __init__(
     self,
@@ -141,13 +176,33 @@ class MineEncoder(nnx.Module):
     hidden: int = 1024,
     in_channels: int = 1,
     input_size: int = 24,
+    init: str = "flax",
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
     compute_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    self.backbone = VGGBackbone(in_channels, compute_dtype=compute_dtype, rngs=rngs)
-    self.latent = nnx.Linear(VGGBackbone.output_size(input_size), latent_dim, rngs=rngs)
-    self.statistic_hidden = nnx.Linear(2 * latent_dim, hidden, rngs=rngs)
-    self.statistic_out = nnx.Linear(hidden, 1, rngs=rngs)
+    self.backbone = VGGBackbone(
+      in_channels,
+      init=init,
+      momentum=momentum,
+      epsilon=epsilon,
+      compute_dtype=compute_dtype,
+      rngs=rngs,
+    )
+    self.latent = linear_head(VGGBackbone.output_size(input_size), latent_dim, init, rngs)
+    linear_init = _kernel_inits(init)[1]
+    keras = init == "keras"
+
+    def halves(key, shape, dtype=jnp.float32):  # Keras: one [L, H] Dense per latent
+      keys = jax.random.split(key)
+      return jnp.concatenate([linear_init(k, (shape[0] // 2, shape[1]), dtype) for k in keys])
+
+    self.statistic_hidden = nnx.Linear(
+      2 * latent_dim, hidden, kernel_init=halves if keras else linear_init, rngs=rngs
+    )
+    self.statistic_bias_other = nnx.Param(jnp.zeros(hidden)) if keras else None
+    self.statistic_out = linear_head(hidden, 1, init, rngs)
 
   def encode(self, x: jax.Array, *, train: bool) -> jax.Array:
     """``[B, 24, 24, C]`` -> ``[B, latent_dim]``."""
@@ -155,5 +210,7 @@ class MineEncoder(nnx.Module):
 
   def statistic(self, z: jax.Array, z_other: jax.Array) -> jax.Array:
     """``T(z, z_other)``: ``[B, latent]`` twice -> ``[B]``."""
-    hidden = nnx.relu(self.statistic_hidden(jnp.concatenate([z, z_other], axis=-1)))
-    return self.statistic_out(hidden)[:, 0]
+    hidden = self.statistic_hidden(jnp.concatenate([z, z_other], axis=-1))
+    if self.statistic_bias_other is not None:
+      hidden = hidden + self.statistic_bias_other[...]
+    return self.statistic_out(nnx.relu(hidden))[:, 0]

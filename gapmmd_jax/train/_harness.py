@@ -62,6 +62,13 @@ class Task:
       replica before every evaluation, with the device-resident training
       data; its result is what ``eval_step`` sees (and is not kept), e.g. a
       state with BatchNorm statistics measured over the training set.
+    host_eval: optional ``(states, step) -> (states, metrics)`` run on the host
+      at every evaluation, before ``eval_step``, on the states of all seeds
+      (NumPy, leading seed axis); for evaluations with a state of their own,
+      such as a probe warm-started from one evaluation to the next. The states
+      it returns are kept (and checkpointed); its ``metrics``, ``[S]`` arrays,
+      are logged with the evaluation's. Not run when ``--resume`` finds the run
+      already finished (that evaluation would train its state once more).
     seed_data: optional ``seed -> dict of host arrays`` that differ between
       seeds but stay fixed during training (e.g. a seed's labelled subset);
       ``init``'s state, which must then be a dict, gets them under
@@ -78,6 +85,7 @@ class Task:
   host_update_every: int = 1
   finish_eval: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
   prepare_eval: Callable[[PyTree, dict], PyTree] | None = None
+  host_eval: Callable[[PyTree, int], tuple[PyTree, dict[str, np.ndarray]]] | None = None
   seed_data: Callable[[int], dict[str, np.ndarray]] | None = None
 
 
@@ -419,10 +427,17 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       )
     run.write_json(_rundir.CONFIG_FILE, resolved)
 
-  def log_eval(step: int) -> dict[str, np.ndarray]:
+  def log_eval(step: int, *, host_eval: bool = True) -> dict[str, np.ndarray]:
+    nonlocal states
+    kept: dict[str, np.ndarray] = {}
+    if host_eval and task.host_eval is not None:
+      host_states = _to_host(states)
+      host_states["state"], kept = task.host_eval(host_states["state"], step)
+      states = _batching.put_replicated(host_states, mesh)
     metrics = evaluate(states["state"], train_data)
     if task.finish_eval is not None:
       metrics = task.finish_eval(metrics)
+    metrics = {**metrics, **kept}
     run.append_metrics(
       [
         {
@@ -515,7 +530,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   train_seconds = time.perf_counter() - wall_start
   steady_steps = end - start - first_call_steps
   if eval_metrics is None:  # resumed a run that had already finished
-    eval_metrics = log_eval(end)
+    eval_metrics = log_eval(end, host_eval=False)
 
   final_eval = {k: [float(x) for x in v] for k, v in eval_metrics.items()}
   summary = {

@@ -1,13 +1,16 @@
-"""On-device random translation: exact shifts, determinism, no new values."""
+"""On-device augmentation: exact shifts, determinism, ranges, and the Keras book's transform
+against its own scikit-image calls."""
 
 import jax
 import numpy as np
 import pytest
+from skimage import transform as skimage_transform
 
 from gapmmd_jax.data import (
   centre_crop,
   crop_resize,
   iic_official_transform,
+  keras_book_transform,
   random_rotate_or_crop,
   random_translate,
 )
@@ -129,3 +132,66 @@ def test_official_iic_transform_without_rotation_and_jitter_is_a_crop():
   np.testing.assert_allclose(tiny, plain, atol=1e-4)
   with pytest.raises(ValueError, match="jitter"):
     iic_official_transform(jax.random.key(0), images, jitter=1.5)
+
+
+def _keras_book_candidates(image: np.ndarray, max_degrees: int = 20) -> dict[tuple, np.ndarray]:
+  """Every output the Keras book's generator can make from one ``[28, 28, 1]`` image, by its
+  own calls to scikit-image, keyed by ``("rotate", degrees)`` or ``("crop", margin, dy, dx)``."""
+  image = image.astype(np.float64)
+  out = {
+    ("rotate", angle): skimage_transform.resize(skimage_transform.rotate(image, angle), (24, 24, 1))
+    for angle in range(-max_degrees, max_degrees)
+  }
+  for margin in (8, 10, 12):
+    side = 28 - margin
+    for dy in range(margin + 1):
+      for dx in range(margin + 1):
+        crop = image[dy : dy + side, dx : dx + side]
+        out[("crop", margin, dy, dx)] = skimage_transform.resize(crop, (24, 24, 1))
+  return out
+
+
+def _matched_candidates(images: np.ndarray, outputs: np.ndarray, max_degrees: int) -> list:
+  """The one scikit-image candidate each output equals (float tolerance)."""
+  kinds = []
+  for image, out in zip(images, outputs):
+    matches = [
+      name
+      for name, reference in _keras_book_candidates(image, max_degrees).items()
+      if np.allclose(out, reference, atol=2e-5)
+    ]
+    assert len(matches) == 1, matches
+    kinds.append(matches[0])
+  return kinds
+
+
+def test_keras_book_transform_is_the_books_scikit_image_pipeline():
+  """Each output is one of the book's scikit-image outputs (float64), and the draws cover
+  rotations, centred crops and uncentred crops in about the book's proportions."""
+  rng = np.random.default_rng(6)
+  images = rng.random((48, 28, 28, 1)).astype(np.float32)
+  outputs = np.asarray(keras_book_transform(jax.random.key(0), images))
+  assert outputs.shape == (48, 24, 24, 1) and outputs.dtype == np.float32
+  kinds = _matched_candidates(images, outputs, 20)
+  rotations = [k for k in kinds if k[0] == "rotate"]
+  centred = [k for k in kinds if k[0] == "crop" and k[2] == k[3] == k[1] // 2]
+  assert 12 <= len(rotations) <= 36  # P = 0.999 for Binomial(48, 1/2)
+  assert len(centred) >= 3 and len(kinds) - len(rotations) - len(centred) >= 3
+  assert len(set(rotations)) > 5
+  # Angles in [-1, 1) tell the rotation's direction (the wider range is symmetric but for -20).
+  one_degree = keras_book_transform(jax.random.key(1), images[:16], max_degrees=1)
+  assert ("rotate", -1) in _matched_candidates(images[:16], np.asarray(one_degree), 1)
+
+
+def test_keras_book_transform_determinism_and_bad_input():
+  images = np.random.default_rng(7).random((8, 28, 28, 1)).astype(np.float32)
+  a = np.asarray(keras_book_transform(jax.random.key(0), images))
+  np.testing.assert_array_equal(a, keras_book_transform(jax.random.key(0), images))
+  assert not np.array_equal(a, keras_book_transform(jax.random.key(1), images))
+  assert a.min() >= 0.0 and a.max() <= images.max() + 1e-6
+  with pytest.raises(ValueError, match="square"):
+    keras_book_transform(jax.random.key(0), images[:, :, :27])
+  with pytest.raises(ValueError, match=r"1\.25"):
+    keras_book_transform(jax.random.key(0), images, out_size=20)
+  with pytest.raises(ValueError, match="crop margins"):
+    keras_book_transform(jax.random.key(0), images, crop_margins=(27,))

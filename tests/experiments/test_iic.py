@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gapmmd_jax import cli
+from gapmmd_jax import cli, data
 from gapmmd_jax.experiments import iic
 from gapmmd_jax.losses import iic_loss
 from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy
@@ -217,3 +217,21 @@ def test_official_recipe_smoke_run(mnist_dir, tmp_path):
   assert 0.1 < summary["heads"][0]["best_head_accuracy"] <= 1.0
   assert summary["pairs_seen"] == summary["steps"] * 32 * 3
   assert (tmp_path / "p" / "accuracy_vs_pairs.png").is_file()
+
+
+def test_keras_book_transforms_and_initialisation_options():
+  """``--transforms keras-book``: x the centre crop, x' the book's transform of every repeat;
+  evaluation on centre crops. ``--init keras``: Glorot uniform heads, zero biases."""
+  cfg = iic.Config(transforms="keras-book", repeats=2, init="keras")
+  images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1)), jnp.uint8)
+  key = jax.random.key(3)
+  x, x_bar = iic.pair_inputs(cfg, key, images)
+  unit = images.astype(jnp.float32) / 255.0
+  np.testing.assert_array_equal(x, data.centre_crop(unit, 24))
+  np.testing.assert_array_equal(x_bar, data.keras_book_transform(key, jnp.tile(unit, (2, 1, 1, 1))))
+  np.testing.assert_array_equal(iic.eval_inputs(cfg, images), x)
+  net = IICNet(num_heads=1, overcluster_heads=0, init="keras", rngs=nnx.Rngs(0))
+  kernel = np.asarray(net.heads[0].kernel[...])
+  bound = np.sqrt(6.0 / sum(kernel.shape))
+  assert 0.95 * bound < np.abs(kernel).max() <= bound
+  np.testing.assert_array_equal(net.heads[0].bias[...], 0.0)

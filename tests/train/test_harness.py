@@ -160,6 +160,45 @@ def test_host_update_runs_between_steps_on_every_seed(task, tmp_path):
   np.testing.assert_array_equal(result.state["state"]["params"]["b"], 0.0)
 
 
+def test_host_eval_keeps_its_state_logs_its_metrics_and_resumes(task, reference, tmp_path):
+  """A counter kept by ``host_eval`` in the state: logged at every evaluation, checkpointed,
+  continued by ``--resume``, left alone when resuming a finished run; training unchanged."""
+  calls = []
+
+  def host_eval(states, step):
+    calls.append(step)
+    assert states["count"].shape == (2, 1)  # NumPy, every seed
+    count = states["count"] + 1.0
+    return {**states, "count": count}, {"evaluations": count[:, 0]}
+
+  def init(key):
+    return {**task.init(key), "count": np.zeros((1,), np.float32)}
+
+  def train_step(state, batch, key):
+    inner, metrics = task.train_step(state, batch, key)
+    return {**inner, "count": state["count"]}, metrics
+
+  hooked = dataclasses.replace(task, init=init, train_step=train_step, host_eval=host_eval)
+  first = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), stop_after=14))
+  assert calls == [7, 14]
+  resumed = fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  assert calls == [7, 14, 21, 25]
+  rows = [r for r in resumed.run_dir.read_metrics() if r["split"] == "eval"]
+  assert [(r["step"], r["evaluations"]) for r in rows if r["seed"] == 1] == [
+    (7, 1.0),
+    (14, 2.0),
+    (21, 3.0),
+    (25, 4.0),
+  ]
+  np.testing.assert_array_equal(resumed.state["state"]["count"], 4.0)
+  assert resumed.summary["final_eval"]["evaluations"]["mean"] == 4.0
+  np.testing.assert_allclose(
+    resumed.state["state"]["params"]["w"], reference.state["state"]["params"]["w"], rtol=1e-6
+  )
+  fit(hooked, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))  # already finished
+  assert calls == [7, 14, 21, 25] and first.summary["steps"] == 14
+
+
 def test_a_stop_request_ends_the_run_cleanly_and_resume_continues_it(task, reference, tmp_path):
   """A stop requested during step 6 (as the gapmmd command does on SIGINT / SIGTERM): the run
   ends at step 6 with an evaluation, a checkpoint and its summary there; a later fit refuses to
