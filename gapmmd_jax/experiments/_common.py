@@ -77,3 +77,16 @@ def gradient_step(
     aux,
     grads,
   )
+
+
+def eval_curve(
+  rows: list[dict], key: str, scale: float = 100.0
+) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+  """``(steps, mean, std)`` of the evaluation metric ``key`` over seeds, per step that logged
+  it (``rows``: a run's ``metrics.jsonl``); values times ``scale``; ``std`` None for one seed."""
+  evals = [r for r in rows if r["split"] == "eval" and key in r]
+  steps = sorted({r["step"] for r in evals})
+  per_step = [[scale * r[key] for r in evals if r["step"] == s] for s in steps]
+  mean = np.asarray([np.mean(v) for v in per_step])
+  several = len({r["seed"] for r in evals}) > 1
+  return steps, mean, np.asarray([np.std(v) for v in per_step]) if several else None

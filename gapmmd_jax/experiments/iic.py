@@ -45,6 +45,7 @@ from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
   centre_crops,
+  eval_curve,
   gradient_step,
   image_split,
   keras_transform,
@@ -297,13 +298,9 @@ def head_selection(result: Result, cfg: Config) -> list[dict]:
 def plot_accuracy_vs_pairs(result: Result, cfg: Config) -> bool:
   """``accuracy_vs_pairs.png``: the best sub-head's test accuracy (mean +- std over seeds)
   against the image pairs seen, beside the official run's points."""
-  evals = [r for r in result.run_dir.read_metrics() if r["split"] == "eval"]
-  steps = sorted({r["step"] for r in evals})
+  steps, mean, std = eval_curve(result.run_dir.read_metrics(), "best_head_accuracy")
   if not steps:
     return False
-  per_step = [[100 * r["best_head_accuracy"] for r in evals if r["step"] == s] for s in steps]
-  mean = np.asarray([np.mean(a) for a in per_step])
-  std = np.asarray([np.std(a) for a in per_step]) if len(cfg.seeds) > 1 else None
   pairs = [s * cfg.batch_size * cfg.repeats for s in steps]
   return plotting.lines_with_bands(
     pairs,

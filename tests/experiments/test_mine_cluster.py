@@ -148,6 +148,7 @@ def test_quick_run(mnist_dir, tmp_path):
   curve = [r["probe_accuracy"] for r in rows if r["split"] == "eval"]
   assert len(curve) == 2  # the last evaluation's probe is the final one: same key, same latents
   assert summary["probe_accuracy"]["mean"] == pytest.approx(curve[-1])
+  assert (tmp_path / "q" / "accuracy_vs_pairs.png").stat().st_size > 0
 
 
 def test_keras_variant_is_the_books_recipe():
