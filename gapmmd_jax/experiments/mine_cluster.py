@@ -163,6 +163,7 @@ def _make_net(cfg: Config, key) -> MineEncoder:
   )
 
 
+@functools.cache  # one compiled encoder per config: the evaluations' probes and the final ones
 def _latent_encoder(cfg: Config) -> Callable[[Any, Any, np.ndarray], np.ndarray]:
   """``(params, batch_stats, uint8 images [N, 28, 28, 1]) -> latents [N, latent_dim]`` of one
   replica: centre crops, BatchNorm's running statistics, 1000 images per call."""
