@@ -25,7 +25,11 @@ class TrainConfig:
   checkpoint_every: int = option(1000, "checkpoint every N steps (and at the end)")
   out_dir: str = option("runs", "parent directory of run directories")
   run_name: str | None = option(None, "run directory name (default: experiment-variant-seeds)")
-  resume: bool = option(False, "continue the run in the run directory from its checkpoint")
+  resume: bool = option(
+    False,
+    "continue the run in the run directory from its checkpoint (a --run-name without one"
+    " starts there, so one command starts and continues a long run)",
+  )
   stop_after: int | None = option(
     None, "stop after N steps of this invocation (checkpointed); continue with --resume"
   )

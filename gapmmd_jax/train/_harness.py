@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -204,8 +205,6 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
 def _progress(total: int, initial: int, enabled: bool, name: str):
   if not enabled or jax.process_index() != 0:
     return None
-  import sys
-
   from tqdm.auto import tqdm
 
   return tqdm(
@@ -343,6 +342,11 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       cfg.out_dir, cfg.run_name, f"{task.name}-{variant}-{seeds_tag(cfg.seeds)}", cfg.resume
     )
   )
+  # A named run with nothing saved yet starts under --resume too, so that one
+  # command both starts a long run and continues it.
+  resuming = cfg.resume and run.file(_rundir.CHECKPOINT_FILE).exists()
+  if cfg.resume and not resuming:
+    print(f"--resume: no checkpoint in {run.path} yet: starting a new run there", file=sys.stderr)
   resolved = {
     "experiment": task.name,
     "variant": variant,
@@ -401,7 +405,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       "state": {**states["state"], "seed_data": _batching.put_replicated(stacked, mesh)},
     }
   start = 0
-  if cfg.resume:
+  if resuming:
     saved = run.read_json(_rundir.CONFIG_FILE)
     # A field added since the run was saved compares as its default value.
     defaults = config_lib.to_dict(type(cfg)())
@@ -456,7 +460,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   wall_start = time.perf_counter()
   permutations, epoch = None, -1
   eval_metrics = None
-  last_checkpoint = start if cfg.resume else None
+  last_checkpoint = start if resuming else None
   # Calls of several steps end where the host has work: at epoch, log, evaluation,
   # checkpoint and host-update steps, and at the end.
   periods = (
@@ -541,7 +545,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     "planned_steps": total_steps,
     "complete": end == total_steps,
     "steps_per_epoch": steps_per_epoch,
-    "resumed_from_step": start if cfg.resume else None,
+    "resumed_from_step": start if resuming else None,
     "train_seconds": train_seconds,
     "first_step_seconds": first_step_seconds if end > start else None,
     "steps_per_second": (

@@ -74,6 +74,20 @@ def test_resume_matches_uninterrupted_run(task, reference, tmp_path):
   assert resumed.final_eval == reference.final_eval
 
 
+def test_resume_of_a_named_run_without_a_checkpoint_starts_it(task, reference, tmp_path, capsys):
+  started = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  assert "no checkpoint" in capsys.readouterr().err
+  assert started.summary["resumed_from_step"] is None
+  np.testing.assert_allclose(
+    started.state["state"]["params"]["w"],
+    reference.state["state"]["params"]["w"],
+    rtol=1e-6,
+    atol=1e-7,
+  )
+  with pytest.raises(FileNotFoundError, match="--run-name"):  # an unnamed one has nothing to find
+    fit(task, tiny_task.config(tmp_path / "empty", run_name=None, resume=True))
+
+
 def test_resume_refuses_changed_config_and_overwrite(task, reference, tmp_path):
   fit(task, tiny_task.config(tmp_path, stop_after=2))
   with pytest.raises(ValueError, match="batch_size: saved 64, now 32"):
