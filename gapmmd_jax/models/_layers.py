@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # nnx.Conv's dimension numbers for 2-D convolutions: NHWC images, HWIO kernels.
 _NHWC_HWIO = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -29,15 +30,21 @@ def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs):
   """``jax.lax.conv_general_dilated`` for ``nnx.Conv(conv_general_dilated=...)``, except a 2-D
-  "SAME", stride-1, undilated convolution whose odd kernel is larger than the image: that
-  one is one matmul over the kernel's shifted slices of the zero-padded image, the same sum.
+  "SAME", stride-1, undilated convolution whose odd kernel is larger than the image, which is
+  one matmul, the same sums:
 
-  XLA's CPU backend takes a slow generic path for such a convolution (ClusterNet6c's 5x5
-  kernel on its last 3x3 feature map: 1.5 s forward for 32 images of 256 channels to 512,
-  against 21 ms as slices, on 2 cores). ``lhs`` ``[B, H, W, C]``, ``rhs`` ``[k, k, C, O]``.
+  - an image of fewer pixels than the kernel has taps: ``[B, H W C] @ [H W C, H W O]``, the
+    kernel's taps gathered into the matrix that maps every input pixel to every output pixel
+    (``(H W)^2`` products per channel pair instead of the padded ``H W k_h k_w``);
+  - otherwise over the kernel's shifted slices of the zero-padded image (im2col).
+
+  XLA's CPU backend takes a slow generic path for such a convolution. ClusterNet6c's 5x5
+  kernel on its last 3x3 feature map, 840 images of 256 channels to 512, forward and
+  backward on 2 cores: 11.1 s as XLA's convolution, 0.66 s as slices, 0.22 s as one dense
+  matrix. ``lhs`` ``[B, H, W, C]``, ``rhs`` ``[k_h, k_w, C, O]``.
   """
   undilated = all(tuple(kwargs.get(name) or (1, 1)) == (1, 1) for name in _DILATIONS)
-  as_slices = (
+  as_matmul = (
     rhs.ndim == 4
     and padding == "SAME"
     and tuple(window_strides) == (1, 1)
@@ -48,12 +55,34 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
     and all(k % 2 == 1 for k in rhs.shape[:2])
     and (rhs.shape[0] > lhs.shape[1] or rhs.shape[1] > lhs.shape[2])
   )
-  if not as_slices:
+  if not as_matmul:
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-  k_h, k_w = rhs.shape[:2]
-  height, width = lhs.shape[1:3]
+  precision = kwargs.get("precision")
+  k_h, k_w, _, features = rhs.shape
+  batch, height, width, _ = lhs.shape
+  if height * width < k_h * k_w:
+    return jnp.matmul(
+      lhs.reshape(batch, -1), _pixel_to_pixel_matrix(rhs, height, width), precision=precision
+    ).reshape(batch, height, width, features)
   padded = jnp.pad(lhs, ((0, 0), (k_h // 2, k_h // 2), (k_w // 2, k_w // 2), (0, 0)))
   columns = jnp.concatenate(
     [padded[:, i : i + height, j : j + width] for i in range(k_h) for j in range(k_w)], axis=-1
   )  # [B, H, W, k_h k_w C], taps in the kernel's row-major order
-  return jnp.matmul(columns, rhs.reshape(-1, rhs.shape[-1]), precision=kwargs.get("precision"))
+  return jnp.matmul(columns, rhs.reshape(-1, features), precision=precision)
+
+
+def _pixel_to_pixel_matrix(rhs: jax.Array, height: int, width: int) -> jax.Array:
+  """The "SAME" convolution with kernel ``rhs`` ``[k_h, k_w, C, O]`` on ``height x width``
+  images as a matrix ``[H W C, H W O]``: input pixel ``(p, q)`` reaches output pixel ``(i, j)``
+  through the tap ``(p - i + k_h // 2, q - j + k_w // 2)``, or not at all outside the kernel."""
+  k_h, k_w, channels, _ = rhs.shape
+  tap_y = np.subtract.outer(np.arange(height), np.arange(height)) + k_h // 2  # [p, i]
+  tap_x = np.subtract.outer(np.arange(width), np.arange(width)) + k_w // 2  # [q, j]
+  matrix = rhs[
+    np.clip(tap_y, 0, k_h - 1)[:, None, :, None], np.clip(tap_x, 0, k_w - 1)[None, :, None, :]
+  ]  # [p, q, i, j, C, O]
+  in_y, in_x = (tap_y >= 0) & (tap_y < k_h), (tap_x >= 0) & (tap_x < k_w)
+  inside = in_y[:, None, :, None] & in_x[None, :, None, :]
+  if not inside.all():
+    matrix = matrix * jnp.asarray(inside, rhs.dtype)[..., None, None]
+  return matrix.transpose(0, 1, 4, 2, 3, 5).reshape(height * width * channels, -1)

@@ -1,4 +1,4 @@
-"""The layers shared by the models: the reshape max-pool, the convolution with a fast path."""
+"""The layers shared by the models: the reshape max-pool, the convolution with fast paths."""
 
 import jax
 import jax.numpy as jnp
@@ -42,11 +42,16 @@ def test_tied_maxima_share_the_gradient():
 
 
 @pytest.mark.parametrize(
-  "image, kernel",
-  [((3, 3, 4), (5, 5, 4, 6)), ((2, 5, 3), (5, 3, 3, 2)), ((1, 1, 2), (3, 3, 2, 3))],
+  "image, kernel, path",
+  [
+    ((3, 3, 4), (5, 5, 4, 6), "gather"),  # 9 pixels, 25 taps: the pixel-to-pixel matrix
+    ((2, 5, 3), (5, 3, 3, 2), "gather"),  # 10 < 15, and taps outside the kernel (masked)
+    ((1, 1, 2), (3, 3, 2, 3), "gather"),
+    ((3, 12, 2), (5, 3, 2, 3), "concatenate"),  # 36 pixels, 15 taps: the shifted slices
+  ],
 )
-def test_kernels_larger_than_the_image_as_slices_match_the_convolution(image, kernel):
-  """The slices path (a kernel larger than the image) gives the 'SAME' convolution's values
+def test_kernels_larger_than_the_image_as_one_matmul_match_the_convolution(image, kernel, path):
+  """Both matmul paths (a kernel larger than the image) give the 'SAME' convolution's values
   and gradients (float64 NumPy reference of the sum); smaller kernels take the plain path."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, *image)), jnp.float32)
@@ -61,6 +66,8 @@ def test_kernels_larger_than_the_image_as_slices_match_the_convolution(image, ke
     for i in range(k_h)
     for j in range(k_w)
   )
+  program = str(jax.make_jaxpr(ours)(x, w))
+  assert path in program and "conv_general_dilated" not in program
   np.testing.assert_allclose(ours(x, w), reference, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(lax_conv(x, w), reference, rtol=1e-5, atol=1e-5)
   weights = jnp.asarray(rng.normal(size=reference.shape), jnp.float32)
@@ -75,8 +82,8 @@ def test_kernels_larger_than_the_image_as_slices_match_the_convolution(image, ke
   np.testing.assert_array_equal(ours(x, small), lax_conv(x, small))
 
 
-def test_the_vgg_backbone_uses_the_slices_path_for_5x5_on_3x3():
-  """ClusterNet6c's last 5x5 convolution meets a 3x3 map: it is lowered as slices (3
+def test_the_vgg_backbone_uses_a_matmul_for_5x5_on_3x3():
+  """ClusterNet6c's last 5x5 convolution meets a 3x3 map: it is lowered as a matmul (3
   convolutions in the program, not 4) and the output is the plain convolution's (within
   float32 rounding)."""
   net = VGGBackbone(kernel_size=5, rngs=nnx.Rngs(0))
