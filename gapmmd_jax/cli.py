@@ -1,4 +1,5 @@
-"""The ``gapmmd`` command: one subcommand per experiment, and ``gapmmd bench NAME``."""
+"""The ``gapmmd`` command: one subcommand per experiment, ``gapmmd bench NAME`` and
+``gapmmd curves RUN_DIR ...``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
   )
   bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
   bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark")
+  from gapmmd_jax import curves
+
+  doc = _plain_text((curves.__doc__ or "").strip())
+  curves.add_arguments(
+    sub.add_parser(
+      "curves",
+      help=doc.splitlines()[0].removeprefix("``gapmmd curves``: ").rstrip("."),
+      description=doc,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False,
+    )
+  )
   return parser
 
 
@@ -100,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.distributed:
       _initialize_distributed()
     return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
+  if args.command == "curves":
+    from gapmmd_jax import curves
+
+    return curves.run(args)
   from gapmmd_jax.train import NonFiniteError, StopRequested, stop_on_signals, stop_signal
 
   module = args.module

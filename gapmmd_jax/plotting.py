@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -119,18 +119,38 @@ def lines_with_bands(
   log_x: bool = False,
   reference: tuple[npt.ArrayLike, npt.ArrayLike, str] | None = None,
 ) -> bool:
-  """Mean lines with +-std bands, one per named series ``(mean, std or None)``.
+  """Mean lines with +-std bands, one per named series ``(mean, std or None)``, over a
+  shared ``x``; ``reference=(x, y, label)`` adds a dashed black line (e.g. a closed form)."""
+  return curves(
+    {name: (x, mean, std) for name, (mean, std) in series.items()},
+    path,
+    xlabel=xlabel,
+    ylabel=ylabel,
+    title=title,
+    log_x=log_x,
+    reference=reference,
+  )
 
-  ``reference=(x, y, label)`` adds a dashed black line (e.g. a closed form).
-  """
+
+def curves(
+  series: Mapping[str, tuple[npt.ArrayLike, np.ndarray, np.ndarray | None]],
+  path: pathlib.Path,
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str,
+  log_x: bool = False,
+  reference: tuple[npt.ArrayLike, npt.ArrayLike, str] | None = None,
+) -> bool:
+  """Mean lines with +-std bands, one per named series ``(x, mean, std or None)``, each
+  over its own ``x``; ``reference=(x, y, label)`` adds a dashed black line."""
   plt = _pyplot()
   if plt is None:
     return False
   fig, ax = plt.subplots(figsize=(6, 4))
-  x = np.asarray(x)
-  marker = "o" if len(x) <= 50 else None
-  for name, (mean, std) in series.items():
-    ax.plot(x, mean, marker=marker, label=name)
+  for name, (x, mean, std) in series.items():
+    x = np.asarray(x)
+    ax.plot(x, mean, marker="o" if len(x) <= 50 else None, label=name)
     if std is not None:
       ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.25)
   if reference is not None:
