@@ -65,9 +65,11 @@ class TrainConfig:
       raise ValueError(f"epochs must be > 0, got {self.epochs}.")
 
 
-# Fields that may differ between a run and its resumption.
+# Fields that may differ between a run and its resumption (a run directory renamed or moved
+# continues under its new --run-name / --out-dir).
 RESUMABLE_FIELDS = (
   "resume",
+  "run_name",
   "stop_after",
   "progress",
   "out_dir",

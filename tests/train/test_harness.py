@@ -63,7 +63,8 @@ def test_run_directory_and_single_compilation(reference):
 def test_resume_matches_uninterrupted_run(task, reference, tmp_path):
   stopped = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), stop_after=11))
   assert stopped.summary["steps"] == 11 and not stopped.summary["complete"]
-  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True))
+  (tmp_path / "run").rename(tmp_path / "moved")  # a renamed run continues under its new name
+  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True, run_name="moved"))
   assert resumed.summary["resumed_from_step"] == 11
   np.testing.assert_allclose(
     resumed.state["state"]["params"]["w"],
