@@ -213,10 +213,19 @@ def _crop_matrix(size: jax.Array, out_size: int) -> jax.Array:
 
 
 def crop_resize(
-  key: jax.Array | None, images: jax.Array, *, crop_size: int = 20, out_size: int = 24
+  key: jax.Array | None,
+  images: jax.Array,
+  *,
+  crop_size: int = 20,
+  out_size: int = 24,
+  centre_probability: float = 0.0,
 ) -> jax.Array:
   """A ``crop_size`` square of each image at a uniform position (``key``) or at the centre
   (``key=None``), resized to ``out_size``: the official IIC MNIST input ``x``.
+
+  With ``key``, each image's crop is the centre one with probability
+  ``centre_probability`` (the official ``centre_half``: 0.5), else at a uniform
+  position; at 0 the key draws only the positions.
 
   Args:
     key: PRNG key, or ``None`` for the centre crop (the evaluation input).
@@ -230,11 +239,19 @@ def crop_resize(
   batch, height, width, _ = images.shape
   if crop_size > min(height, width):
     raise ValueError(f"crop_size={crop_size} must fit the {height}x{width} images.")
+  if not 0 <= centre_probability <= 1:
+    raise ValueError(f"centre_probability must be in [0, 1], got {centre_probability}.")
   room = jnp.asarray([height - crop_size, width - crop_size], jnp.float32)
+  centre = jnp.broadcast_to(jnp.floor(room / 2), (batch, 2))
   if key is None:
-    corners = jnp.broadcast_to(jnp.floor(room / 2), (batch, 2))
+    corners = centre
   else:
+    if centre_probability > 0:
+      key, centre_key = jax.random.split(key)
     corners = jnp.floor(jax.random.uniform(key, (batch, 2)) * (room + 1))
+    if centre_probability > 0:
+      at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
+      corners = jnp.where(at_centre, centre, corners)
   matrix = _crop_matrix(jnp.float32(crop_size), out_size)
   return jax.vmap(lambda image, corner: _affine_sample(image, matrix, corner, out_size))(
     images.astype(jnp.float32), corners

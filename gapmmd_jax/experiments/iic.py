@@ -9,13 +9,14 @@ the jitted step. Two recipes, each choice an option::
             image; x and x' in one forward pass; 5 heads of 10 clusters plus 5
             over-clustering heads of 50; Adam 1e-3; BatchNorm's running averages at
             evaluation.
-  paper     the official MNIST run (Ji et al. 2019, model 685): x a random 20-pixel
-            crop resized to 24 (the centre one at evaluation), x' a rotation up to 25
-            degrees with probability 0.5, then a 16/20/24 crop resized to 24 and
-            brightness/contrast jitter 0.4 (``--transforms official``); 140 images x
-            5 transforms = 700 pairs per step, x computed once and its prediction
-            repeated (``--repeats 5``); x and x' in separate forward passes
-            (``--batchnorm separate``); 5 heads of 10 clusters only; Adam 1e-4;
+  paper     the official MNIST run (Ji et al. 2019, model 685): x a 20-pixel crop
+            resized to 24, the centre one half the time, else at a random position
+            (``--x-centre-probability 0.5``; the centre one at evaluation), x' a
+            rotation up to 25 degrees with probability 0.5, then a 16/20/24 crop
+            resized to 24 and brightness/contrast jitter 0.4 (``--transforms
+            official``); 140 images x 5 transforms = 700 pairs per step, x computed
+            once and its prediction repeated (``--repeats 5``); x and x' in separate
+            forward passes (``--batchnorm separate``); 5 heads of 10 clusters only; Adam 1e-4;
             evaluation with each batch's statistics (``--eval-statistics batch``);
             ClusterNet6c's 5x5 convolutions and initialisation (``--conv-size 5
             --init official``).
@@ -92,6 +93,11 @@ class Config(TrainConfig):
     "or a crop centred half the time) or official (x a random 20-crop, x' a rotation with "
     "p = 0.5, a 16/20/24 crop and a brightness / contrast jitter); all resized to 24",
   )
+  x_centre_probability: float = option(
+    0.0,
+    "official transforms: the probability that x is the centre 20-crop rather than one at "
+    "a uniform position (the official run's centre_half: 0.5, the paper variant's)",
+  )
   batchnorm: Literal["joint", "separate"] = option(
     "joint", "x and x' through one forward pass (shared batch statistics) or two"
   )
@@ -128,6 +134,13 @@ class Config(TrainConfig):
       )
     if self.learning_rate <= 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+    if not 0 <= self.x_centre_probability <= 1:
+      raise ValueError(f"x_centre_probability must be in [0, 1], got {self.x_centre_probability}.")
+    if self.x_centre_probability and self.transforms != "official":
+      raise ValueError(
+        "x_centre_probability applies to --transforms official only (the other transforms' x "
+        f"is always the centre crop), got transforms={self.transforms!r}."
+      )
 
 
 VARIANTS = {
@@ -153,6 +166,7 @@ VARIANTS = {
     overcluster_heads=0,
     learning_rate=1e-4,
     transforms="official",
+    x_centre_probability=0.5,
     batchnorm="separate",
     eval_statistics="batch",
     conv_size=5,
@@ -188,7 +202,13 @@ def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Arr
     return centre_crops(images, INPUT_SIZE), keras_transform(cfg.transforms, key, copies)
   key_x, key_bar = jax.random.split(key)
   return (
-    data.crop_resize(key_x, unit, crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE),
+    data.crop_resize(
+      key_x,
+      unit,
+      crop_size=OFFICIAL_CROP,
+      out_size=INPUT_SIZE,
+      centre_probability=cfg.x_centre_probability,
+    ),
     data.iic_official_transform(key_bar, copies, out_size=INPUT_SIZE),
   )
 

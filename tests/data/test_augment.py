@@ -110,6 +110,27 @@ def test_crop_resize_centre_and_random():
     crop_resize(None, images, crop_size=30)
 
 
+def test_crop_resize_centre_half_of_the_time():
+  """The official ``centre_half``: with probability p the centre crop, else a uniform one; at
+  p = 0 the same crops as before the option existed (the key draws only the positions).
+  A uniform crop is the centre one with probability 1/81 (9 x 9 positions), so the share
+  of centre crops among 4000 is 0.5 + 0.5 / 81 ~ 0.506, std ~ 0.0079: within 0.04 at a
+  false-alarm rate under 1e-6 (5 std)."""
+  images = np.random.default_rng(6).random((4000, 28, 28, 1)).astype(np.float32)
+  key = jax.random.key(3)
+  centre = np.asarray(crop_resize(None, images))
+  np.testing.assert_array_equal(crop_resize(key, images, centre_probability=1.0), centre)
+  uniform = np.asarray(crop_resize(key, images))
+  np.testing.assert_array_equal(crop_resize(key, images, centre_probability=0.0), uniform)
+  half = np.asarray(crop_resize(key, images, centre_probability=0.5))
+  at_centre = np.all(half == centre, axis=(1, 2, 3))
+  assert abs(at_centre.mean() - (0.5 + 0.5 / 81)) < 0.04
+  random = half[~at_centre]  # the others are crops at other positions, still crops
+  assert np.all(np.any(random != centre[~at_centre], axis=(1, 2, 3)))
+  with pytest.raises(ValueError, match="centre_probability"):
+    crop_resize(key, images[:2], centre_probability=1.5)
+
+
 def test_official_iic_transform_without_rotation_and_jitter_is_a_crop():
   images = np.random.default_rng(5).random((32, 28, 28, 1)).astype(np.float32)
   plain = np.asarray(

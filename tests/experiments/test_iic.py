@@ -146,6 +146,16 @@ def test_official_network_has_5x5_convolutions_and_the_official_initialisation()
   assert logits.shape == (2, 2, 10)
   default = iic.VARIANTS["default"]
   assert (default.conv_size, default.init) == (3, "flax")
+  # x is the centre crop half the time (the official centre_half), only with its transforms.
+  assert (cfg.transforms, cfg.x_centre_probability, default.x_centre_probability) == (
+    "official",
+    0.5,
+    0.0,
+  )
+  with pytest.raises(ValueError, match="official only"):
+    iic.Config(x_centre_probability=0.5)
+  with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+    iic.Config(transforms="official", x_centre_probability=2.0)
   with pytest.raises(ValueError, match="init must be one of"):
     IICNet(init="torch", rngs=nnx.Rngs(0))
 
