@@ -16,10 +16,10 @@ the jitted step. Two recipes, each choice an option::
             resized to 24 and brightness/contrast jitter 0.4 (``--transforms
             official``); 140 images x 5 transforms = 700 pairs per step, x computed
             once and its prediction repeated (``--repeats 5``); x and x' in separate
-            forward passes (``--batchnorm separate``); 5 heads of 10 clusters only; Adam 1e-4;
-            evaluation with each batch's statistics (``--eval-statistics batch``);
-            ClusterNet6c's 5x5 convolutions and initialisation (``--conv-size 5
-            --init official``).
+            forward passes (``--batchnorm separate``); 5 heads of 10 clusters only;
+            Adam 1e-4; evaluation with each batch's statistics (``--eval-statistics
+            batch``); ClusterNet6c's 5x5 convolutions and initialisation
+            (``--conv-size 5 --init official``).
 
 Every evaluation matches each main head's clusters to the test labels
 (Hungarian) and logs its accuracy; the summary reports per seed the best head
@@ -90,7 +90,8 @@ class Config(TrainConfig):
     "keras",
     "pair transforms: keras (x the centre crop, x' a rotation of it or a crop), keras-book "
     "(the Keras book's generator exactly: x' the whole image rotated by an integer angle, "
-    "or a crop centred half the time) or official (x a random 20-crop, x' a rotation with "
+    "or a crop centred half the time) or official (x a 20-crop, at the centre with "
+    "--x-centre-probability, else at random; x' a rotation with "
     "p = 0.5, a 16/20/24 crop and a brightness / contrast jitter); all resized to 24",
   )
   x_centre_probability: float = option(
