@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -112,24 +113,10 @@ def lines_with_bands(
   x: npt.ArrayLike,
   series: dict[str, tuple[np.ndarray, np.ndarray | None]],
   path: pathlib.Path,
-  *,
-  xlabel: str,
-  ylabel: str,
-  title: str,
-  log_x: bool = False,
-  reference: tuple[npt.ArrayLike, npt.ArrayLike, str] | None = None,
+  **options: Any,
 ) -> bool:
-  """Mean lines with +-std bands, one per named series ``(mean, std or None)``, over a
-  shared ``x``; ``reference=(x, y, label)`` adds a dashed black line (e.g. a closed form)."""
-  return curves(
-    {name: (x, mean, std) for name, (mean, std) in series.items()},
-    path,
-    xlabel=xlabel,
-    ylabel=ylabel,
-    title=title,
-    log_x=log_x,
-    reference=reference,
-  )
+  """:func:`curves` with one ``x`` shared by every named series ``(mean, std or None)``."""
+  return curves({name: (x, mean, std) for name, (mean, std) in series.items()}, path, **options)
 
 
 def curves(

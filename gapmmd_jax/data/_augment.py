@@ -245,13 +245,13 @@ def crop_resize(
   centre = jnp.broadcast_to(jnp.floor(room / 2), (batch, 2))
   if key is None:
     corners = centre
-  else:
-    if centre_probability > 0:
-      key, centre_key = jax.random.split(key)
+  elif centre_probability == 0:
     corners = jnp.floor(jax.random.uniform(key, (batch, 2)) * (room + 1))
-    if centre_probability > 0:
-      at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
-      corners = jnp.where(at_centre, centre, corners)
+  else:
+    position_key, centre_key = jax.random.split(key)
+    uniform = jnp.floor(jax.random.uniform(position_key, (batch, 2)) * (room + 1))
+    at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
+    corners = jnp.where(at_centre, centre, uniform)
   matrix = _crop_matrix(jnp.float32(crop_size), out_size)
   return jax.vmap(lambda image, corner: _affine_sample(image, matrix, corner, out_size))(
     images.astype(jnp.float32), corners
