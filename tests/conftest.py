@@ -10,6 +10,11 @@ import pytest
 # `default` here; tests/test_cli_and_config.py checks `auto` explicitly.
 os.environ.setdefault("GAPMMD_XLA", "default")
 
+# The two test workers share the two cores: OpenMP loops (scikit-learn's t-SNE) with a
+# thread per core in each busy-wait on one another (t-SNE of 200 points: 0.5 s alone,
+# 4.5 s beside a busy process, 0.8 s there with one thread; 2026-11-29).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Scripts that the tests run in subprocesses (they start JAX with their own device
 # counts or join a jax.distributed job): never imported by --doctest-modules.
 collect_ignore_glob = ["*/_*_run.py"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -28,6 +29,20 @@ DSN_SIGMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25
 DSN_BANDWIDTHS = tuple(2.0 * sigma for sigma in DSN_SIGMAS)
 
 
+def _check_reference_kernel(kernel_mul, kernel_num: int, fix_sigma, bandwidth: str) -> float:
+  """Checks the reference kernel's options; returns ``kernel_mul`` as a Python float (it
+  sets the bandwidths' ratios, and whether the doubling shortcut applies, at trace time)."""
+  v.check_int("kernel_num", kernel_num, 1)
+  v.check_choice("bandwidth", bandwidth, BANDWIDTH_RULES)
+  if fix_sigma is not None:
+    v.check_positive("fix_sigma", fix_sigma)
+  concrete = v.concrete_or_none(kernel_mul)
+  if concrete is None or concrete.shape != ():
+    raise TypeError(f"kernel_mul must be a number known at trace time, got {kernel_mul!r}.")
+  v.check_positive("kernel_mul", concrete)
+  return float(concrete)
+
+
 def _reference_kernel(
   pooled: jax.Array,
   *,
@@ -37,18 +52,15 @@ def _reference_kernel(
   bandwidth: str,
   stop_bandwidth_gradient: bool = False,
 ) -> _kernels.Kernel:
-  """The reference ``mmd_rbf`` kernel: unit weights, geometric bandwidths.
+  """The reference ``mmd_rbf`` kernel: unit weights, geometric bandwidths (options checked by
+  :func:`_check_reference_kernel`).
 
   Args:
     pooled: ``[N, d]``, both samples stacked (the data-driven scale uses them all).
     stop_bandwidth_gradient: treat the data-driven scale as a constant in the
       gradient (as the reference's ``.data`` does).
   """
-  v.check_int("kernel_num", kernel_num, 1)
-  v.check_positive("kernel_mul", kernel_mul)
-  v.check_choice("bandwidth", bandwidth, BANDWIDTH_RULES)
   if fix_sigma is not None:
-    v.check_positive("fix_sigma", fix_sigma)
     scale = jnp.asarray(fix_sigma, pooled.dtype)
   else:
     if bandwidth == "mean":
@@ -68,7 +80,7 @@ def _reference_kernel(
   return _kernels.Kernel(
     relative,
     jnp.ones((kernel_num,), pooled.dtype),
-    doubling=isinstance(kernel_mul, (int, float)) and kernel_mul == 2.0,
+    doubling=kernel_mul == 2.0,
     inv_scale=1.0 / scale,
   )
 
@@ -197,6 +209,47 @@ def mmd2(
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
   v.check_tiling(block_size=block_size)
+  kernel_mul = _check_reference_kernel(kernel_mul, kernel_num, fix_sigma, bandwidth)
+  return _mmd2(
+    x,
+    y,
+    fix_sigma,
+    kernel_mul=kernel_mul,
+    kernel_num=kernel_num,
+    estimator=estimator,
+    bandwidth=bandwidth,
+    stop_bandwidth_gradient=bool(stop_bandwidth_gradient),
+    block_size=block_size,
+  )
+
+
+# The public functions check their arguments eagerly, then call a compiled core: an eager
+# call compiles one program per shape and options instead of dispatching every operation
+# (mmd2 of [1000, 64] samples 0.18 s -> 0.005 s a call on 2 CPU cores, README), and inside
+# a caller's jit the core is inlined.
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "kernel_mul",
+    "kernel_num",
+    "estimator",
+    "bandwidth",
+    "stop_bandwidth_gradient",
+    "block_size",
+  ),
+)
+def _mmd2(
+  x,
+  y,
+  fix_sigma,
+  *,
+  kernel_mul,
+  kernel_num,
+  estimator,
+  bandwidth,
+  stop_bandwidth_gradient,
+  block_size,
+) -> jax.Array:
   kernel = _reference_kernel(
     jnp.concatenate([x, y]),
     kernel_mul=kernel_mul,
@@ -209,6 +262,13 @@ def mmd2(
 
 
 def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
+  """DAN's kernel from ``[K]`` bandwidths and weights (``None``: all 1), checked."""
+  bandwidths, weights = _check_explicit_kernel(bandwidths, weights, dtype)
+  return _kernels.Kernel(1.0 / bandwidths, weights)
+
+
+def _check_explicit_kernel(bandwidths, weights, dtype) -> tuple[jax.Array, jax.Array]:
+  """``(bandwidths, weights)`` as ``[K]`` arrays of ``dtype``, checked."""
   bandwidths = jnp.asarray(bandwidths, dtype)
   weights = jnp.ones_like(bandwidths) if weights is None else jnp.asarray(weights, dtype)
   if bandwidths.ndim != 1 or bandwidths.shape[0] == 0:
@@ -222,7 +282,7 @@ def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
   concrete = v.concrete_or_none(weights)
   if concrete is not None and np.any(concrete < 0):
     raise ValueError(f"weights must be non-negative, got {concrete}.")
-  return _kernels.Kernel(1.0 / bandwidths, weights)
+  return bandwidths, weights
 
 
 def mk_mmd2(
@@ -274,9 +334,14 @@ def mk_mmd2(
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
   v.check_tiling(block_size=block_size)
-  return _mmd2_with_kernel(
-    x, y, _explicit_kernel(bandwidths, weights, x.dtype), estimator, block_size
-  )
+  bandwidths, weights = _check_explicit_kernel(bandwidths, weights, x.dtype)
+  return _mk_mmd2(x, y, bandwidths, weights, estimator=estimator, block_size=block_size)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "block_size"))
+def _mk_mmd2(x, y, bandwidths, weights, *, estimator, block_size) -> jax.Array:
+  kernel = _kernels.Kernel(1.0 / bandwidths, weights)
+  return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
 
 
 def mk_mmd_kernel_weights(
@@ -602,6 +667,52 @@ def mmd_test(
       "method='wild-bootstrap' needs n == m and the biased or unbiased "
       f"estimator, got n={n}, m={m}, estimator={estimator!r}."
     )
+  kernel_mul = _check_reference_kernel(kernel_mul, kernel_num, fix_sigma, bandwidth)
+  return _mmd_test(
+    key,
+    x,
+    y,
+    fix_sigma,
+    num_permutations=num_permutations,
+    estimator=estimator,
+    kernel_mul=kernel_mul,
+    kernel_num=kernel_num,
+    bandwidth=bandwidth,
+    method=method,
+    chunk_size=chunk_size,
+    block_size=block_size,
+  )
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "num_permutations",
+    "estimator",
+    "kernel_mul",
+    "kernel_num",
+    "bandwidth",
+    "method",
+    "chunk_size",
+    "block_size",
+  ),
+)
+def _mmd_test(
+  key,
+  x,
+  y,
+  fix_sigma,
+  *,
+  num_permutations,
+  estimator,
+  kernel_mul,
+  kernel_num,
+  bandwidth,
+  method,
+  chunk_size,
+  block_size,
+) -> tuple[jax.Array, jax.Array]:
+  n, m = x.shape[0], y.shape[0]
   mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
   pooled = jnp.concatenate([_kernels.replicated(x), _kernels.replicated(y)], axis=0)
   kernel = _reference_kernel(
@@ -740,6 +851,7 @@ def class_gap_loss(
   labels = jnp.asarray(labels)
   if labels.shape != (features.shape[0],):
     raise ValueError(f"labels must have shape [B]={features.shape[0]}, got {tuple(labels.shape)}.")
+  kernel_mul = _check_reference_kernel(kernel_mul, kernel_num, None, "mean")
   kernel = _reference_kernel(
     features, kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=None, bandwidth="mean"
   )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -150,7 +151,26 @@ def mmd_fuse(
   v.check_positive("lambda_multiplier", lambda_multiplier)
   v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   kernels = _check_kernel_names(kernels)
-  key = as_typed_key(key)
+  return _mmd_fuse(
+    as_typed_key(key),
+    x,
+    y,
+    lambda_multiplier,
+    num_permutations=num_permutations,
+    kernels=kernels,
+    num_bandwidths=num_bandwidths,
+    chunk_size=chunk_size,
+    block_size=block_size,
+  )
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=("num_permutations", "kernels", "num_bandwidths", "chunk_size", "block_size"),
+)
+def _mmd_fuse(
+  key, x, y, lambda_multiplier, *, num_permutations, kernels, num_bandwidths, chunk_size, block_size
+) -> tuple[jax.Array, jax.Array]:
   n, m = x.shape[0], y.shape[0]
   mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
   pooled = jnp.concatenate([_kernels.replicated(x), _kernels.replicated(y)], axis=0)
@@ -366,8 +386,6 @@ def mmd_agg(
     (True, (20,))
   """
   x, y = v.check_samples("x", x, "y", y)
-  mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
-  x, y = _kernels.replicated(x), _kernels.replicated(y)
   n, m = x.shape[0], y.shape[0]
   if min(n, m) < 2:
     raise ValueError(
@@ -407,7 +425,61 @@ def mmd_agg(
         f"{'n' if width == n else 'n + m'}] = {(total, width)} for "
         f"method={method!r}, got {tuple(draws.shape)}."
       )
+  return _mmd_agg(
+    key,
+    x,
+    y,
+    bandwidths,
+    draws,
+    alpha=alpha,
+    kernels=kernels,
+    num_bandwidths=num_bandwidths,
+    weights=weights,
+    num_draws=num_draws,
+    num_correction_draws=num_correction_draws,
+    bisection_steps=bisection_steps,
+    method=method,
+    chunk_size=chunk_size,
+    block_size=block_size,
+  )
 
+
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "alpha",
+    "kernels",
+    "num_bandwidths",
+    "weights",
+    "num_draws",
+    "num_correction_draws",
+    "bisection_steps",
+    "method",
+    "chunk_size",
+    "block_size",
+  ),
+)
+def _mmd_agg(
+  key,
+  x,
+  y,
+  bandwidths,
+  draws,
+  *,
+  alpha,
+  kernels,
+  num_bandwidths,
+  weights,
+  num_draws,
+  num_correction_draws,
+  bisection_steps,
+  method,
+  chunk_size,
+  block_size,
+) -> MMDAggResult:
+  mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
+  x, y = _kernels.replicated(x), _kernels.replicated(y)
+  total = num_draws + num_correction_draws
   grids = {
     name: (
       bandwidths

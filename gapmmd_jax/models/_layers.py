@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,21 +13,59 @@ _NHWC_HWIO = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 
 _DILATIONS = ("lhs_dilation", "rhs_dilation")
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """Non-overlapping ``window x window`` max-pool of ``[B, H, W, C]`` -> ``[B, H // w, W // w, C]``.
 
   The values of ``nnx.max_pool(x, (w, w), strides=(w, w))`` ("VALID": trailing
-  rows and columns that do not fill a window are dropped). Written as a
-  reshape and a max so that its gradient is an elementwise mask: XLA's CPU
-  backend lowers the gradient of a windowed max-pool to a select-and-scatter
-  that costs 10-20x this one (and more than the convolutions around it). Where
-  several entries of a window tie for the maximum, the gradient is split
-  between them instead of going to the first.
+  rows and columns that do not fill a window are dropped) and its derivative: each
+  window's output follows its first maximum (row-major), as XLA's select-and-scatter.
+  The maximum is taken over the window's strided slices, and the index of the slice
+  that holds it (int8) is what the derivative uses, elementwise: XLA's CPU backend
+  lowers the gradient of a windowed max-pool to a select-and-scatter that costs
+  10-20x this one. A derivative that compares the input with the pooled maximum
+  (``jnp.max``'s) is wrong under ``jit`` after a convolution and BatchNorm: XLA
+  computes the two in different fusions, rounded differently, and the comparison
+  misses (2026-11-29: 45-55% error in the first blocks' gradients of the IIC
+  network; ``tests/models/test_layers.py``). A ``custom_jvp``, so that forward mode
+  and derivatives of gradients (VAT's) work too.
   """
-  batch, height, width, channels = x.shape
-  rows, cols = height // window, width // window
-  x = x[:, : rows * window, : cols * window, :]
-  return x.reshape(batch, rows, window, cols, window, channels).max(axis=(2, 4))
+  return _max_pool_forward(x, window)[0]
+
+
+def _max_pool_forward(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+  """``(pooled, index)``, both ``[B, H // w, W // w, C]``: the maximum over the ``w^2``
+  strided slices ``x[:, i::w, j::w, :]`` and the row-major position ``i w + j`` (int8 up to 11 x 11) of
+  the first slice that holds it."""
+  rows, cols = x.shape[1] // window, x.shape[2] // window
+  slices = [
+    x[:, i : rows * window : window, j : cols * window : window, :]
+    for i in range(window)
+    for j in range(window)
+  ]
+  index_dtype = jnp.int8 if window * window <= 127 else jnp.int32
+  best, index = slices[0], jnp.zeros(slices[0].shape, index_dtype)
+  for k, candidate in enumerate(slices[1:], start=1):
+    better = candidate > best  # ties keep the first; NaN propagates as in jnp.max
+    better = better | (jnp.isnan(candidate) & ~jnp.isnan(best))
+    best = jnp.where(better, candidate, best)
+    index = jnp.where(better, jnp.asarray(k, index_dtype), index)
+  return best, index
+
+
+@max_pool.defjvp
+def _max_pool_jvp(window: int, primals, tangents) -> tuple[jax.Array, jax.Array]:
+  (x,), (tangent,) = primals, tangents
+  pooled, index = _max_pool_forward(x, window)
+  batch, _, _, channels = x.shape
+  rows, cols = pooled.shape[1], pooled.shape[2]
+  # Each window's tangent at its recorded position: [B, R, w, Q, w, C] against [w, w]. Its
+  # transpose (the gradient) is one elementwise pass over the input, no scatter.
+  windows = tangent[:, : rows * window, : cols * window, :]
+  windows = windows.reshape(batch, rows, window, cols, window, channels)
+  position = (jnp.arange(window)[:, None] * window + jnp.arange(window)).astype(index.dtype)
+  chosen = index[:, :, None, :, None, :] == position[None, None, :, None, :, None]
+  return pooled, jnp.sum(jnp.where(chosen, windows, jnp.zeros((), windows.dtype)), axis=(2, 4))
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs):

@@ -83,7 +83,7 @@ def test_repeat_trick_equals_explicit_repeats():
     return jnp.sum(iic.repeated_pair_losses(logits_x, logits_bar, 3))
 
   (value, grads), (value_ref, grads_ref) = (
-    jax.value_and_grad(loss)(params, e) for e in (False, True)
+    jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, e) for e in (False, True)
   )
   np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-6)  # MI ~ 0 at init
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
@@ -93,9 +93,9 @@ def test_repeat_trick_equals_explicit_repeats():
 
 def test_bfloat16_convolutions_keep_float32_parameters_and_outputs():
   """``compute_dtype=bfloat16``: the same parameters (float32), float32 logits within bfloat16
-  rounding of the float32 network's, and a parameter gradient pointing the same way. The
-  first blocks' gradients are the noisiest (BatchNorm's backward pass subtracts means of
-  rounded cotangents): cosine 0.77-0.94 per array there on 2026-11-29, > 0.997 elsewhere."""
+  rounding of the float32 network's, and a parameter gradient pointing the same way: cosine
+  0.987-1.0 per array on 2026-11-29 (0.75-0.91 in the first blocks before the max-pool's
+  gradient was made exact under jit)."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.random((16, 24, 24, 1)), jnp.float32)
   nets = [
@@ -122,8 +122,8 @@ def test_bfloat16_convolutions_keep_float32_parameters_and_outputs():
   np.testing.assert_allclose(logits16, logits32, atol=0.05 * scale)  # bf16: 8 mantissa bits
   cosine = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
   flat16, flat32 = ([np.ravel(g) for g in jax.tree.leaves(t)] for t in (grads16, grads32))
-  assert all(cosine(a, b) > 0.5 for a, b in zip(flat16, flat32))
-  assert cosine(np.concatenate(flat16), np.concatenate(flat32)) > 0.99
+  assert all(cosine(a, b) > 0.97 for a, b in zip(flat16, flat32))
+  assert cosine(np.concatenate(flat16), np.concatenate(flat32)) > 0.999
 
 
 def test_official_network_has_5x5_convolutions_and_the_official_initialisation():

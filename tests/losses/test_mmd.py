@@ -164,15 +164,37 @@ finite_samples = hnp.arrays(
 @hypothesis.settings(max_examples=40, deadline=None)
 @hypothesis.given(finite_samples, hypothesis.strategies.integers(0, 2**31 - 1))
 def test_symmetric_permutation_invariant_and_zero_on_itself(x, seed):
+  mmd2 = jax.jit(g.mmd2)  # one compilation per drawn shape, not one per operation
   rng = np.random.default_rng(seed)
   y = (x + rng.normal(size=x.shape)).astype(np.float32)
-  value = float(g.mmd2(x, y))
+  value = float(mmd2(x, y))
   assert np.isfinite(value)
-  np.testing.assert_allclose(g.mmd2(y, x), value, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(mmd2(y, x), value, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(
-    g.mmd2(x[rng.permutation(len(x))], y[rng.permutation(len(y))]), value, rtol=1e-4, atol=1e-5
+    mmd2(x[rng.permutation(len(x))], y[rng.permutation(len(y))]), value, rtol=1e-4, atol=1e-5
   )
-  np.testing.assert_allclose(g.mmd2(x, x), 0.0, atol=1e-5)
+  np.testing.assert_allclose(mmd2(x, x), 0.0, atol=1e-5)
+
+
+def test_eager_calls_compile_once_per_shape_and_options():
+  """Outside jit, a call checks its arguments and runs one compiled program: a second call
+  with new values and the same shapes and options compiles nothing; new options do."""
+  rng = np.random.default_rng(3)
+  x, y = rng.normal(size=(2, 33, 4)).astype(np.float32)
+  before = _mmd._mmd2._cache_size()
+  first = g.mmd2(x, y, fix_sigma=3.0)
+  assert _mmd._mmd2._cache_size() == before + 1
+  again = g.mmd2(x + 1.0, y, fix_sigma=5.0)  # new data and scale: traced, no recompilation
+  assert _mmd._mmd2._cache_size() == before + 1
+  assert float(first) != float(again)
+  g.mmd2(x, y, fix_sigma=3.0, estimator="unbiased")
+  assert _mmd._mmd2._cache_size() == before + 2
+  # Values are still checked eagerly; kernel_mul sets the kernel at trace time.
+  with pytest.raises(ValueError, match="fix_sigma must be > 0"):
+    g.mmd2(x, y, fix_sigma=-1.0)
+  with pytest.raises(TypeError, match="kernel_mul must be a number known at trace time"):
+    jax.jit(lambda mul: g.mmd2(x, y, kernel_mul=mul))(2.0)
+  np.testing.assert_allclose(g.mmd2(x, y, kernel_mul=np.float32(3.0)), g.mmd2(x, y, kernel_mul=3))
 
 
 def test_identical_points_give_zero_not_nan():
@@ -753,7 +775,8 @@ def test_tiled_gradient_equals_dense_float64_autodiff(estimator, n, m, block_siz
       scale = jax.lax.stop_gradient(scale) if stop else scale
       return [scale / 4 * 2**i for i in range(5)]
 
-    dense = jax.grad(_dense_reference(estimator, n, m, bandwidths, [1.0] * 5), argnums=(0, 1))(x, y)
+    reference = _dense_reference(estimator, n, m, bandwidths, [1.0] * 5)
+    dense = jax.jit(jax.grad(reference, argnums=(0, 1)))(x, y)  # one program, not op by op
   for ours, reference in zip(tiled, dense):
     np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-12)
   # float32 (the default) agrees within float32 tolerance.
@@ -782,9 +805,11 @@ def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
         ),
         argnums=(0, 1, 2, 3),
       )(x, y, bandwidths, weights)
-      dense = jax.grad(
-        _dense_reference(estimator, n, m, lambda a, b, bw, w: bw, lambda bw, w: w),
-        argnums=(0, 1, 2, 3),
+      dense = jax.jit(
+        jax.grad(
+          _dense_reference(estimator, n, m, lambda a, b, bw, w: bw, lambda bw, w: w),
+          argnums=(0, 1, 2, 3),
+        )
       )(x, y, bandwidths, weights)
       for a, b in zip(ours, dense):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -1,4 +1,4 @@
-"""The layers shared by the models: the reshape max-pool, the convolution with fast paths."""
+"""The layers shared by the models: the strided-slice max-pool, the convolution with fast paths."""
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +35,64 @@ def test_values_and_gradient_match_flax_and_numpy(shape, window):
   assert int(jnp.sum(ours != 0)) == weights.size
 
 
-def test_tied_maxima_share_the_gradient():
-  x = jnp.ones((1, 2, 2, 1))
-  grad = jax.grad(lambda a: jnp.sum(max_pool(a)))(x)
-  np.testing.assert_allclose(grad, np.full((1, 2, 2, 1), 0.25))
+def test_tied_maxima_give_the_gradient_to_the_first():
+  """As XLA's select-and-scatter (flax's max-pool): row-major first maximum of the window."""
+  x = jnp.asarray([[1.0, 3.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0]]).reshape(1, 2, 4, 1)
+  flax_pool = lambda a: nnx.max_pool(a, (2, 2), strides=(2, 2))
+  ours, theirs = (jax.grad(lambda a, p=p: jnp.sum(p(a)))(x) for p in (max_pool, flax_pool))
+  np.testing.assert_array_equal(ours, theirs)
+  np.testing.assert_array_equal(ours[0, :, :, 0], [[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_forward_mode_and_derivatives_of_gradients():
+  """A ``custom_jvp``: ``jax.jvp`` gives the tangent at each window's maximum, as flax's pool,
+  and a gradient of a gradient (VAT differentiates through its adversarial direction) runs."""
+  x = jax.random.normal(jax.random.key(0), (2, 6, 7, 3))
+  tangent = jax.random.normal(jax.random.key(1), x.shape)
+  flax_pool = lambda a: nnx.max_pool(a, (2, 2), strides=(2, 2))
+  (ours, ours_dot), (theirs, theirs_dot) = (
+    jax.jvp(p, (x,), (tangent,)) for p in (max_pool, flax_pool)
+  )
+  np.testing.assert_array_equal(ours, theirs)
+  np.testing.assert_array_equal(ours_dot, theirs_dot)
+  # d/da sum(grad(sum sin(pool(a))) * a): cos(y) - y sin(y) at each window's maximum y, else 0.
+  inner = lambda a: jnp.sum(jnp.sin(max_pool(a)))
+  second = jax.jit(jax.grad(lambda a: jnp.sum(jax.grad(inner)(a) * a)))(x)
+  at_maximum = jax.grad(lambda a: jnp.sum(flax_pool(a)))(x) > 0
+  y = np.asarray(x, np.float64)
+  expected = np.where(at_maximum, np.cos(y) - y * np.sin(y), 0.0)
+  np.testing.assert_allclose(second, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_under_jit_after_convolution_and_batchnorm():
+  """conv -> BatchNorm -> ReLU -> pool, the VGG block: the parameters' gradient under jit is
+  the eager one and the one through XLA's own windowed max-pool. A pool whose gradient compares
+  its input with the pooled maximum failed this (~45% error under jit, 2026-11-29): XLA
+  computed the two in different fusions and they differed in the last bit."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.maximum(rng.normal(size=(18, 12, 12, 64)), 0.0), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) / 24.0, jnp.float32)
+  scale, shift = jnp.ones(128), jnp.zeros(128)
+  weights = jnp.asarray(rng.normal(size=(18, 6, 6, 128)), jnp.float32)
+  dn = ("NHWC", "HWIO", "NHWC")
+  xla_pool = lambda a: jax.lax.reduce_window(
+    a, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+  )
+
+  def loss(params, pool):
+    h = jax.lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=dn)
+    mean, var = jnp.mean(h, axis=(0, 1, 2)), jnp.var(h, axis=(0, 1, 2))
+    h = (h - mean) * jax.lax.rsqrt(var + 1e-5) * params[1] + params[2]
+    return jnp.sum(pool(jax.nn.relu(h)) * weights)
+
+  params = (kernel, scale, shift)
+  eager = jax.grad(loss)(params, max_pool)
+  jitted = jax.jit(jax.grad(loss), static_argnums=1)(params, max_pool)
+  reference = jax.jit(jax.grad(loss), static_argnums=1)(params, xla_pool)
+  for ours_eager, ours_jit, theirs in zip(eager, jitted, reference):
+    scale_of = float(jnp.abs(theirs).max())
+    np.testing.assert_allclose(ours_jit, theirs, rtol=0, atol=1e-4 * scale_of)
+    np.testing.assert_allclose(ours_eager, theirs, rtol=0, atol=1e-4 * scale_of)
 
 
 @pytest.mark.parametrize(
