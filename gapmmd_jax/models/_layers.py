@@ -35,8 +35,8 @@ def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
 
 def _max_pool_forward(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
   """``(pooled, index)``, both ``[B, H // w, W // w, C]``: the maximum over the ``w^2``
-  strided slices ``x[:, i::w, j::w, :]`` and the row-major position ``i w + j`` (int8 up to 11 x 11) of
-  the first slice that holds it."""
+  strided slices ``x[:, i::w, j::w, :]`` and the row-major position ``i w + j`` of the first
+  slice that holds it (int8 for windows up to 11 x 11, else int32)."""
   rows, cols = x.shape[1] // window, x.shape[2] // window
   slices = [
     x[:, i : rows * window : window, j : cols * window : window, :]

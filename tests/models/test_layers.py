@@ -46,7 +46,8 @@ def test_tied_maxima_give_the_gradient_to_the_first():
 
 def test_forward_mode_and_derivatives_of_gradients():
   """A ``custom_jvp``: ``jax.jvp`` gives the tangent at each window's maximum, as flax's pool,
-  and a gradient of a gradient (VAT differentiates through its adversarial direction) runs."""
+  and a gradient of a gradient (VAT differentiates through its adversarial direction) is the
+  closed form's."""
   x = jax.random.normal(jax.random.key(0), (2, 6, 7, 3))
   tangent = jax.random.normal(jax.random.key(1), x.shape)
   flax_pool = lambda a: nnx.max_pool(a, (2, 2), strides=(2, 2))
