@@ -1,7 +1,9 @@
-"""Trace-time argument checks shared by the public functions.
+"""Argument checks shared by the public functions.
 
-Every check looks only at shapes, dtypes and Python values, so it runs once
-while tracing and never inside compiled code.
+The checks look at shapes, dtypes and Python values, so they run once while
+tracing and never inside compiled code; :func:`check_finite` also looks at the
+values of arrays that are known (eager calls), and :func:`nan_unless_finite`
+covers traced ones inside the compiled code.
 """
 
 from __future__ import annotations
@@ -58,8 +60,47 @@ def check_samples(
   for name, arr in ((x_name, x), (y_name, y)):
     if arr.shape[0] < min_rows:
       raise ValueError(f"{name} needs at least {min_rows} rows, got shape {tuple(arr.shape)}.")
+    check_finite(name, arr)
   dtype = jnp.promote_types(x.dtype, y.dtype)
   return x.astype(dtype), y.astype(dtype)
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(x))
+
+
+def check_finite(name: str, x: jax.Array) -> None:
+  """Raises ``ValueError`` if ``x`` is known (not traced) and holds a NaN or an infinity.
+
+  The test runs where ``x`` lives; only its boolean comes to the host.
+  """
+  if isinstance(x, jax.core.Tracer) or bool(_all_finite(x)):
+    return
+  bad = np.argwhere(~np.isfinite(np.asarray(x)))
+  raise ValueError(
+    f"{name} holds {len(bad)} non-finite entries (NaN or infinity), the first at index "
+    f"{tuple(int(i) for i in bad[0])}."
+  )
+
+
+def nan_unless_finite(result, *inputs: jax.Array):
+  """``result`` (a pytree of arrays) with its floating leaves NaN and its boolean leaves
+  False when any of ``inputs`` holds a NaN or an infinity.
+
+  Under ``jit`` a bad value cannot raise; this keeps it from coming out as a plausible
+  statistic, p-value or rejection (an identity, gradients included, for finite inputs).
+  """
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in inputs]))
+
+  def guard(leaf: jax.Array) -> jax.Array:
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.where(finite, leaf, jnp.nan)
+    if leaf.dtype == jnp.bool_:
+      return leaf & finite
+    return leaf
+
+  return jax.tree.map(guard, result)
 
 
 def concrete_or_none(x) -> np.ndarray | None:

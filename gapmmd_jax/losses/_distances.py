@@ -107,7 +107,8 @@ def cosine_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Arr
   x, y = v.check_samples("x", x, "y", y)
   a, b = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
   norms = jnp.linalg.norm(a) * jnp.linalg.norm(b)
-  return 1.0 - jnp.where(norms > 0, a @ b / jnp.where(norms > 0, norms, 1.0), 0.0)
+  similarity = jnp.where(norms > 0, a @ b / jnp.where(norms > 0, norms, 1.0), 0.0)
+  return v.nan_unless_finite(1.0 - similarity, x, y)
 
 
 def grassmann_distance(

@@ -192,7 +192,8 @@ def mmd2(
     block_size: rows per block of the kernel sums; ``None`` chooses by size.
 
   Returns:
-    Scalar ``jax.Array`` (float32, or float64 for float64 inputs).
+    Scalar ``jax.Array`` (float32, or float64 for float64 inputs); NaN under ``jit``
+    when ``x`` or ``y`` holds a NaN or an infinity (an eager call raises ``ValueError``).
 
   References:
     Gretton et al., "A Kernel Two-Sample Test", JMLR 2012.
@@ -258,7 +259,7 @@ def _mmd2(
     bandwidth=bandwidth,
     stop_bandwidth_gradient=stop_bandwidth_gradient,
   )
-  return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
+  return v.nan_unless_finite(_mmd2_with_kernel(x, y, kernel, estimator, block_size), x, y)
 
 
 def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
@@ -313,7 +314,8 @@ def mk_mmd2(
     block_size: rows per block of the kernel sums; ``None`` chooses by size.
 
   Returns:
-    Scalar ``jax.Array``.
+    Scalar ``jax.Array``; NaN under ``jit`` for a NaN or an infinity in ``x`` or ``y``, as
+    :func:`mmd2`.
 
   References:
     Long et al., "Learning Transferable Features with Deep Adaptation
@@ -341,7 +343,7 @@ def mk_mmd2(
 @functools.partial(jax.jit, static_argnames=("estimator", "block_size"))
 def _mk_mmd2(x, y, bandwidths, weights, *, estimator, block_size) -> jax.Array:
   kernel = _kernels.Kernel(1.0 / bandwidths, weights)
-  return _mmd2_with_kernel(x, y, kernel, estimator, block_size)
+  return v.nan_unless_finite(_mmd2_with_kernel(x, y, kernel, estimator, block_size), x, y)
 
 
 def mk_mmd_kernel_weights(
@@ -639,7 +641,8 @@ def mmd_test(
     block_size: tile side; ``None``: 512.
 
   Returns:
-    ``(statistic, p_value)``, two scalars.
+    ``(statistic, p_value)``, two scalars; both NaN under ``jit`` when ``x`` or ``y``
+    holds a NaN or an infinity (an eager call raises ``ValueError``).
 
   References:
     Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (permutations);
@@ -761,7 +764,7 @@ def _mmd_test(
       statistics = (off_diagonal + h_diagonal) / (n * n)
     observed, null = statistics[0], statistics[1:]
   exceed = jnp.sum(null >= observed)
-  return observed, (1.0 + exceed) / (1.0 + num_permutations)
+  return v.nan_unless_finite((observed, (1.0 + exceed) / (1.0 + num_permutations)), x, y)
 
 
 def class_mmd_matrix(

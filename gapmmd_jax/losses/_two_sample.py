@@ -125,7 +125,8 @@ def mmd_fuse(
     block_size: tile side; ``None``: 256.
 
   Returns:
-    ``(statistic, p_value)``, two scalars.
+    ``(statistic, p_value)``, two scalars; both NaN under ``jit`` when ``x`` or ``y``
+    holds a NaN or an infinity (an eager call raises ``ValueError``).
 
   References:
     Biggs, Schrab & Gretton, "MMD-FUSE: Learning and Combining Kernels for
@@ -201,7 +202,8 @@ def _mmd_fuse(
     lambda_multiplier * normalised, axis=0, b=1.0 / normalised.shape[0]
   )  # [B + 1]
   observed, null = fused[0], fused[1:]
-  return observed, (1.0 + jnp.sum(null >= observed)) / (1.0 + num_permutations)
+  p_value = (1.0 + jnp.sum(null >= observed)) / (1.0 + num_permutations)
+  return v.nan_unless_finite((observed, p_value), x, y)
 
 
 def geometric_bandwidths(x: jax.Array, y: jax.Array, norm: str, num: int) -> jax.Array:
@@ -370,7 +372,9 @@ def mmd_agg(
     block_size: tile side; ``None``: 256.
 
   Returns:
-    :class:`MMDAggResult` (``reject``, per-kernel ``p_values``, ...).
+    :class:`MMDAggResult` (``reject``, per-kernel ``p_values``, ...); under ``jit``,
+    when ``x`` or ``y`` holds a NaN or an infinity, ``reject`` is False and the rest NaN
+    (an eager call raises ``ValueError``).
 
   References:
     Schrab, Kim, Albert, Laurent, Guedj & Gretton, "MMD Aggregated Two-Sample
@@ -505,7 +509,8 @@ def _mmd_agg(
   )  # [K]
 
   result = _aggregate(statistics, weight, alpha, num_draws, bisection_steps)
-  return result._replace(bandwidths=jnp.concatenate([grids[name] for name in kernels]))
+  result = result._replace(bandwidths=jnp.concatenate([grids[name] for name in kernels]))
+  return v.nan_unless_finite(result, x, y)
 
 
 def _aggregate(

@@ -288,6 +288,43 @@ def test_mk_mmd2_rejects_negative_weights_and_bad_shapes():
     g.mmd2(np.array([["a"]]), np.array([["b"]]))
 
 
+SAMPLE_FUNCTIONS = {
+  "mmd2": lambda x, y: g.mmd2(x, y),
+  "mmd2 linear": lambda x, y: g.mmd2(x, y, estimator="linear"),
+  "mk_mmd2": lambda x, y: g.mk_mmd2(x, y, bandwidths=[1.0, 4.0]),
+  "mmd_test": lambda x, y: g.mmd_test(jax.random.key(0), x, y, num_permutations=20),
+  "mmd_fuse": lambda x, y: g.mmd_fuse(jax.random.key(0), x, y, num_permutations=20),
+  "mmd_agg": lambda x, y: g.mmd_agg(
+    jax.random.key(0), x, y, num_bandwidths=2, num_draws=20, num_correction_draws=20
+  ),
+  "cosine_distance": g.cosine_distance,
+  "mahalanobis_distance": g.mahalanobis_distance,
+}
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+@pytest.mark.parametrize("name", list(SAMPLE_FUNCTIONS))
+def test_non_finite_samples_raise_eagerly_and_give_nan_under_jit(name, bad_value):
+  """Before, NaN or inf in the data came out as a plausible number: a permutation p-value
+  of 1 / (B + 1), MMDAgg rejecting, MMD-FUSE's p-value 1, a cosine distance of 1, a finite
+  linear-time MMD^2 (inf)."""
+  fn = SAMPLE_FUNCTIONS[name]
+  x, y = samples(3, 12, 12, d=2)
+  x[4, 1] = bad_value
+  with pytest.raises(ValueError, match=r"x holds 1 non-finite entries .* index \(4, 1\)"):
+    fn(x, y)
+  with pytest.raises(ValueError, match=r"y holds 1 non-finite"):
+    fn(y, x)
+  for leaf in jax.tree.leaves(jax.jit(fn)(x, y)):
+    if leaf.dtype == jnp.bool_:
+      assert not bool(leaf), name  # e.g. MMDAgg's reject
+    else:
+      assert np.all(np.isnan(leaf)), (name, leaf)
+  x[4, 1] = 0.0
+  for leaf in jax.tree.leaves(jax.jit(fn)(x, y)):  # finite data: no NaN
+    assert leaf.dtype == jnp.bool_ or np.all(np.isfinite(leaf)), (name, leaf)
+
+
 # ---------- learned kernel weights ----------
 
 
