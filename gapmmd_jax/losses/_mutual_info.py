@@ -33,7 +33,9 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
 
   Returns:
     Scalar; its minimum ``-log C`` is reached by confident, uniformly used
-    clusters that agree across each pair.
+    clusters that agree across each pair. A negative or non-finite entry (logits passed
+    by mistake, a diverged network) raises ``ValueError`` in an eager call and gives NaN
+    under ``jit``.
 
   References:
     Ji, Henriques & Vedaldi, "Invariant Information Clustering", ICCV 2019.
@@ -50,10 +52,18 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
     (-2.3026, -2.3026)
   """
   z, z_bar = v.check_paired("z", z, "z_bar", z_bar, "[B, C]")
+  for name, p in (("z", z), ("z_bar", z_bar)):
+    v.check_finite(name, p)
+    if not isinstance(p, jax.core.Tracer) and (lowest := float(jnp.min(p))) < 0:
+      raise ValueError(
+        f"{name} must hold probabilities (e.g. jax.nn.softmax(logits)), got an entry of "
+        f"{lowest:.4g}."
+      )
   joint = z.T @ z_bar / z.shape[0]
   joint = (joint + joint.T) / 2.0
   joint = joint / jnp.sum(joint)
-  return -_mutual_information_of_joint(joint)
+  valid = jnp.all(z >= 0) & jnp.all(z_bar >= 0)  # False for NaN too
+  return jnp.where(valid, -_mutual_information_of_joint(joint), jnp.nan)
 
 
 def mine_lower_bound(t_joint: jax.typing.ArrayLike, t_marginal: jax.typing.ArrayLike) -> jax.Array:

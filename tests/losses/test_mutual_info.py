@@ -47,6 +47,18 @@ def test_iic_gradient_finite_with_empty_clusters():
 def test_iic_errors():
   with pytest.raises(ValueError, match="same non-empty shape"):
     g.iic_loss(jnp.ones((4, 3)), jnp.ones((4, 2)))
+  probabilities = jax.nn.softmax(jax.random.normal(jax.random.key(0), (8, 3)))
+  logits = jnp.log(probabilities)
+  with pytest.raises(ValueError, match="z_bar must hold probabilities"):
+    g.iic_loss(probabilities, logits)  # logits by mistake: before, a plausible loss
+  nan = probabilities.at[2, 1].set(jnp.nan)
+  with pytest.raises(ValueError, match=r"z holds 1 non-finite entries .* index \(2, 1\)"):
+    g.iic_loss(nan, probabilities)
+  jitted = jax.jit(g.iic_loss)
+  assert np.isnan(jitted(probabilities, logits)) and np.isnan(jitted(nan, probabilities))
+  np.testing.assert_allclose(
+    jitted(probabilities, probabilities), g.iic_loss(probabilities, probabilities), rtol=1e-5
+  )
 
 
 def test_mine_bound_matches_formula_and_is_stable():
