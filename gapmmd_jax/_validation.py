@@ -141,7 +141,8 @@ def check_tiling(*, chunk_size=None, block_size=None) -> None:
 def check_paired(
   a_name: str, a: jax.typing.ArrayLike, b_name: str, b: jax.typing.ArrayLike, shape_doc: str
 ) -> tuple[jax.Array, jax.Array]:
-  """Two floating arrays of one non-empty shape of rank ``len(shape_doc)`` (e.g. ``[B, C]``)."""
+  """Two finite floating arrays of one non-empty shape of rank ``len(shape_doc)`` (e.g.
+  ``[B, C]``)."""
   a = as_float_array(a_name, a)
   b = as_float_array(b_name, b)
   check_rank(a_name, a, shape_doc.count(",") + 1, shape_doc)
@@ -150,4 +151,6 @@ def check_paired(
       f"{a_name} and {b_name} must have the same non-empty shape {shape_doc}, "
       f"got {tuple(a.shape)} and {tuple(b.shape)}."
     )
+  check_finite(a_name, a)
+  check_finite(b_name, b)
   return a, b

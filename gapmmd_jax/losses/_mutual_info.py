@@ -53,7 +53,6 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
   """
   z, z_bar = v.check_paired("z", z, "z_bar", z_bar, "[B, C]")
   for name, p in (("z", z), ("z_bar", z_bar)):
-    v.check_finite(name, p)
     if not isinstance(p, jax.core.Tracer) and (lowest := float(jnp.min(p))) < 0:
       raise ValueError(
         f"{name} must hold probabilities (e.g. jax.nn.softmax(logits)), got an entry of "
@@ -199,9 +198,10 @@ def histogram_mutual_information(
     bins: cells per axis.
 
   Returns:
-    Scalar.
+    Scalar; NaN under ``jit`` for a NaN or an infinity in ``a`` or ``b`` (an eager call
+    raises ``ValueError``).
   """
   a, b = v.check_paired("a", a, "b", b, "[n]")
   v.check_int("bins", bins, 2)
   counts, _, _ = jnp.histogram2d(a, b, bins=bins)
-  return _mutual_information_of_joint(counts / a.shape[0])
+  return v.nan_unless_finite(_mutual_information_of_joint(counts / a.shape[0]), a, b)

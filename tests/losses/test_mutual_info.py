@@ -61,6 +61,17 @@ def test_iic_errors():
   )
 
 
+def test_histogram_mutual_information_rejects_non_finite_samples():
+  """Before, a NaN made every cell empty and the estimate 0."""
+  a = np.random.default_rng(0).normal(size=100)
+  bad = a.copy()
+  bad[7] = np.nan
+  with pytest.raises(ValueError, match=r"b holds 1 non-finite entries .* index \(7,\)"):
+    g.histogram_mutual_information(a, bad)
+  assert np.isnan(jax.jit(g.histogram_mutual_information)(bad, a))
+  assert float(jax.jit(g.histogram_mutual_information)(a, a)) > 1.0
+
+
 def test_mine_bound_matches_formula_and_is_stable():
   rng = np.random.default_rng(1)
   tj, tm = rng.normal(size=50), rng.normal(size=60)
