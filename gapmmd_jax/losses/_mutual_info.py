@@ -61,7 +61,7 @@ def iic_loss(z: jax.typing.ArrayLike, z_bar: jax.typing.ArrayLike) -> jax.Array:
   joint = z.T @ z_bar / z.shape[0]
   joint = (joint + joint.T) / 2.0
   joint = joint / jnp.sum(joint)
-  valid = jnp.all(z >= 0) & jnp.all(z_bar >= 0)  # False for NaN too
+  valid = jnp.all(jnp.isfinite(z) & (z >= 0)) & jnp.all(jnp.isfinite(z_bar) & (z_bar >= 0))
   return jnp.where(valid, -_mutual_information_of_joint(joint), jnp.nan)
 
 
