@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gapmmd_jax import _validation as v
 
@@ -171,15 +172,19 @@ def gaussian_mutual_information(rho: jax.typing.ArrayLike) -> jax.Array:
   .. math:: I = -\tfrac12 \log(1 - \rho^2)
 
   Args:
-    rho: correlations in ``(-1, 1)``, any shape.
+    rho: correlations in ``[-1, 1]``, any shape.
 
   Returns:
-    An array of the shape of ``rho``.
+    An array of the shape of ``rho``; ``inf`` at ``|rho| = 1``. A ``rho`` outside
+    ``[-1, 1]`` or NaN raises ``ValueError`` in an eager call and gives NaN under ``jit``.
 
   References:
     Cover & Thomas, "Elements of Information Theory", 2nd ed. 2006, Example 8.5.1.
   """
   rho = v.as_float_array("rho", rho)
+  known = v.concrete_or_none(rho)
+  if known is not None and not np.all(np.abs(known) <= 1):
+    raise ValueError(f"rho must lie in [-1, 1], got {known[~(np.abs(known) <= 1)][:5]}.")
   return -0.5 * jnp.log1p(-rho * rho)
 
 

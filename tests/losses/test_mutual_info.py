@@ -104,6 +104,11 @@ def test_gaussian_mi_published_values():
   np.testing.assert_allclose(
     g.gaussian_mutual_information(jnp.asarray([0.5, 0.8])), [0.1438, 0.5108], atol=1e-4
   )
+  assert np.isinf(g.gaussian_mutual_information(-1.0))
+  for bad in (1.5, np.nan, [0.5, -2.0]):
+    with pytest.raises(ValueError, match=r"rho must lie in \[-1, 1\]"):
+      g.gaussian_mutual_information(bad)
+  assert np.isnan(jax.jit(g.gaussian_mutual_information)(1.5))
 
 
 def test_histogram_mi():
