@@ -209,6 +209,8 @@ def test_official_recipe_smoke_run(mnist_dir, tmp_path):
         "5",
         "--init",
         "official",
+        "--max-train-examples",
+        "256",
       ]
     )
     == 0
