@@ -26,7 +26,7 @@ from gapmmd_jax.losses import (
   vat_loss,
   virtual_adversarial_perturbation,
 )
-from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy
+from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy, matched_table
 from gapmmd_jax.ops import gradient_reversal
 
 __version__ = "0.1.0"
@@ -48,6 +48,7 @@ __all__ = [
   "iic_loss",
   "mahalanobis_distance",
   "matched_accuracy",
+  "matched_table",
   "mine_bias_corrected_loss",
   "mine_lower_bound",
   "mk_mmd2",

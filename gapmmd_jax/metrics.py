@@ -53,11 +53,44 @@ def matched_accuracy(counts) -> float:
   Returns:
     Matched fraction of all examples, in ``[0, 1]``.
   """
+  counts = _checked_counts(counts)
+  rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
+  return float(counts[rows, cols].sum() / counts.sum())
+
+
+def matched_table(counts) -> np.ndarray:
+  """A contingency table with its clusters reordered by the best matching.
+
+  Row ``j < labels`` is the cluster matched to label ``j``, so the diagonal
+  holds the matched examples and an off-diagonal entry is a cluster holding
+  another label's examples (two labels merged, or one split). Clusters left
+  unmatched (more clusters than labels) follow, in their original order.
+
+  Args:
+    counts: ``[clusters, labels]`` non-negative counts, ``clusters >= labels``.
+
+  Returns:
+    ``[clusters, labels]`` float64, the rows of ``counts`` reordered.
+
+  Example:
+    >>> matched_table(np.array([[0, 5], [4, 1]])).tolist()
+    [[4.0, 1.0], [0.0, 5.0]]
+  """
+  counts = _checked_counts(counts)
+  clusters, labels = counts.shape
+  if clusters < labels:
+    raise ValueError(f"need at least as many clusters as labels, got {clusters} < {labels}.")
+  rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
+  matched = rows[np.argsort(cols)]  # the cluster matched to each label, in label order
+  unmatched = np.setdiff1d(np.arange(clusters), matched)
+  return counts[np.concatenate([matched, unmatched])]
+
+
+def _checked_counts(counts) -> np.ndarray:
   counts = np.asarray(counts, np.float64)
   if counts.ndim != 2 or counts.size == 0 or counts.min() < 0 or counts.sum() <= 0:
     raise ValueError(
       "counts must be a non-empty [clusters, labels] table of non-negative "
       f"values with a positive total, got shape {counts.shape}."
     )
-  rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
-  return float(counts[rows, cols].sum() / counts.sum())
+  return counts

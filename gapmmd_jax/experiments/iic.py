@@ -23,7 +23,9 @@ the jitted step. Two recipes, each choice an option::
 
 Every evaluation matches each main head's clusters to the test labels
 (Hungarian) and logs its accuracy; the summary reports per seed the best head
-and the head with the lowest training loss (the paper's selection rule). ::
+and the head with the lowest training loss (the paper's selection rule), whose
+test images per (cluster, digit) go to ``contingency.png``: digits merged into one
+cluster or split over two show there. ::
 
   gapmmd iic                       # 1 seed, 10 epochs
   gapmmd iic --variant quick       # smoke run
@@ -53,7 +55,7 @@ from gapmmd_jax.experiments._common import (
   to_unit_float,
 )
 from gapmmd_jax.losses import iic_loss
-from gapmmd_jax.metrics import matched_accuracy
+from gapmmd_jax.metrics import matched_accuracy, matched_table
 from gapmmd_jax.models import IICNet
 from gapmmd_jax.train import Result, Task, TrainConfig, fit
 
@@ -69,6 +71,12 @@ OFFICIAL_CURVE = (
 # Published curves of evaluation metrics, (examples seen, %, label), for `gapmmd curves`.
 REFERENCE_CURVES = {
   "best_head_accuracy": (*OFFICIAL_CURVE, "official run (xu-ji/IIC, best sub-head)"),
+}
+FILES = {
+  "accuracy_vs_pairs.png": "best sub-head's test accuracy against image pairs seen, beside "
+  "the official run",
+  "contingency.png": "per seed, the lowest-loss head's test images per (cluster, digit); row "
+  "j the cluster matched to digit j",
 }
 OFFICIAL_CROP = 20  # the official recipe's x: a 20-pixel crop resized to INPUT_SIZE
 LOSS_WINDOW = 0.1  # fraction of the last training log rows whose head losses are averaged
@@ -230,9 +238,12 @@ def repeated_pair_losses(logits_x: jax.Array, logits_bar: jax.Array, repeats: in
   return jax.vmap(iic_loss)(p_x, jax.nn.softmax(logits_bar))
 
 
-def build_task(cfg: Config) -> Task:
-  """The IIC clustering task of ``cfg``."""
+def build_task(cfg: Config, tables: dict[str, np.ndarray] | None = None) -> Task:
+  """The IIC clustering task of ``cfg``. Each evaluation stores its contingency
+  tables ``[seeds, heads, clusters, classes]`` (test-image counts) in ``tables``
+  under ``"contingency"`` when a dict is given."""
   train_data, eval_data = image_split(cfg, "train"), image_split(cfg, "test")
+  num_eval = len(eval_data["label"])
   train_data = {"image": train_data["image"]}  # unsupervised: labels never reach training
   tx = optax.adam(cfg.learning_rate)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
@@ -277,7 +288,9 @@ def build_task(cfg: Config) -> Task:
     return {"contingency": jnp.einsum("hbk,bc->bhkc", clusters, labels)}
 
   def finish_eval(means):
-    table = means.pop("contingency")  # [seeds, heads, clusters, classes]
+    table = means.pop("contingency")  # [seeds, heads, clusters, classes], fractions
+    if tables is not None:
+      tables["contingency"] = np.rint(table * num_eval)
     accuracy = np.array([[matched_accuracy(t) for t in per_seed] for per_seed in table])
     return {
       **means,
@@ -339,10 +352,32 @@ def plot_accuracy_vs_pairs(result: Result, cfg: Config) -> bool:
   )
 
 
+def plot_contingency(result: Result, selections: list[dict]) -> bool:
+  """``contingency.png``: per seed, the lowest-loss head's test images per (cluster, digit)
+  (``lowest_loss_head_table`` of ``selections``), row ``j`` the cluster matched to digit
+  ``j``, so merged and split digits stand out off the diagonal."""
+  titles = [
+    f"seed {s['seed']}, head {s['lowest_loss_head']} (lowest loss): "
+    f"{100 * s['lowest_loss_head_accuracy']:.2f}%\nrows: clusters matched to digit; "
+    "columns: digit"
+    for s in selections
+  ]
+  return plotting.heatmaps(
+    [np.asarray(s["lowest_loss_head_table"]) for s in selections],
+    titles,
+    result.run_dir.path / "contingency.png",
+    fmt="{:.0f}",
+    columns=3,
+  )
+
+
 def run(cfg: Config, variant: str = "custom") -> Result:
   """Trains, selects heads and writes the summary; returns the result."""
-  result = fit(build_task(cfg), cfg, variant=variant)
+  tables: dict[str, np.ndarray] = {}
+  result = fit(build_task(cfg, tables), cfg, variant=variant)
   selections = head_selection(result, cfg)
+  for s, table in zip(selections, tables["contingency"]):
+    s["lowest_loss_head_table"] = matched_table(table[s["lowest_loss_head"]]).astype(int).tolist()
   for key in ("best_head_accuracy", "lowest_loss_head_accuracy"):
     values = np.asarray([s[key] for s in selections])
     result.summary[key] = {
@@ -354,6 +389,9 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   result.summary["pairs_seen"] = result.summary["steps"] * cfg.batch_size * cfg.repeats
   result.run_dir.write_json("summary.json", result.summary)
   plot_accuracy_vs_pairs(result, cfg)
+  plot_contingency(result, selections)
+  result.run_dir.descriptions.update(FILES)
+  result.run_dir.write_readme(f"{NAME} ({variant}), seeds {list(cfg.seeds)}")
   print(f"\n{NAME} ({variant}), Hungarian-matched test accuracy")
   print("| seed | best head | accuracy | lowest-loss head | accuracy |")
   print("| --- | --- | --- | --- | --- |")

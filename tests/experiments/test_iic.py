@@ -11,7 +11,7 @@ from flax import nnx
 from gapmmd_jax import cli, data
 from gapmmd_jax.experiments import iic
 from gapmmd_jax.losses import iic_loss
-from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy
+from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy, matched_table
 from gapmmd_jax.models import IICNet
 
 
@@ -24,6 +24,28 @@ def test_matched_accuracy_equals_cluster_accuracy():
   assert matched_accuracy(counts / 500) == pytest.approx(cluster_accuracy(labels, clusters))
   with pytest.raises(ValueError, match="non-negative"):
     matched_accuracy(-counts)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matched_table_puts_the_matching_on_the_diagonal(seed):
+  """Clusters permuted, two digits merged and one split: the reordered table's diagonal
+  sums to the matched count, its rows are the original rows, and the merge shows."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, 2000)
+  clusters = rng.permutation(12)[np.where(labels == 5, 3, labels)]  # 3 and 5 merged
+  split = (labels == 2) & (rng.random(2000) < 0.4)
+  clusters = np.where(split, rng.permutation(12)[10], clusters)  # part of 2 elsewhere
+  clusters = np.where(rng.random(2000) < 0.05, rng.integers(0, 12, 2000), clusters)  # noise
+  counts = np.zeros((12, 10))
+  np.add.at(counts, (clusters, labels), 1)
+  table = matched_table(counts)
+  assert np.trace(table) == pytest.approx(matched_accuracy(counts) * 2000)
+  assert sorted(map(tuple, table)) == sorted(map(tuple, counts))
+  # the cluster holding 3s is matched to 3 or to 5, and holds most of the other digit too
+  merged = 3 if table[3, 3] >= table[5, 5] else 5
+  assert table[merged, 8 - merged] > 0.8 * (labels == 8 - merged).sum()
+  with pytest.raises(ValueError, match="at least as many clusters"):
+    matched_table(counts.T)
 
 
 def test_quick_run_learns_and_reports_heads(mnist_dir, tmp_path):
@@ -58,6 +80,12 @@ def test_quick_run_learns_and_reports_heads(mnist_dir, tmp_path):
   evaluation = [r for r in rows if r["split"] == "eval"]
   assert {"accuracy_head_0", "accuracy_head_1", "best_head_accuracy"} <= set(evaluation[-1])
   assert (run / "curves.png").is_file()
+  # The lowest-loss head's table holds every test image, rows in matched order.
+  table = np.asarray(heads["lowest_loss_head_table"])
+  assert table.shape == (10, 10) and table.sum() == 500
+  assert np.trace(table) / 500 == pytest.approx(heads["lowest_loss_head_accuracy"], abs=1e-6)
+  assert (run / "contingency.png").is_file() and (run / "accuracy_vs_pairs.png").is_file()
+  assert "contingency.png: per seed" in (run / "README.txt").read_text()
 
 
 def _tiny_net():
