@@ -185,7 +185,7 @@ def test_auto_xla_applies_in_a_fresh_process_and_is_recorded(mnist_dir, tmp_path
 
 def test_sigterm_stops_a_run_cleanly_with_its_checkpoint_and_summary(mnist_dir, tmp_path):
   """SIGTERM (what `timeout` and batch queues send) once training has logged: the run stops
-  after the step in flight with a checkpoint and a summary there, and the command exits
+  after the steps in flight with a checkpoint and a summary there, and the command exits
   with 128 + 15; `--resume` would continue from that step."""
   run_dir = tmp_path / "r"
   command = [sys.executable, "-m", "gapmmd_jax.cli", "vat", "--variant", "quick"]
@@ -199,7 +199,7 @@ def test_sigterm_stops_a_run_cleanly_with_its_checkpoint_and_summary(mnist_dir, 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
   assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-  assert "SIGTERM: stopping after the step in flight" in stderr
+  assert "SIGTERM: stopping after the steps in flight" in stderr
   summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["stopped_by"] == "SIGTERM" and not summary["complete"]
   assert 0 < summary["steps"] < summary["planned_steps"]

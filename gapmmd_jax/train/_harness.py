@@ -13,6 +13,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -34,6 +35,7 @@ from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
+_CALLS_AHEAD = 1  # dispatched calls the host may have queued behind the running one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,8 +320,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
 
   A stop request (:func:`~gapmmd_jax.train.request_stop`; the ``gapmmd``
-  command makes one of SIGINT or SIGTERM) ends the run after the step in flight,
-  with an evaluation, a checkpoint and the summary (``stopped_by``) there.
+  command makes one of SIGINT or SIGTERM) ends the run after the steps in flight
+  (the running call and at most one queued behind it), with an evaluation, a checkpoint and the summary (``stopped_by``) there.
 
   Returns:
     :class:`Result` with the final (host) states, eval metrics per seed and
@@ -471,6 +473,10 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     *((task.host_update_every,) if task.host_update is not None else ()),
   )
   step, first_call_steps = start, 0
+  # Dispatch is asynchronous: the host keeps one call queued behind the running one and no
+  # more, so the device never waits for Python, while a stop request, the progress bar and
+  # the wall time follow the device within one call instead of running ahead of it.
+  in_flight: collections.deque = collections.deque()
   try:
     while step < end:
       if step // steps_per_epoch != epoch:
@@ -488,6 +494,9 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       if step == start:  # the first call compiles: keep it out of the throughput
         jax.block_until_ready(states)
         first_step_seconds, first_call_steps = time.perf_counter() - wall_start, count
+      in_flight.append(metrics)
+      if len(in_flight) > _CALLS_AHEAD:
+        jax.block_until_ready(in_flight.popleft())
       step += count
       done = step
       if task.host_update is not None and done % task.host_update_every == 0:

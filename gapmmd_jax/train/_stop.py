@@ -1,5 +1,5 @@
 """Stopping a training run early and cleanly: the ``gapmmd`` command turns SIGINT and SIGTERM
-into a stop request that :func:`~gapmmd_jax.train.fit` honours after its step in flight."""
+into a stop request that :func:`~gapmmd_jax.train.fit` honours after its steps in flight."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ class StopRequested(RuntimeError):
 
 
 def request_stop(signum: int) -> None:
-  """Asks the running ``fit`` to stop after its step in flight: it evaluates, checkpoints and
-  writes its summary there (``stopped_by``); a later ``fit`` raises :class:`StopRequested`."""
+  """Asks the running ``fit`` to stop after its steps in flight (the running call and at
+  most one queued behind it): it evaluates, checkpoints and writes its summary there
+  (``stopped_by``); a later ``fit`` raises :class:`StopRequested`."""
   if not _requested:
     _requested.append(signum)
 
@@ -37,7 +38,7 @@ def _on_signal(signum: int, frame) -> None:
     raise KeyboardInterrupt
   request_stop(signum)
   print(
-    f"{signal.Signals(signum).name}: stopping after the step in flight, with an evaluation, "
+    f"{signal.Signals(signum).name}: stopping after the steps in flight, with an evaluation, "
     "a checkpoint and the summary there (send it again to stop at once)",
     file=sys.stderr,
     flush=True,

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -243,6 +244,33 @@ def test_a_stop_request_ends_the_run_cleanly_and_resume_continues_it(task, refer
     rtol=1e-6,
     atol=1e-7,
   )
+
+
+def test_a_stop_arriving_during_a_slow_step_ends_the_run_within_one_step(task, tmp_path):
+  """The stop request comes from the device while it runs step 6, which then takes 1 s (a
+  signal arriving mid-step): the host, which dispatches asynchronously, must not have run
+  ahead to the next log step (25, the end) meanwhile; the run stops at step 6 or 7."""
+
+  def on_device(step):
+    if int(step) == 6:
+      request_stop(signal.SIGTERM)
+      time.sleep(1.0)
+
+  def init(key):
+    return {**task.init(key), "count": np.zeros((), np.int32)}
+
+  def train_step(state, batch, key):
+    inner, metrics = task.train_step(state, batch, key)
+    jax.debug.callback(on_device, state["count"] + 1)
+    return {**inner, "count": state["count"] + 1}, metrics
+
+  hooked = dataclasses.replace(task, init=init, train_step=train_step)
+  cfg = tiny_task.config(tmp_path, seeds=(0,), log_every=25, eval_every=25, checkpoint_every=25)
+  with stop_on_signals(enabled=False):
+    stopped = fit(hooked, cfg)
+  assert stopped.summary["stopped_by"] == "SIGTERM"
+  assert stopped.summary["steps"] in (6, 7), stopped.summary["steps"]
+  assert int(stopped.state["state"]["count"][0]) == stopped.summary["steps"]
 
 
 def _free_port() -> int:
