@@ -315,3 +315,21 @@ def test_keras_book_transforms_and_initialisation_options():
   bound = np.sqrt(6.0 / sum(kernel.shape))
   assert 0.95 * bound < np.abs(kernel).max() <= bound
   np.testing.assert_array_equal(net.heads[0].bias[...], 0.0)
+
+
+def test_training_images_with_the_test_split_as_the_official_run(mnist_dir):
+  """``train_images="train+test"``: the 60,000 train images then the 10,000 test images, cut
+  by ``max_train_examples``, no labels; evaluation stays on the test split."""
+  train, _ = data.load_mnist("train", data_dir=mnist_dir)
+  test, test_labels = data.load_mnist("test", data_dir=mnist_dir)
+  cfg = iic.Config(data_dir=str(mnist_dir), train_images="train+test")
+  images = iic.training_images(cfg)
+  assert images.shape == (70_000, 28, 28, 1) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images[:60_000, ..., 0], train)
+  np.testing.assert_array_equal(images[60_000:, ..., 0], test)
+  cut = iic.training_images(dataclasses.replace(cfg, max_train_examples=60_500))
+  np.testing.assert_array_equal(cut[60_000:, ..., 0], test[:500])
+  assert iic.training_images(dataclasses.replace(cfg, train_images="train")).shape[0] == 60_000
+  task = iic.build_task(dataclasses.replace(cfg, max_eval_examples=300))
+  assert set(task.train_data) == {"image"} and len(task.train_data["image"]) == 70_000
+  np.testing.assert_array_equal(task.eval_data["label"], test_labels[:300])
