@@ -8,7 +8,7 @@
 # For machines that are lent by the minute (a batch queue's time limit, a borrowed GPU):
 # call it again with the same arguments on the same machine and the run goes on from its
 # last checkpoint (on the time limit `timeout` sends SIGTERM, and the run stops after the
-# step in flight with a checkpoint there; only a harder kill loses the steps since
+# steps in flight with a checkpoint there; only a harder kill loses the steps since
 # `--checkpoint-every`'s last one). Runs
 # `python3 -m gapmmd_jax.cli` from this checkout, so it needs no install where jax, flax,
 # optax, chex, scipy, tqdm and matplotlib are present. MNIST comes from $GAPMMD_DATA_DIR,
