@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def random_translate(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
@@ -325,3 +328,203 @@ def iic_official_transform(
   out = jnp.clip(out * factors(k_bright), 0.0, 1.0)
   mean = jnp.mean(out, axis=(1, 2, 3), keepdims=True)
   return jnp.clip(mean + (out - mean) * factors(k_contrast), 0.0, 1.0)
+
+
+# The official IIC code's transforms step by step, as torchvision 0.2 and Pillow compute
+# them on 8-bit images: a nearest-neighbour rotation, a crop, a bilinear resize with
+# half-pixel centres in two passes of Pillow's fixed-point arithmetic, and a brightness /
+# contrast jitter in random order whose float blends truncate to 8 bits.
+
+_PIL_PRECISION_BITS = 22  # Pillow's resampling: coefficients and sums in 1 / 2^22
+
+
+def _check_uint8_images(images: jax.Array) -> None:
+  if images.ndim != 4 or images.dtype != jnp.uint8:
+    raise ValueError(
+      f"images must be uint8 [B, H, W, C] (what Pillow sees), got {images.dtype} {images.shape}."
+    )
+
+
+def _pil_coefficients(sizes: tuple[int, ...], out: int) -> np.ndarray:
+  """``[len(sizes), out, max(sizes)]`` int32: per crop side, Pillow's fixed-point bilinear
+  coefficients for enlarging it to ``out`` (``precompute_coeffs`` and
+  ``normalize_coeffs_8bpc`` of its ``Resample.c``, support 1): output pixel ``o`` weighs
+  input pixel ``k`` by ``max(0, 1 - |k + 1/2 - (o + 1/2) size / out|)``, normalised over
+  the crop, then rounded to ``2^-22``. A side equal to ``out`` gives the identity."""
+  table = np.zeros((len(sizes), out, max(sizes)), np.int64)
+  for n, size in enumerate(sizes):
+    if size > out:
+      raise ValueError(f"crop sides must not exceed out_size={out} (Pillow enlarges), got {size}.")
+    centre = (np.arange(out) + 0.5) * (size / out)
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(size)[None, :] + 0.5 - centre[:, None]))
+    weights /= weights.sum(axis=1, keepdims=True)
+    table[n, :, :size] = np.trunc(0.5 + weights * (1 << _PIL_PRECISION_BITS))
+  return table.astype(np.int32)
+
+
+def _pil_crop_resize_one(
+  image: jax.Array, corner: jax.Array, which: jax.Array | int, table: np.ndarray
+) -> jax.Array:
+  """One ``[H, W, C]`` int32 image: the square crop of side ``sizes[which]`` (``table`` from
+  :func:`_pil_coefficients`) at ``corner`` (row, column) resized, horizontally then
+  vertically, each pass summed and rounded in Pillow's fixed point; int32 8-bit values."""
+  coefficients = jnp.asarray(table)[which]  # [out, max side], zero beyond this side
+
+  def on_axis(start, length):  # [out, length]: the coefficients placed at the crop
+    k = jnp.arange(length) - start
+    inside = (k >= 0) & (k < table.shape[2])
+    return jnp.where(inside[None, :], coefficients[:, jnp.clip(k, 0, table.shape[2] - 1)], 0)
+
+  def round8(sums):  # Pillow's clip8 after adding half a unit
+    return jnp.clip((sums + (1 << (_PIL_PRECISION_BITS - 1))) >> _PIL_PRECISION_BITS, 0, 255)
+
+  wide = round8(jnp.einsum("hwc,ow->hoc", image, on_axis(corner[1], image.shape[1])))
+  return round8(jnp.einsum("hoc,ph->poc", wide, on_axis(corner[0], image.shape[0])))
+
+
+def pil_crop_resize(
+  key: jax.Array | None,
+  images: jax.Array,
+  *,
+  crop_size: int = 20,
+  out_size: int = 24,
+  centre_probability: float = 0.0,
+) -> jax.Array:
+  """The official IIC MNIST ``x`` as torchvision computes it (``tf1``, and ``tf3`` for
+  evaluation): a ``crop_size`` square at a uniform position, or at the centre with
+  probability ``centre_probability`` (``key=None``: always), resized to ``out_size`` by
+  Pillow's bilinear filter (half-pixel centres, two fixed-point passes).
+
+  Args:
+    key: PRNG key, or ``None`` for the centre crop.
+    images: ``[B, H, W, C]`` uint8.
+
+  Returns:
+    ``[B, out_size, out_size, C]`` float32 in ``[0, 1]``, multiples of 1/255.
+  """
+  _check_uint8_images(images)
+  batch, height, width, _ = images.shape
+  if crop_size > min(height, width):
+    raise ValueError(f"crop_size={crop_size} must fit the {height}x{width} images.")
+  if not 0 <= centre_probability <= 1:
+    raise ValueError(f"centre_probability must be in [0, 1], got {centre_probability}.")
+  table = _pil_coefficients((crop_size,), out_size)
+  # torchvision's CenterCrop: int(round((H - crop) / 2.)), under Python 2 halves round up.
+  centre = jnp.asarray([(height - crop_size + 1) // 2, (width - crop_size + 1) // 2], jnp.int32)
+  corners = jnp.broadcast_to(centre, (batch, 2))
+  if key is not None:
+    position_key, centre_key = jax.random.split(key)
+    room = jnp.asarray([height - crop_size + 1, width - crop_size + 1], jnp.int32)
+    uniform = jax.random.randint(position_key, (batch, 2), 0, room)
+    at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
+    corners = jnp.where(at_centre, corners, uniform)
+  resize = lambda image, corner: _pil_crop_resize_one(image, corner, 0, table)
+  return jax.vmap(resize)(images.astype(jnp.int32), corners).astype(jnp.float32) / 255.0
+
+
+def _pil_rotate_nearest(image: jax.Array, degrees: jax.Array) -> jax.Array:
+  """``Image.rotate(degrees)`` of an ``[H, W, C]`` image, nearest neighbour, about the image's
+  centre ``(W / 2, H / 2)``, zeros outside, in Pillow's 16.16 fixed point (``affine_fixed``
+  of its ``Geometry.c``): output pixel ``(x, y)`` takes input pixel ``floor(A (x + 1/2,
+  y + 1/2) + t)``, ``A`` the rotation by ``-degrees`` and ``t`` keeping the centre."""
+  height, width, _ = image.shape
+  angle = -jnp.deg2rad(degrees)
+  a0, a1, a3, a4 = jnp.cos(angle), jnp.sin(angle), -jnp.sin(angle), jnp.cos(angle)
+  cx, cy = width / 2.0, height / 2.0
+  a2, a5 = cx - a0 * cx - a1 * cy, cy - a3 * cx - a4 * cy
+  fix = lambda v: jnp.floor(v * 65536.0 + 0.5).astype(jnp.int32)
+  y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  src_x = fix(a2 + (a0 + a1) * 0.5) + x * fix(a0) + y * fix(a1)
+  src_y = fix(a5 + (a3 + a4) * 0.5) + x * fix(a3) + y * fix(a4)
+  col, row = src_x >> 16, src_y >> 16
+  inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+  taken = image[jnp.clip(row, 0, height - 1), jnp.clip(col, 0, width - 1)]
+  return jnp.where(inside[..., None], taken, jnp.zeros((), image.dtype))
+
+
+def _torchvision_one(
+  image: jax.Array,
+  rotate: jax.Array,
+  degrees: jax.Array,
+  which: jax.Array,
+  corner: jax.Array,
+  brightness: jax.Array,
+  contrast: jax.Array,
+  brightness_first: jax.Array,
+  *,
+  table: np.ndarray,
+) -> jax.Array:
+  """:func:`iic_torchvision_transform` of one ``[H, W, 1]`` int32 image with its draws given:
+  rotated by ``degrees`` if ``rotate``, the crop of side ``which`` (an index into ``table``)
+  at ``corner`` (row, column) resized, then the two jitter blends (float32, as Pillow's
+  ``ImagingBlend``); ``[out, out, 1]`` float32 8-bit values."""
+  image = jnp.where(rotate, _pil_rotate_nearest(image, degrees), image)
+  image = _pil_crop_resize_one(image, corner, which, table).astype(jnp.float32)
+  truncate8 = lambda v: jnp.clip(jnp.floor(v), 0.0, 255.0)  # (UINT8) of the float blend
+  bright = lambda v: truncate8(brightness * v)
+  mean = lambda v: jnp.floor(jnp.mean(v) + 0.5)  # int(ImageStat mean + 0.5)
+  contrasted = lambda v: truncate8(mean(v) + contrast * (v - mean(v)))
+  return jnp.where(brightness_first, contrasted(bright(image)), bright(contrasted(image)))
+
+
+def iic_torchvision_transform(
+  key: jax.Array,
+  images: jax.Array,
+  *,
+  out_size: int = 24,
+  max_degrees: float = 25.0,
+  rotate_probability: float = 0.5,
+  crop_sizes: tuple[int, ...] = (16, 20, 24),
+  jitter: float = 0.4,
+) -> jax.Array:
+  """The official IIC MNIST ``x'`` (``tf2``) as torchvision 0.2 and Pillow compute it.
+
+  Per image: with probability ``rotate_probability`` ``RandomRotation(max_degrees)``
+  (nearest neighbour, zeros outside); a ``RandomCrop`` of a side drawn from
+  ``crop_sizes``; ``Resize(out_size)`` (Pillow's bilinear filter, half-pixel centres,
+  two fixed-point passes); ``ColorJitter``'s brightness and contrast, each factor uniform
+  in ``[1 - jitter, 1 + jitter]``, in random order, each blend truncated to 8 bits
+  (contrast about the image's mean rounded to an integer; the jitter's saturation and
+  hue leave a grey-scale image as it is). :func:`iic_official_transform` draws the same
+  distribution as one bilinear resampling, corners aligned, without the rounding.
+
+  Args:
+    key: PRNG key; the same key gives the same transforms.
+    images: ``[B, H, W, 1]`` uint8.
+
+  Returns:
+    ``[B, out_size, out_size, 1]`` float32 in ``[0, 1]``, multiples of 1/255.
+  """
+  _check_uint8_images(images)
+  batch, height, width, channels = images.shape
+  if channels != 1:
+    raise ValueError(f"images must be grey-scale (one channel), got {channels}.")
+  if max(crop_sizes) > min(height, width):
+    raise ValueError(f"crop_sizes={crop_sizes} must fit the {height}x{width} images.")
+  if not 0 <= jitter < 1 or not 0 <= rotate_probability <= 1:
+    raise ValueError(
+      f"need 0 <= jitter < 1 and 0 <= rotate_probability <= 1, got {jitter} "
+      f"and {rotate_probability}."
+    )
+  table = _pil_coefficients(crop_sizes, out_size)
+  keys = jax.random.split(key, 7)
+  rotate = jax.random.bernoulli(keys[0], rotate_probability, (batch,))
+  degrees = jax.random.uniform(keys[1], (batch,), minval=-max_degrees, maxval=max_degrees)
+  which = jax.random.randint(keys[2], (batch,), 0, len(crop_sizes))
+  room = jnp.asarray([height, width], jnp.int32) - jnp.asarray(crop_sizes, jnp.int32)[which, None]
+  corners = jax.random.randint(keys[3], (batch, 2), 0, room + 1)
+  factor = lambda k: jax.random.uniform(k, (batch,), minval=1 - jitter, maxval=1 + jitter)
+  brightness, contrast = factor(keys[4]), factor(keys[5])
+  brightness_first = jax.random.bernoulli(keys[6], 0.5, (batch,))
+  one = functools.partial(_torchvision_one, table=table)
+  out = jax.vmap(one)(
+    images.astype(jnp.int32),
+    rotate,
+    degrees,
+    which,
+    corners,
+    brightness,
+    contrast,
+    brightness_first,
+  )
+  return out / 255.0

@@ -13,8 +13,9 @@ the jitted step. Two recipes, each choice an option::
             resized to 24, the centre one half the time, else at a random position
             (``--x-centre-probability 0.5``; the centre one at evaluation), x' a
             rotation up to 25 degrees with probability 0.5, then a 16/20/24 crop
-            resized to 24 and brightness/contrast jitter 0.4 (``--transforms
-            official``); 140 images x 5 transforms = 700 pairs per step, x computed
+            resized to 24 and brightness/contrast jitter 0.4, computed as torchvision
+            and Pillow do (``--transforms official-torchvision``; ``official`` draws
+            the same as one bilinear resampling); 140 images x 5 transforms = 700 pairs per step, x computed
             once and its prediction repeated (``--repeats 5``); x and x' in separate
             forward passes (``--batchnorm separate``); 5 heads of 10 clusters only;
             Adam 1e-4; evaluation with each batch's statistics (``--eval-statistics
@@ -96,13 +97,16 @@ class Config(TrainConfig):
     "transformed copies x' of each image per step; x goes through the "
     "network once and its prediction is repeated (the official run: 5)",
   )
-  transforms: Literal["keras", "keras-book", "official"] = option(
+  transforms: Literal["keras", "keras-book", "official", "official-torchvision"] = option(
     "keras",
     "pair transforms: keras (x the centre crop, x' a rotation of it or a crop), keras-book "
     "(the Keras book's generator exactly: x' the whole image rotated by an integer angle, "
-    "or a crop centred half the time) or official (x a 20-crop, at the centre with "
+    "or a crop centred half the time), official (x a 20-crop, at the centre with "
     "--x-centre-probability, else at random; x' a rotation with "
-    "p = 0.5, a 16/20/24 crop and a brightness / contrast jitter); all resized to 24",
+    "p = 0.5, a 16/20/24 crop and a brightness / contrast jitter; one bilinear resampling) "
+    "or official-torchvision (the same, step by step as torchvision and Pillow compute it "
+    "on 8-bit images: nearest-neighbour rotation, half-pixel resize, rounding, the "
+    "jitter in random order); all resized to 24",
   )
   x_centre_probability: float = option(
     0.0,
@@ -153,7 +157,7 @@ class Config(TrainConfig):
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
     if not 0 <= self.x_centre_probability <= 1:
       raise ValueError(f"x_centre_probability must be in [0, 1], got {self.x_centre_probability}.")
-    if self.x_centre_probability and self.transforms != "official":
+    if self.x_centre_probability and not self.transforms.startswith("official"):
       raise ValueError(
         "x_centre_probability applies to --transforms official only (the other transforms' x "
         f"is always the centre crop), got transforms={self.transforms!r}."
@@ -182,7 +186,7 @@ VARIANTS = {
     repeats=5,
     overcluster_heads=0,
     learning_rate=1e-4,
-    transforms="official",
+    transforms="official-torchvision",
     x_centre_probability=0.5,
     batchnorm="separate",
     eval_statistics="batch",
@@ -213,28 +217,31 @@ def _make_net(cfg: Config, key) -> IICNet:
 def pair_inputs(cfg: Config, key: jax.Array, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """uint8 ``[B, 28, 28, 1]`` -> ``(x [B, 24, 24, 1], x' [repeats B, 24, 24, 1])`` float32;
   ``x'`` holds ``repeats`` transforms of the whole batch, one batch after another."""
-  unit = to_unit_float(images)
-  copies = jnp.tile(unit, (cfg.repeats, 1, 1, 1))
-  if cfg.transforms != "official":
+  if not cfg.transforms.startswith("official"):
+    copies = jnp.tile(to_unit_float(images), (cfg.repeats, 1, 1, 1))
     return centre_crops(images, INPUT_SIZE), keras_transform(cfg.transforms, key, copies)
   key_x, key_bar = jax.random.split(key)
-  return (
-    data.crop_resize(
-      key_x,
-      unit,
-      crop_size=OFFICIAL_CROP,
-      out_size=INPUT_SIZE,
-      centre_probability=cfg.x_centre_probability,
-    ),
-    data.iic_official_transform(key_bar, copies, out_size=INPUT_SIZE),
+  if cfg.transforms == "official-torchvision":  # on the 8-bit images, as Pillow
+    make_x, make_bar, source = data.pil_crop_resize, data.iic_torchvision_transform, images
+  else:
+    make_x, make_bar, source = data.crop_resize, data.iic_official_transform, to_unit_float(images)
+  x = make_x(
+    key_x,
+    source,
+    crop_size=OFFICIAL_CROP,
+    out_size=INPUT_SIZE,
+    centre_probability=cfg.x_centre_probability,
   )
+  return x, make_bar(key_bar, jnp.tile(source, (cfg.repeats, 1, 1, 1)), out_size=INPUT_SIZE)
 
 
 def eval_inputs(cfg: Config, images: jax.Array) -> jax.Array:
   """The deterministic evaluation input: the centre 24 crop (keras, keras-book) or the
-  centre 20 crop resized to 24 (official)."""
-  if cfg.transforms != "official":
+  centre 20 crop resized to 24 (official; by Pillow's resize for official-torchvision)."""
+  if not cfg.transforms.startswith("official"):
     return centre_crops(images, INPUT_SIZE)
+  if cfg.transforms == "official-torchvision":
+    return data.pil_crop_resize(None, images, crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE)
   return data.crop_resize(None, to_unit_float(images), crop_size=OFFICIAL_CROP, out_size=INPUT_SIZE)
 
 

@@ -1,16 +1,21 @@
-"""On-device augmentation: exact shifts, determinism, ranges, and the Keras book's transform
-against its own scikit-image calls."""
+"""On-device augmentation: exact shifts, determinism, ranges, the Keras book's transform
+against its own scikit-image calls, the official IIC transform against Pillow's."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image, ImageEnhance
 from skimage import transform as skimage_transform
 
 from gapmmd_jax.data import (
+  _augment,
   centre_crop,
   crop_resize,
   iic_official_transform,
+  iic_torchvision_transform,
   keras_book_transform,
+  pil_crop_resize,
   random_rotate_or_crop,
   random_translate,
 )
@@ -217,3 +222,78 @@ def test_keras_book_transform_determinism_and_bad_input():
     keras_book_transform(jax.random.key(0), images, out_size=20)
   with pytest.raises(ValueError, match="crop margins"):
     keras_book_transform(jax.random.key(0), images, crop_margins=(27,))
+
+
+def _pillow_tf2(image, rotate, degrees, size, corner, brightness, contrast, brightness_first):
+  """The official IIC ``tf2`` with its draws given, through Pillow as torchvision 0.2 calls
+  it: ``rotate`` (resample=False: nearest), ``crop``, ``resize`` (bilinear) and the
+  jitter's ``ImageEnhance`` brightness and contrast in the drawn order."""
+  picture = Image.fromarray(image)
+  if rotate:
+    picture = picture.rotate(degrees, Image.NEAREST)
+  top, left = corner
+  picture = picture.crop((left, top, left + size, top + size)).resize((24, 24), Image.BILINEAR)
+  jitters = [
+    lambda p: ImageEnhance.Brightness(p).enhance(brightness),
+    lambda p: ImageEnhance.Contrast(p).enhance(contrast),
+  ]
+  for jitter in jitters if brightness_first else jitters[::-1]:
+    picture = jitter(picture)
+  return np.asarray(picture)
+
+
+def test_torchvision_transform_is_pillows_pipeline_pixel_for_pixel():
+  """Given the same draws, every output pixel equals Pillow's (40 draws on random 8-bit
+  images: nearest rotation in 16.16 fixed point, fixed-point two-pass resize, truncating
+  blends); the evaluation input equals CenterCrop(20) then Resize(24)."""
+  rng = np.random.default_rng(0)
+  sizes = (16, 20, 24)
+  table = _augment._pil_coefficients(sizes, 24)
+  one = jax.jit(lambda *draws: _augment._torchvision_one(*draws, table=table))
+  images = rng.integers(0, 256, (40, 28, 28)).astype(np.uint8)
+  for t, image in enumerate(images):
+    which = t % 3
+    corner = rng.integers(0, 28 - sizes[which] + 1, 2)
+    rotate, brightness_first = t % 2 == 0, t % 4 < 2
+    degrees, brightness, contrast = (float(np.float32(v)) for v in rng.uniform(-1, 1, 3))
+    degrees, brightness, contrast = 25 * degrees, 1 + 0.4 * brightness, 1 + 0.4 * contrast
+    draws = (rotate, degrees, sizes[which], corner, brightness, contrast, brightness_first)
+    ours = one(
+      jnp.asarray(image[..., None], jnp.int32),
+      rotate,
+      jnp.float32(degrees),
+      which,
+      jnp.asarray(corner, jnp.int32),
+      jnp.float32(brightness),
+      jnp.float32(contrast),
+      brightness_first,
+    )
+    np.testing.assert_array_equal(np.asarray(ours)[..., 0], _pillow_tf2(image, *draws), str(draws))
+  crop_resize_20 = lambda i: (
+    Image.fromarray(i).crop((4, 4, 24, 24)).resize((24, 24), Image.BILINEAR)
+  )
+  centre = np.stack([crop_resize_20(image) for image in images])
+  evaluation = np.asarray(pil_crop_resize(None, images[..., None]))[..., 0]
+  np.testing.assert_array_equal(np.rint(evaluation * 255), centre)
+
+
+def test_torchvision_transforms_determinism_range_and_bad_input():
+  images = np.random.default_rng(1).integers(0, 256, (12, 28, 28, 1)).astype(np.uint8)
+  for transform in (iic_torchvision_transform, pil_crop_resize):
+    a = np.asarray(transform(jax.random.key(0), images))
+    assert a.shape == (12, 24, 24, 1) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, transform(jax.random.key(0), images))
+    assert not np.array_equal(a, transform(jax.random.key(1), images))
+    assert a.min() >= 0 and a.max() <= 1
+    np.testing.assert_allclose(a * 255, np.rint(a * 255), atol=1e-4)  # 8-bit levels
+    with pytest.raises(ValueError, match="uint8"):
+      transform(jax.random.key(0), images.astype(np.float32))
+  # x: the centre crop with probability 1, the evaluation input.
+  always = pil_crop_resize(jax.random.key(2), images, centre_probability=1.0)
+  np.testing.assert_array_equal(always, pil_crop_resize(None, images))
+  with pytest.raises(ValueError, match="grey-scale"):
+    iic_torchvision_transform(jax.random.key(0), np.zeros((2, 28, 28, 3), np.uint8))
+  with pytest.raises(ValueError, match="must fit"):
+    iic_torchvision_transform(jax.random.key(0), images[:, :20, :20])
+  with pytest.raises(ValueError, match="exceed out_size"):
+    iic_torchvision_transform(jax.random.key(0), images, crop_sizes=(26,))

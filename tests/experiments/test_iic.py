@@ -216,7 +216,7 @@ def test_official_network_has_5x5_convolutions_and_the_official_initialisation()
   assert (default.conv_size, default.init) == (3, "flax")
   # x is the centre crop half the time (the official centre_half), only with its transforms.
   assert (cfg.transforms, cfg.x_centre_probability, default.x_centre_probability) == (
-    "official",
+    "official-torchvision",
     0.5,
     0.0,
   )
@@ -264,7 +264,7 @@ def test_official_recipe_smoke_run(mnist_dir, tmp_path):
         "--repeats",
         "3",
         "--transforms",
-        "official",
+        "official-torchvision",
         "--batchnorm",
         "separate",
         "--eval-statistics",
@@ -286,7 +286,7 @@ def test_official_recipe_smoke_run(mnist_dir, tmp_path):
   config = json.loads((tmp_path / "p" / "config.json").read_text())
   assert (config["repeats"], config["transforms"], config["batchnorm"], config["conv_size"]) == (
     3,
-    "official",
+    "official-torchvision",
     "separate",
     5,
   )
@@ -333,3 +333,16 @@ def test_training_images_with_the_test_split_as_the_official_run(mnist_dir):
   task = iic.build_task(dataclasses.replace(cfg, max_eval_examples=300))
   assert set(task.train_data) == {"image"} and len(task.train_data["image"]) == 70_000
   np.testing.assert_array_equal(task.eval_data["label"], test_labels[:300])
+
+
+def test_torchvision_transforms_option_feeds_pillows_pipeline():
+  """``--transforms official-torchvision``: x and x' at 8-bit levels from the Pillow-exact
+  transforms (x the centre crop with probability 1 here, so the evaluation input)."""
+  cfg = iic.Config(transforms="official-torchvision", x_centre_probability=1.0, repeats=3)
+  images = jnp.asarray(np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1)), jnp.uint8)
+  x, x_bar = iic.pair_inputs(cfg, jax.random.key(0), images)
+  assert x.shape == (4, 24, 24, 1) and x_bar.shape == (12, 24, 24, 1)
+  np.testing.assert_array_equal(x, iic.eval_inputs(cfg, images))
+  np.testing.assert_array_equal(x, data.pil_crop_resize(None, images))
+  np.testing.assert_allclose(x_bar * 255, np.rint(x_bar * 255), atol=1e-4)
+  assert not np.array_equal(x_bar[:4], x_bar[4:8])  # three different transforms per image
