@@ -15,10 +15,10 @@ the jitted step. Two recipes, each choice an option::
             rotation up to 25 degrees with probability 0.5, then a 16/20/24 crop
             resized to 24 and brightness/contrast jitter 0.4, computed as torchvision
             and Pillow do (``--transforms official-torchvision``; ``official`` draws
-            the same as one bilinear resampling); 140 images x 5 transforms = 700 pairs per step, x computed
-            once and its prediction repeated (``--repeats 5``); x and x' in separate
-            forward passes (``--batchnorm separate``); 5 heads of 10 clusters only;
-            Adam 1e-4; evaluation with each batch's statistics (``--eval-statistics
+            the same as one bilinear resampling); 140 images x 5 transforms = 700
+            pairs per step, x computed once and its prediction repeated
+            (``--repeats 5``); x and x' in separate forward passes (``--batchnorm
+            separate``); 5 heads of 10 clusters only; Adam 1e-4; evaluation with each batch's statistics (``--eval-statistics
             batch``); ClusterNet6c's 5x5 convolutions and initialisation
             (``--conv-size 5 --init official``). The official run also trains on
             the test images (``--train-images train+test``); the variant keeps them
@@ -159,8 +159,9 @@ class Config(TrainConfig):
       raise ValueError(f"x_centre_probability must be in [0, 1], got {self.x_centre_probability}.")
     if self.x_centre_probability and not self.transforms.startswith("official"):
       raise ValueError(
-        "x_centre_probability applies to --transforms official only (the other transforms' x "
-        f"is always the centre crop), got transforms={self.transforms!r}."
+        "x_centre_probability applies to the official transforms only (official, "
+        "official-torchvision; the other transforms' x is always the centre crop), got "
+        f"transforms={self.transforms!r}."
       )
 
 

@@ -220,7 +220,7 @@ def test_official_network_has_5x5_convolutions_and_the_official_initialisation()
     0.5,
     0.0,
   )
-  with pytest.raises(ValueError, match="official only"):
+  with pytest.raises(ValueError, match="official transforms only"):
     iic.Config(x_centre_probability=0.5)
   with pytest.raises(ValueError, match=r"in \[0, 1\]"):
     iic.Config(transforms="official", x_centre_probability=2.0)
