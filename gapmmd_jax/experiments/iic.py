@@ -18,9 +18,10 @@ the jitted step. Two recipes, each choice an option::
             the same as one bilinear resampling); 140 images x 5 transforms = 700
             pairs per step, x computed once and its prediction repeated
             (``--repeats 5``); x and x' in separate forward passes (``--batchnorm
-            separate``); 5 heads of 10 clusters only; Adam 1e-4; evaluation with each batch's statistics (``--eval-statistics
-            batch``); ClusterNet6c's 5x5 convolutions and initialisation
-            (``--conv-size 5 --init official``). The official run also trains on
+            separate``); 5 heads of 10 clusters only; Adam 1e-4; evaluation with
+            each batch's statistics (``--eval-statistics batch``); ClusterNet6c's
+            5x5 convolutions and initialisation (``--conv-size 5 --init
+            official``). The official run also trains on
             the test images (``--train-images train+test``); the variant keeps them
             held out.
 
