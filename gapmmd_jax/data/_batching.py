@@ -25,9 +25,12 @@ def put_replicated(tree, mesh: jax.sharding.Mesh):
 
 
 def epoch_permutations(
-  data_keys: jax.Array, epoch: int | jax.Array, num_examples: int
+  data_keys: jax.Array, epoch: int | jax.Array, num_examples: int, shuffle: bool = True
 ) -> jax.Array:
-  """One permutation of ``range(num_examples)`` per seed: ``[S, N]`` int32."""
+  """One permutation of ``range(num_examples)`` per seed: ``[S, N]`` int32; with
+  ``shuffle=False`` the identity for every seed and epoch (the stored order)."""
+  if not shuffle:
+    return jnp.tile(jnp.arange(num_examples, dtype=jnp.int32), (len(data_keys), 1))
   return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), num_examples))(
     data_keys
   )

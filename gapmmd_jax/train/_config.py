@@ -19,6 +19,11 @@ class TrainConfig:
   epochs: float = option(1.0, "passes over the training set (fractions allowed)")
   max_train_examples: int | None = option(None, "use only the first N training examples")
   max_eval_examples: int | None = option(None, "use only the first N test examples")
+  shuffle: bool = option(
+    True,
+    "draw a new order of the training examples per epoch and seed (else every epoch takes "
+    "them in their stored order, as the official IIC code's loaders)",
+  )
   eval_batch_size: int = option(1000, "examples per evaluation batch")
   eval_every: int = option(500, "evaluate every N steps (and at the end)")
   log_every: int = option(50, "write training metrics every N steps")

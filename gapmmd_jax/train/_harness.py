@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -395,7 +396,11 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     out_shardings=repl,
   )
   take_fn = jax.jit(_batching.take_batch, static_argnums=3, out_shardings=batch_sharding)
-  perm_fn = jax.jit(_batching.epoch_permutations, static_argnums=2, out_shardings=repl)
+  perm_fn = jax.jit(
+    functools.partial(_batching.epoch_permutations, shuffle=cfg.shuffle),
+    static_argnums=2,
+    out_shardings=repl,
+  )
   evaluate = _Evaluator(task, mesh, cfg.eval_batch_size, cfg.seed_axis)
   train_data = _batching.put_replicated(task.train_data, mesh)
 

@@ -333,6 +333,12 @@ def test_training_images_with_the_test_split_as_the_official_run(mnist_dir):
   task = iic.build_task(dataclasses.replace(cfg, max_eval_examples=300))
   assert set(task.train_data) == {"image"} and len(task.train_data["image"]) == 70_000
   np.testing.assert_array_equal(task.eval_data["label"], test_labels[:300])
+  # The paper-70k variant: the paper recipe on these images in their stored order, the
+  # official run's 10.5M pairs.
+  paper, paper_70k = iic.VARIANTS["paper"], iic.VARIANTS["paper-70k"]
+  assert (paper_70k.train_images, paper_70k.shuffle, paper.shuffle) == ("train+test", False, True)
+  assert paper_70k.epochs * 70_000 * paper_70k.repeats == paper.epochs * 60_000 * paper.repeats
+  assert dataclasses.replace(paper_70k, train_images="train", shuffle=True, epochs=35.0) == paper
 
 
 def test_torchvision_transforms_option_feeds_pillows_pipeline():

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -160,6 +161,23 @@ def test_seed_axis_modes_agree(task, reference, tmp_path, seed_axis):
     atol=1e-6,
   )
   assert result.num_traces == 1
+
+
+def test_without_shuffling_every_epoch_takes_the_stored_order(task, tmp_path):
+  """``shuffle=False``: step s of every epoch and seed trains on examples [64 s, 64 s + 64)
+  (the first label of each batch, logged per step, over two epochs of 10 steps)."""
+
+  def train_step(state, batch, key):
+    state, metrics = task.train_step(state, batch, key)
+    return state, {**metrics, "first_label": batch["label"][0].astype(jnp.float32)}
+
+  hooked = dataclasses.replace(task, train_step=train_step)
+  cfg = tiny_task.config(tmp_path, seeds=(0, 1), epochs=2.0, log_every=1, shuffle=False)
+  rows = [r for r in fit(hooked, cfg).run_dir.read_metrics() if r["split"] == "train"]
+  labels = task.train_data["label"]
+  for seed in (0, 1):
+    firsts = [r["first_label"] for r in rows if r["seed"] == seed]
+    assert firsts == [float(labels[64 * (s % 10)]) for s in range(20)]
 
 
 def test_host_update_runs_between_steps_on_every_seed(task, tmp_path):
