@@ -261,6 +261,20 @@ def crop_resize(
   )
 
 
+def _check_iic_transform(
+  shape: tuple[int, ...], crop_sizes: tuple[int, ...], jitter: float, rotate_probability: float
+) -> None:
+  """The arguments of the official IIC transforms, for ``[B, H, W, C]`` images of ``shape``."""
+  height, width = shape[1], shape[2]
+  if max(crop_sizes) > min(height, width):
+    raise ValueError(f"crop_sizes={crop_sizes} must fit the {height}x{width} images.")
+  if not 0 <= jitter < 1 or not 0 <= rotate_probability <= 1:
+    raise ValueError(
+      f"need 0 <= jitter < 1 and 0 <= rotate_probability <= 1, got {jitter} "
+      f"and {rotate_probability}."
+    )
+
+
 def iic_official_transform(
   key: jax.Array,
   images: jax.Array,
@@ -290,14 +304,8 @@ def iic_official_transform(
   """
   if images.ndim != 4:
     raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}.")
+  _check_iic_transform(images.shape, crop_sizes, jitter, rotate_probability)
   batch, height, width, _ = images.shape
-  if max(crop_sizes) > min(height, width):
-    raise ValueError(f"crop_sizes={crop_sizes} must fit the {height}x{width} images.")
-  if not 0 <= jitter < 1 or not 0 <= rotate_probability <= 1:
-    raise ValueError(
-      f"need 0 <= jitter < 1 and 0 <= rotate_probability <= 1, got {jitter} "
-      f"and {rotate_probability}."
-    )
   k_rotate, k_angle, k_size, k_pos, k_bright, k_contrast = jax.random.split(key, 6)
   rotate = jax.random.bernoulli(k_rotate, rotate_probability, (batch,))
   angle = jnp.where(
@@ -499,13 +507,7 @@ def iic_torchvision_transform(
   batch, height, width, channels = images.shape
   if channels != 1:
     raise ValueError(f"images must be grey-scale (one channel), got {channels}.")
-  if max(crop_sizes) > min(height, width):
-    raise ValueError(f"crop_sizes={crop_sizes} must fit the {height}x{width} images.")
-  if not 0 <= jitter < 1 or not 0 <= rotate_probability <= 1:
-    raise ValueError(
-      f"need 0 <= jitter < 1 and 0 <= rotate_probability <= 1, got {jitter} "
-      f"and {rotate_probability}."
-    )
+  _check_iic_transform(images.shape, crop_sizes, jitter, rotate_probability)
   table = _pil_coefficients(crop_sizes, out_size)
   keys = jax.random.split(key, 7)
   rotate = jax.random.bernoulli(keys[0], rotate_probability, (batch,))
