@@ -322,7 +322,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
 
   A stop request (:func:`~gapmmd_jax.train.request_stop`; the ``gapmmd``
   command makes one of SIGINT or SIGTERM) ends the run after the steps in flight
-  (the running call and at most one queued behind it), with an evaluation, a checkpoint and the summary (``stopped_by``) there.
+  (the running call and at most one queued behind it), with an evaluation, a
+  checkpoint and the summary (``stopped_by``) there.
 
   Returns:
     :class:`Result` with the final (host) states, eval metrics per seed and
