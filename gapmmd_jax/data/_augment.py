@@ -215,6 +215,26 @@ def _crop_matrix(size: jax.Array, out_size: int) -> jax.Array:
   return (size - 1) / (out_size - 1) * jnp.eye(2)
 
 
+def _crop_corners(
+  key: jax.Array | None,
+  batch: int,
+  room: jax.Array,
+  centre: jax.Array,
+  centre_probability: float,
+) -> jax.Array:
+  """``[batch, 2]`` float top-left corners of square crops: ``centre`` (``key=None``, or with
+  probability ``centre_probability``), else uniform over ``0 .. room`` per axis."""
+  centre = jnp.broadcast_to(centre, (batch, 2))
+  if key is None:
+    return centre
+  if centre_probability == 0:
+    return jnp.floor(jax.random.uniform(key, (batch, 2)) * (room + 1))
+  position_key, centre_key = jax.random.split(key)
+  uniform = jnp.floor(jax.random.uniform(position_key, (batch, 2)) * (room + 1))
+  at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
+  return jnp.where(at_centre, centre, uniform)
+
+
 def crop_resize(
   key: jax.Array | None,
   images: jax.Array,
@@ -245,16 +265,7 @@ def crop_resize(
   if not 0 <= centre_probability <= 1:
     raise ValueError(f"centre_probability must be in [0, 1], got {centre_probability}.")
   room = jnp.asarray([height - crop_size, width - crop_size], jnp.float32)
-  centre = jnp.broadcast_to(jnp.floor(room / 2), (batch, 2))
-  if key is None:
-    corners = centre
-  elif centre_probability == 0:
-    corners = jnp.floor(jax.random.uniform(key, (batch, 2)) * (room + 1))
-  else:
-    position_key, centre_key = jax.random.split(key)
-    uniform = jnp.floor(jax.random.uniform(position_key, (batch, 2)) * (room + 1))
-    at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
-    corners = jnp.where(at_centre, centre, uniform)
+  corners = _crop_corners(key, batch, room, jnp.floor(room / 2), centre_probability)
   matrix = _crop_matrix(jnp.float32(crop_size), out_size)
   return jax.vmap(lambda image, corner: _affine_sample(image, matrix, corner, out_size))(
     images.astype(jnp.float32), corners
@@ -417,15 +428,10 @@ def pil_crop_resize(
   if not 0 <= centre_probability <= 1:
     raise ValueError(f"centre_probability must be in [0, 1], got {centre_probability}.")
   table = _pil_coefficients((crop_size,), out_size)
+  room = jnp.asarray([height - crop_size, width - crop_size], jnp.float32)
   # torchvision's CenterCrop: int(round((H - crop) / 2.)), under Python 2 halves round up.
-  centre = jnp.asarray([(height - crop_size + 1) // 2, (width - crop_size + 1) // 2], jnp.int32)
-  corners = jnp.broadcast_to(centre, (batch, 2))
-  if key is not None:
-    position_key, centre_key = jax.random.split(key)
-    room = jnp.asarray([height - crop_size + 1, width - crop_size + 1], jnp.int32)
-    uniform = jax.random.randint(position_key, (batch, 2), 0, room)
-    at_centre = jax.random.bernoulli(centre_key, centre_probability, (batch, 1))
-    corners = jnp.where(at_centre, corners, uniform)
+  corners = _crop_corners(key, batch, room, jnp.floor((room + 1) / 2), centre_probability)
+  corners = corners.astype(jnp.int32)
   resize = lambda image, corner: _pil_crop_resize_one(image, corner, 0, table)
   return jax.vmap(resize)(images.astype(jnp.int32), corners).astype(jnp.float32) / 255.0
 

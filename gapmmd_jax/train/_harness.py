@@ -13,7 +13,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
@@ -36,7 +35,6 @@ from gapmmd_jax.train._config import RESUMABLE_FIELDS, TrainConfig
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
-_CALLS_AHEAD = 1  # dispatched calls the host may have queued behind the running one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,7 +480,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   # Dispatch is asynchronous: the host keeps one call queued behind the running one and no
   # more, so the device never waits for Python, while a stop request, the progress bar and
   # the wall time follow the device within one call instead of running ahead of it.
-  in_flight: collections.deque = collections.deque()
+  previous_metrics = None  # of the call dispatched before the latest
   try:
     while step < end:
       if step // steps_per_epoch != epoch:
@@ -500,9 +498,9 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
       if step == start:  # the first call compiles: keep it out of the throughput
         jax.block_until_ready(states)
         first_step_seconds, first_call_steps = time.perf_counter() - wall_start, count
-      in_flight.append(metrics)
-      if len(in_flight) > _CALLS_AHEAD:
-        jax.block_until_ready(in_flight.popleft())
+      if previous_metrics is not None:
+        jax.block_until_ready(previous_metrics)
+      previous_metrics = metrics
       step += count
       done = step
       if task.host_update is not None and done % task.host_update_every == 0:
