@@ -30,7 +30,8 @@ Every evaluation matches each main head's clusters to the test labels
 (Hungarian) and logs its accuracy; the summary reports per seed the best head
 and the head with the lowest training loss (the paper's selection rule), whose
 test images per (cluster, digit) go to ``contingency.png``: digits merged into one
-cluster or split over two show there. ::
+cluster or split over two show there (every head's table is ``head_tables`` in
+``summary.json``, rows in matched order). ::
 
   gapmmd iic                       # 1 seed, 10 epochs
   gapmmd iic --variant quick       # smoke run
@@ -407,8 +408,9 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   tables: dict[str, np.ndarray] = {}
   result = fit(build_task(cfg, tables), cfg, variant=variant)
   selections = head_selection(result, cfg)
-  for s, table in zip(selections, tables["contingency"]):
-    s["lowest_loss_head_table"] = matched_table(table[s["lowest_loss_head"]]).astype(int).tolist()
+  for s, per_head in zip(selections, tables["contingency"]):
+    s["head_tables"] = [matched_table(t).astype(int).tolist() for t in per_head]
+    s["lowest_loss_head_table"] = s["head_tables"][s["lowest_loss_head"]]
   for key in ("best_head_accuracy", "lowest_loss_head_accuracy"):
     values = np.asarray([s[key] for s in selections])
     result.summary[key] = {

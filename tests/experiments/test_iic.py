@@ -85,6 +85,13 @@ def test_quick_run_learns_and_reports_heads(mnist_dir, tmp_path):
   table = np.asarray(heads["lowest_loss_head_table"])
   assert table.shape == (10, 10) and table.sum() == 500
   assert np.trace(table) / 500 == pytest.approx(heads["lowest_loss_head_accuracy"], abs=1e-6)
+  # And every head's, each matching its logged accuracy.
+  per_head = np.asarray(heads["head_tables"])
+  assert per_head.shape == (2, 10, 10) and (per_head.sum((1, 2)) == 500).all()
+  np.testing.assert_allclose(
+    np.trace(per_head, axis1=1, axis2=2) / 500, heads["head_accuracies"], atol=1e-6
+  )
+  assert per_head[heads["lowest_loss_head"]].tolist() == heads["lowest_loss_head_table"]
   assert (run / "contingency.png").is_file() and (run / "accuracy_vs_pairs.png").is_file()
   assert "contingency.png: per seed" in (run / "README.txt").read_text()
 
