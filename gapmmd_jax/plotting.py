@@ -181,11 +181,17 @@ def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray | None:
   scikit-learn."""
   try:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
   except ImportError:
     return None
-  return TSNE(
-    n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(points) / 4)
-  ).fit_transform(points)
+  # One OpenMP thread: beside any other load (a second test worker, a training run, XLA's
+  # pool) the spinning OpenMP threads of the Barnes-Hut gradient made it 2.5-20x slower than
+  # one thread on the 2-core machine (2,000 points: 45 s against 18 s; 200 points: 24 s
+  # against 1 s in a process that had run JAX).
+  with threadpool_limits(1, user_api="openmp"):
+    return TSNE(
+      n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(points) / 4)
+    ).fit_transform(points)
 
 
 def scatter_by_domain_and_class(
