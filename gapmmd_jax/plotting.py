@@ -184,10 +184,10 @@ def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray | None:
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
   except ImportError:
     return None
-  # One OpenMP thread: beside any other load (a second test worker, a training run, XLA's
-  # pool) the spinning OpenMP threads of the Barnes-Hut gradient made it 2.5-20x slower than
-  # one thread on the 2-core machine (2,000 points: 45 s against 18 s; 200 points: 24 s
-  # against 1 s in a process that had run JAX).
+  # One OpenMP thread: beside any other load (a second test worker, a training run) the
+  # spinning OpenMP threads of the Barnes-Hut gradient made it 2.5-13x slower than one thread
+  # on the 2-core machine (2,000 points: 45 s against 18 s; 200 points in a process that had
+  # run JAX: 24 s against 1.9 s; 2026-11-30, beside a training run).
   with threadpool_limits(1, user_api="openmp"):
     return TSNE(
       n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(points) / 4)
