@@ -10,9 +10,11 @@ import pytest
 # `default` here; tests/test_cli_and_config.py checks `auto` explicitly.
 os.environ.setdefault("GAPMMD_XLA", "default")
 
-# The two test workers share the two cores: OpenMP loops (scikit-learn's t-SNE) with a
-# thread per core in each busy-wait on one another (t-SNE of 200 points: 0.5 s alone,
-# 4.5 s beside a busy process, 0.8 s there with one thread; 2026-11-29).
+# The two test workers share the two cores: OpenMP loops with a thread per core in each
+# busy-wait on one another (t-SNE of 200 points: 0.5 s alone, 4.5 s beside a busy process,
+# 0.8 s there with one thread; 2026-11-29). t-SNE now limits its own pool
+# (`plotting.tsne_2d`); this also caps OpenBLAS's threads per worker, and the suite
+# without it has not been timed since.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Scripts that the tests run in subprocesses (they start JAX with their own device
