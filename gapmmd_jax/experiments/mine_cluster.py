@@ -99,9 +99,10 @@ class Config(TrainConfig):
   bn_epsilon: float = option(1e-5, "BatchNorm's epsilon (flax and PyTorch: 1e-5; Keras: 1e-3)")
   keras_probe: bool = option(
     False,
-    "also the Keras book's probe protocol at every evaluation: one probe, warm-started "
-    "from the last evaluation, trained 20 more epochs (batch 128) on the test-set latents "
-    "and tested on them; the best over evaluations is reported, labelled as such",
+    "also the Keras book's probe protocol at every scheduled evaluation (--eval-every; not "
+    "at a stop between two): one probe, warm-started from the last one, trained 20 more "
+    "epochs (batch 128) on the test-set latents and tested on them; the best over those "
+    "evaluations is reported, labelled as such",
   )
   probe_every: int = option(
     0,
@@ -230,15 +231,16 @@ def build_task(cfg: Config) -> Task:
   encode = _latent_encoder(cfg)
 
   def probes(states: Any, step: int) -> tuple[Any, dict[str, np.ndarray]]:
-    """The probes of every evaluation, per seed (host states, leading seed axis): the Keras
-    book's warm-started one (kept in the state) and / or a fresh linear probe."""
+    """The probes of an evaluation, per seed (host states, leading seed axis): the Keras
+    book's warm-started one at scheduled evaluations (kept in the state) and / or a fresh
+    linear probe at every ``probe_every``-th."""
     metrics: dict[str, list] = {}
     kept = []
     for i, seed in enumerate(cfg.seeds):
       replica = jax.tree.map(lambda a, i=i: a[i], states)
       params, stats = replica["params"], replica["batch_stats"]
       test_z = encode(params, stats, eval_data["image"])
-      if cfg.keras_probe:
+      if cfg.keras_probe and step % cfg.eval_every == 0:  # not at a stop: epoch ends in keras
         key = jax.random.fold_in(jax.random.key(seed), step)
         kept.append(keras_probe_round(replica["keras_probe"], test_z, eval_data["label"], key))
         metrics.setdefault("keras_probe_accuracy", []).append(kept[-1]["last"])
