@@ -3,7 +3,7 @@
 The library never sets anything on import. The CLI (``gapmmd --xla CHOICE``)
 sets ``XLA_FLAGS`` before JAX creates its backends. The choices are the cells
 of ``gapmmd bench train``; ``auto`` (the default) takes, per experiment, the one
-that benchmark measured fastest on a CPU (README, "Train-step throughput").
+that benchmark measured fastest on a CPU (``docs/benchmarks.md``, "Train-step throughput").
 They change how XLA computes (kernels, how the batch is split over host
 devices), so results differ in float rounding only: seeds, batches and
 schedules do not depend on them.
@@ -48,8 +48,8 @@ SETTINGS = {
 CHOICES = ("auto", *SETTINGS)
 # `auto` per experiment (or per step, where an experiment's module has an
 # `xla_step(cfg)`): the fastest cell of `gapmmd bench train` for that step (2
-# cores, jaxlib 0.10.2, two runs on 2026-11-29; README "Train-step
-# throughput"). GAP-LeNet and the VAT CNN without its VAT loss: YNNPACK dots
+# cores, jaxlib 0.10.2, two runs on 2026-11-29; `docs/benchmarks.md`,
+# "Train-step throughput"). GAP-LeNet and the VAT CNN without its VAT loss: YNNPACK dots
 # with the batch split over 2 host devices, 1.16-1.38x and 1.30-1.33x `ynn`
 # alone (4 devices: no faster). The VAT CNN with its VAT loss, DANN, IIC and
 # MINE clustering: `ynn` (host devices 0.89-1.00x for VAT + loss, slower for

@@ -421,7 +421,7 @@ TEST_METHODS = ("permutation", "wild-bootstrap")
 # Above this many coefficient entries (draws x points) the draws go through the tiles in
 # chunks. A chunk's temporaries are about twice its coefficients (its rows, then their
 # [N, chunk] tile layout), 0.26 GiB at 32M; fewer, larger chunks form the kernel tiles fewer
-# times (README, "Two-sample tests at scale").
+# times (`docs/benchmarks.md`, "`chunk_size`: memory against time").
 _DRAW_CHUNK_ENTRIES = 1 << 25
 # Coefficients made at once within a chunk (see `_made_in_groups`).
 _DRAW_GROUP_ENTRIES = 1 << 20
