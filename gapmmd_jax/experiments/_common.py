@@ -31,6 +31,13 @@ def image_split(
   return {"image": images[:limit, ..., None], "label": labels[:limit]}
 
 
+def validation_indices(num_train: int, size: int, seed: int) -> np.ndarray:
+  """Sorted indices of the ``size`` of ``num_train`` training images held out for validation."""
+  if size > num_train:
+    raise ValueError(f"validation_size={size} exceeds the {num_train} training images.")
+  return np.sort(np.random.default_rng(seed).choice(num_train, size, replace=False))
+
+
 def to_unit_float(images: jax.Array) -> jax.Array:
   """uint8 pixels -> float32 in [0, 1]."""
   return images.astype(jnp.float32) / 255.0

@@ -46,7 +46,7 @@ from flax import nnx
 
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
-from gapmmd_jax.experiments._common import gradient_step, to_unit_float
+from gapmmd_jax.experiments._common import gradient_step, to_unit_float, validation_indices
 from gapmmd_jax.losses import DSN_BANDWIDTHS, mk_mmd2, mk_mmd_kernel_weights, mmd2
 from gapmmd_jax.losses._kernels import mean_squared_distance
 from gapmmd_jax.models import DomainAdaptationNet
@@ -219,13 +219,6 @@ def adaptation_coefficient(progress: jax.Array, schedule: str, start: float) -> 
 
 def _as_rgb(images: np.ndarray) -> np.ndarray:
   return np.repeat(images[..., None], 3, axis=-1) if images.ndim == 3 else images
-
-
-def validation_indices(num_train: int, size: int, seed: int) -> np.ndarray:
-  """Sorted indices of the ``size`` MNIST-M training images held out for validation."""
-  if size > num_train:
-    raise ValueError(f"validation_size={size} exceeds the {num_train} MNIST-M training images.")
-  return np.sort(np.random.default_rng(seed).choice(num_train, size, replace=False))
 
 
 def load_data(cfg: Config) -> tuple[dict, dict, np.ndarray]:

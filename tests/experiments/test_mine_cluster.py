@@ -1,5 +1,6 @@
 """Experiment 4c (MINE clustering): the linear probe, and a smoke run."""
 
+import dataclasses
 import json
 
 import jax
@@ -18,20 +19,69 @@ def test_linear_probe_separates_separable_latents():
   centres = rng.normal(size=(10, 5)) * 4.0
   y = rng.integers(0, 10, 3000)
   z = (centres[y] + rng.normal(size=(3000, 5))).astype(np.float32)
+  sets = {"test": (z[2000:2500], y[2000:2500]), "validation": (z[2500:], y[2500:])}
   accuracy = mine_cluster.linear_probe(
-    jax.random.key(0), z[:2000], y[:2000], z[2000:], y[2000:], epochs=20, learning_rate=1e-2
+    jax.random.key(0), z[:2000], y[:2000], sets, epochs=20, learning_rate=1e-2
   )
-  assert accuracy > 0.95
+  assert accuracy["test"] > 0.95 and accuracy["validation"] > 0.95
   shuffled = mine_cluster.linear_probe(
-    jax.random.key(0),
-    z[:2000],
-    rng.permutation(y[:2000]),
-    z[2000:],
-    y[2000:],
-    epochs=20,
-    learning_rate=1e-2,
+    jax.random.key(0), z[:2000], rng.permutation(y[:2000]), sets, epochs=20, learning_rate=1e-2
   )
-  assert shuffled < 0.3  # nothing to learn from shuffled labels
+  assert max(shuffled.values()) < 0.3  # nothing to learn from shuffled labels
+
+
+def test_the_probe_leaves_its_validation_images_out():
+  cfg = mine_cluster.Config(probe_validation_size=300, probe_validation_seed=4)
+  fit_rows, held_out = mine_cluster.probe_rows(cfg, 1000)
+  assert len(held_out) == 300 and len(fit_rows) == 700
+  assert not set(fit_rows) & set(held_out)
+  assert not np.array_equal(
+    held_out, mine_cluster.probe_rows(dataclasses.replace(cfg, probe_validation_seed=5), 1000)[1]
+  )
+  with pytest.raises(ValueError, match="leaves none of the 300 training images"):
+    mine_cluster.probe_rows(cfg, 300)
+  with pytest.raises(ValueError, match="exceeds the 200 training images"):
+    mine_cluster.probe_rows(cfg, 200)
+  with pytest.raises(ValueError, match="probe_validation_size must be >= 0"):
+    mine_cluster.Config(probe_validation_size=-1)
+
+
+def test_validation_chooses_the_reported_evaluation():
+  rows = [
+    {
+      "step": 10,
+      "seed": 0,
+      "split": "eval",
+      "probe_validation_accuracy": 0.8,
+      "probe_accuracy": 0.7,
+    },
+    {
+      "step": 20,
+      "seed": 0,
+      "split": "eval",
+      "probe_validation_accuracy": 0.9,
+      "probe_accuracy": 0.6,
+    },
+    {
+      "step": 20,
+      "seed": 1,
+      "split": "eval",
+      "probe_validation_accuracy": 0.99,
+      "probe_accuracy": 0.5,
+    },
+    {"step": 25, "seed": 0, "split": "eval", "probe_accuracy": 0.99},  # no validation: not a choice
+    {
+      "step": 30,
+      "seed": 0,
+      "split": "eval",
+      "probe_validation_accuracy": 0.9,
+      "probe_accuracy": 0.8,
+    },
+  ]
+  # The highest validation accuracy, the earliest of ties; the test accuracy plays no part.
+  assert mine_cluster.validation_choice(rows, 0, (30, 0.9, 0.8)) == (20, 0.6)
+  assert mine_cluster.validation_choice(rows, 0, (40, 0.95, 0.4)) == (40, 0.4)  # the final one
+  assert mine_cluster.validation_choice([], 1, (40, 0.5, 0.4)) == (40, 0.4)
 
 
 def _probe_step_reference(params, z, y, learning_rate=1e-3, eps=1e-7):
@@ -138,7 +188,13 @@ def test_quick_run(mnist_dir, tmp_path):
   )
   assert (config["bn_momentum"], config["bn_epsilon"], config["keras_probe"]) == (0.99, 1e-3, True)
   summary = json.loads((tmp_path / "q" / "summary.json").read_text())
-  for name in ("probe_accuracy", "probe_trained_on_test_accuracy", "keras_protocol_accuracy"):
+  for name in (
+    "probe_accuracy",
+    "probe_validation_accuracy",
+    "probe_accuracy_selected",
+    "probe_trained_on_test_accuracy",
+    "keras_protocol_accuracy",
+  ):
     assert 0.1 <= summary[name]["mean"] <= 1.0
   rows = [json.loads(line) for line in (tmp_path / "q" / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(r["mi_bound"]) for r in rows)
@@ -153,6 +209,13 @@ def test_quick_run(mnist_dir, tmp_path):
   curve = [(r["step"], r["probe_accuracy"]) for r in rows if "probe_accuracy" in r]
   assert [step for step, _ in curve] == [12, 16]
   assert summary["probe_accuracy"]["mean"] == pytest.approx(curve[-1][1])
+  # The reported evaluation is the one with the higher validation accuracy (the earlier of ties).
+  chosen = max(
+    (r for r in rows if "probe_validation_accuracy" in r),
+    key=lambda r: (r["probe_validation_accuracy"], -r["step"]),
+  )
+  assert summary["probe_selected_step"]["per_seed"] == [chosen["step"]]
+  assert summary["probe_accuracy_selected"]["mean"] == pytest.approx(chosen["probe_accuracy"])
   assert (tmp_path / "q" / "accuracy_vs_pairs.png").stat().st_size > 0
 
 
@@ -166,7 +229,7 @@ def test_keras_variant_is_the_books_recipe():
     1e-3,
   )
   assert cfg.batchnorm == "separate" and cfg.keras_probe and cfg.probe_every == 10
-  with pytest.raises(ValueError, match="probe_every must be >= 0"):
+  with pytest.raises(ValueError, match="probe_every and probe_validation_size must be >= 0"):
     mine_cluster.Config(probe_every=-1)
   default = mine_cluster.VARIANTS["default"]
   assert (default.transforms, default.init, default.keras_probe) == ("keras", "flax", False)
