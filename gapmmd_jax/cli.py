@@ -24,6 +24,11 @@ def _plain_text(docstring: str) -> str:
   return docstring.replace(" ::\n", "\n").replace("::\n", ":\n")
 
 
+def _summary(doc: str) -> str:
+  """The first paragraph of a ``--help`` text on one line: a command's line in ``gapmmd -h``."""
+  return " ".join(doc.split("\n\n")[0].split())
+
+
 def _parser() -> argparse.ArgumentParser:
   from gapmmd_jax.experiments import EXPERIMENTS
 
@@ -66,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     doc = _plain_text((module.__doc__ or "").strip())
     experiment = sub.add_parser(
       name,
-      help=doc.splitlines()[0] if doc else name,
+      help=_summary(doc) or name,
       description=doc,
       formatter_class=argparse.RawDescriptionHelpFormatter,
       allow_abbrev=False,
@@ -86,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
   curves.add_arguments(
     sub.add_parser(
       "curves",
-      help=doc.splitlines()[0].removeprefix("``gapmmd curves``: ").rstrip("."),
+      help=_summary(doc).removeprefix("``gapmmd curves``: ").rstrip("."),
       description=doc,
       formatter_class=argparse.RawDescriptionHelpFormatter,
       allow_abbrev=False,

@@ -217,6 +217,14 @@ def test_help_lists_every_option_with_variant_values(capsys):
   assert "quick=2.0" in text.replace(" ", "")  # epochs of the quick variant
 
 
+def test_command_list_gives_each_experiment_its_whole_first_sentence(capsys):
+  with pytest.raises(SystemExit):
+    parse(["--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  assert "the dropout x VAT table, and semi-supervised MNIST with 100 labels." in text
+  assert "Experiment 3: domain adaptation MNIST -> MNIST-M: MMD alignment" in text
+
+
 def test_readme_example_runs():
   blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
   assert blocks, "README has no python example"

@@ -1,4 +1,4 @@
-"""Experiment 3: domain adaptation MNIST -> MNIST-M with DANN, DDC and DAN.
+"""Experiment 3: domain adaptation MNIST -> MNIST-M: MMD alignment (DSN, DDC, DAN) and DANN.
 
 The network of the DANN paper (conv 32 - conv 48 features, label head
 100-100-10, domain head 100-2 behind a gradient reversal layer), trained on
