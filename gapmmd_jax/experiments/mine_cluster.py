@@ -73,6 +73,8 @@ _KERAS_PROBE_TX = optax.adam(1e-3, eps=1e-7)
 class Config(TrainConfig):
   """MINE-clustering options; ``batch_size`` counts image pairs."""
 
+  RESUMABLE = ("probe_every",)  # the honest probe leaves the training state alone
+
   latent_dim: int = option(10, "dimension of the latent code")
   statistic_hidden: int = option(1024, "hidden units of the statistics network")
   learning_rate: float = option(1e-3, "Adam learning rate of the encoder and statistics network")

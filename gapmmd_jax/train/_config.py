@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from gapmmd_jax.config import check_finite, option
 
@@ -11,6 +11,8 @@ from gapmmd_jax.config import check_finite, option
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Loop, seeds, data and output options; experiments subclass this."""
+
+  RESUMABLE: ClassVar[tuple[str, ...]] = ()  # this config's fields --resume may change too
 
   seeds: tuple[int, ...] = option(
     (0,), "independent replicas trained together in one compiled step"
@@ -32,8 +34,10 @@ class TrainConfig:
   run_name: str | None = option(None, "run directory name (default: experiment-variant-seeds)")
   resume: bool = option(
     False,
-    "continue the run in the run directory from its checkpoint (a --run-name without one"
-    " starts there, so one command starts and continues a long run)",
+    "continue the run in the run directory from its checkpoint, with its config but for "
+    "options that change no training (cadence of logs and checkpoints, paths, XLA); a "
+    "--run-name without a checkpoint starts there, so one command starts and continues a "
+    "long run",
   )
   stop_after: int | None = option(
     None, "stop after N steps of this invocation (checkpointed); continue with --resume"
@@ -70,8 +74,10 @@ class TrainConfig:
       raise ValueError(f"epochs must be > 0, got {self.epochs}.")
 
 
-# Fields that may differ between a run and its resumption (a run directory renamed or moved
-# continues under its new --run-name / --out-dir).
+# Fields that may differ between a run and its resumption: none changes what is trained (a run
+# directory renamed or moved continues under its new --run-name / --out-dir; the training
+# metrics and checkpoints may be written at another cadence). An experiment's config adds its
+# own in ``RESUMABLE`` (e.g. how often a probe that leaves the training state alone runs).
 RESUMABLE_FIELDS = (
   "resume",
   "run_name",
@@ -81,5 +87,7 @@ RESUMABLE_FIELDS = (
   "data_dir",
   "seed_axis",
   "steps_per_call",
+  "log_every",
+  "checkpoint_every",
   "xla_flags",
 )

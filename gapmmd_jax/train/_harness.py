@@ -315,6 +315,31 @@ def _signal_name(signum: int | None) -> str | None:
   return None if signum is None else signal.Signals(signum).name
 
 
+def _resume_changes(run: _rundir.RunDir, cfg: TrainConfig, resolved: dict) -> dict[str, dict]:
+  """The fields of ``resolved`` (this invocation's config) that differ from the run's saved
+  one, as ``{field: {"saved": ..., "now": ...}}``, but for the invocation's own switches
+  (``resume``, ``stop_after``, ``progress``). Raises ValueError when one of them is not
+  resumable (``RESUMABLE_FIELDS`` and ``cfg.RESUMABLE``)."""
+  saved = run.read_json(_rundir.CONFIG_FILE)
+  defaults = config_lib.to_dict(type(cfg)())  # a field added since the run compares as default
+  differs = {
+    k: (saved.get(k, defaults.get(k)), v)
+    for k, v in resolved.items()
+    if saved.get(k, defaults.get(k)) != v
+  }
+  resumable = (*RESUMABLE_FIELDS, *type(cfg).RESUMABLE)
+  if refused := {k: d for k, d in differs.items() if k not in resumable}:
+    raise ValueError(
+      f"--resume: the config differs from the saved run in {run.path}: "
+      + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())
+    )
+  return {
+    k: {"saved": a, "now": b}
+    for k, (a, b) in differs.items()
+    if k not in ("resume", "stop_after", "progress")
+  }
+
+
 def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
   """Trains every seed of ``task`` under ``cfg`` and writes the run directory.
 
@@ -355,6 +380,8 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     **config_lib.to_dict(cfg),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
+  # Checked before anything compiles: a refused config fails at once.
+  changed_on_resume = _resume_changes(run, cfg, resolved) if resuming else None
 
   repl = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(None, "data"))
@@ -412,19 +439,6 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     }
   start = 0
   if resuming:
-    saved = run.read_json(_rundir.CONFIG_FILE)
-    # A field added since the run was saved compares as its default value.
-    defaults = config_lib.to_dict(type(cfg)())
-    changed = {
-      k: (saved.get(k, defaults.get(k)), v)
-      for k, v in resolved.items()
-      if k not in RESUMABLE_FIELDS and saved.get(k, defaults.get(k)) != v
-    }
-    if changed:
-      raise ValueError(
-        f"--resume: the config differs from the saved run in {run.path}: "
-        + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
-      )
     host_states = run.load_checkpoint(_to_host(states))
     states = _batching.put_replicated(host_states, mesh)
     start = int(host_states["step"][0])
@@ -559,6 +573,7 @@ def fit(task: Task, cfg: TrainConfig, *, variant: str = "custom") -> Result:
     "complete": end == total_steps,
     "steps_per_epoch": steps_per_epoch,
     "resumed_from_step": start if resuming else None,
+    "changed_on_resume": changed_on_resume,
     "train_seconds": train_seconds,
     "first_step_seconds": first_step_seconds if end > start else None,
     "steps_per_second": (

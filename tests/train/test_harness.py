@@ -18,6 +18,7 @@ import gapmmd_jax as g
 from gapmmd_jax.train import (
   NonFiniteError,
   StopRequested,
+  TrainConfig,
   _rundir,
   fit,
   request_stop,
@@ -66,8 +67,16 @@ def test_resume_matches_uninterrupted_run(task, reference, tmp_path):
   stopped = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), stop_after=11))
   assert stopped.summary["steps"] == 11 and not stopped.summary["complete"]
   (tmp_path / "run").rename(tmp_path / "moved")  # a renamed run continues under its new name
-  resumed = fit(task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True, run_name="moved"))
+  cadence = {"log_every": 5, "checkpoint_every": 6}  # what is written when: training unchanged
+  resumed = fit(
+    task, tiny_task.config(tmp_path, seeds=(0, 1), resume=True, run_name="moved", **cadence)
+  )
   assert resumed.summary["resumed_from_step"] == 11
+  assert resumed.summary["changed_on_resume"] == {
+    "run_name": {"saved": "run", "now": "moved"},
+    "log_every": {"saved": 3, "now": 5},
+    "checkpoint_every": {"saved": 4, "now": 6},
+  }
   np.testing.assert_allclose(
     resumed.state["state"]["params"]["w"],
     reference.state["state"]["params"]["w"],
@@ -95,6 +104,22 @@ def test_resume_refuses_changed_config_and_overwrite(task, reference, tmp_path):
   fit(task, tiny_task.config(tmp_path, stop_after=2))
   with pytest.raises(ValueError, match="batch_size: saved 64, now 32"):
     fit(task, tiny_task.config(tmp_path, batch_size=32, resume=True))
+  with pytest.raises(ValueError, match="eval_every: saved 7, now 5"):  # host evals may keep state
+    fit(task, tiny_task.config(tmp_path, eval_every=5, resume=True))
+
+  @dataclasses.dataclass(frozen=True)
+  class Probed(TrainConfig):  # an experiment's config with a field of its own
+    probe_every: int = 1
+
+  @dataclasses.dataclass(frozen=True)
+  class ResumablyProbed(Probed):  # ... that --resume may change
+    RESUMABLE = ("probe_every",)
+
+  fields = dataclasses.asdict(tiny_task.config(tmp_path, resume=True))
+  with pytest.raises(ValueError, match="probe_every: saved 1, now 3"):  # saved: the default
+    fit(task, Probed(**fields, probe_every=3))
+  resumed = fit(task, ResumablyProbed(**fields, probe_every=3))
+  assert resumed.summary["changed_on_resume"] == {"probe_every": {"saved": 1, "now": 3}}
   with pytest.raises(FileExistsError, match="--resume"):
     fit(task, tiny_task.config(tmp_path))
 
