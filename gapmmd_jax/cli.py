@@ -1,5 +1,5 @@
-"""The ``gapmmd`` command: one subcommand per experiment, ``gapmmd bench NAME`` and
-``gapmmd curves RUN_DIR ...``."""
+"""The ``gapmmd`` command: one subcommand per experiment, ``gapmmd bench NAME``, and the
+commands on run directories ``gapmmd curves RUN_DIR ...`` and ``gapmmd probe RUN_DIR``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ BENCHMARKS = {
   "test": "gapmmd_jax.benchmarks.two_sample_test",
   "train": "gapmmd_jax.benchmarks.train_step",
 }
+# Commands on run directories: each module has ``add_arguments(parser)`` and ``run(args)``.
+TOOLS = {"curves": "gapmmd_jax.curves", "probe": "gapmmd_jax.probe"}
 
 
 def _plain_text(docstring: str) -> str:
@@ -85,18 +87,18 @@ def _parser() -> argparse.ArgumentParser:
   )
   bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
   bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark")
-  from gapmmd_jax import curves
-
-  doc = _plain_text((curves.__doc__ or "").strip())
-  curves.add_arguments(
-    sub.add_parser(
-      "curves",
-      help=_summary(doc).removeprefix("``gapmmd curves``: ").rstrip("."),
-      description=doc,
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      allow_abbrev=False,
+  for name, module_name in TOOLS.items():
+    tool = importlib.import_module(module_name)
+    doc = _plain_text((tool.__doc__ or "").strip())
+    tool.add_arguments(
+      sub.add_parser(
+        name,
+        help=_summary(doc).removeprefix(f"``gapmmd {name}``: ").rstrip("."),
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+      )
     )
-  )
   return parser
 
 
@@ -118,10 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.distributed:
       _initialize_distributed()
     return importlib.import_module(BENCHMARKS[args.benchmark]).main(args.options)
-  if args.command == "curves":
-    from gapmmd_jax import curves
-
-    return curves.run(args)
+  if args.command in TOOLS:
+    return importlib.import_module(TOOLS[args.command]).run(args)
   from gapmmd_jax.train import NonFiniteError, StopRequested, stop_on_signals, stop_signal
 
   module = args.module

@@ -83,3 +83,11 @@ def from_arguments(args: argparse.Namespace, variants: dict[str, Any]) -> Any:
 def to_dict(config: Any) -> dict[str, Any]:
   """JSON-ready dict of a config."""
   return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def from_dict(cls: type, saved: typing.Mapping[str, Any]) -> Any:
+  """The ``cls`` config of a dict from :func:`to_dict` (a run's ``config.json``): lists back
+  to tuples; keys that are not fields of ``cls`` (``experiment``, ``xla_flags``) left out, and
+  fields it lacks (added since) at their defaults."""
+  names = {field.name for field in dataclasses.fields(cls)}
+  return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names})

@@ -54,6 +54,17 @@ def test_variant_and_overrides():
   assert cfg == expected
 
 
+def test_a_saved_config_reads_back():
+  cfg = dataclasses.replace(gap_mmd.VARIANTS["quick"], seeds=(3, 4), learning_rate=0.01)
+  saved = {"experiment": "gap-mmd", "variant": "quick", **cli.config_lib.to_dict(cfg)}
+  saved = json.loads(json.dumps({**saved, "xla_flags": "--x"}))  # as config.json holds it
+  assert cli.config_lib.from_dict(gap_mmd.Config, saved) == cfg
+  del saved["learning_rate"]  # a field added after the run was saved: its default
+  assert cli.config_lib.from_dict(gap_mmd.Config, saved) == dataclasses.replace(
+    cfg, learning_rate=gap_mmd.Config().learning_rate
+  )
+
+
 def test_typos_and_bad_values_are_rejected(capsys):
   with pytest.raises(SystemExit):
     parse(["gap-mmd", "--learning-rat", "0.1"])
@@ -223,6 +234,7 @@ def test_command_list_gives_each_experiment_its_whole_first_sentence(capsys):
   text = " ".join(capsys.readouterr().out.split())
   assert "the dropout x VAT table, and semi-supervised MNIST with 100 labels." in text
   assert "Experiment 3: domain adaptation MNIST -> MNIST-M: MMD alignment" in text
+  assert "probe how well other probes read the latents of a MINE" in text  # wrapped at "-"
 
 
 def test_readme_example_runs():

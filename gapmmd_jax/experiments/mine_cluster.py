@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gapmmd_jax import plotting
+from gapmmd_jax import config as config_lib, plotting
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import (
   augmented_pairs,
@@ -54,7 +54,7 @@ from gapmmd_jax.experiments._common import (
 )
 from gapmmd_jax.losses import mine_lower_bound
 from gapmmd_jax.models import MineEncoder
-from gapmmd_jax.train import Result, Task, TrainConfig, fit
+from gapmmd_jax.train import Result, RunDir, Task, TrainConfig, fit
 
 NAME = "mine-cluster"
 INPUT_SIZE = 24
@@ -184,7 +184,7 @@ def _make_net(cfg: Config, key) -> MineEncoder:
 
 
 @functools.cache  # one compiled encoder per config: the evaluations' probes and the final ones
-def _latent_encoder(cfg: Config) -> Callable[[Any, Any, np.ndarray], np.ndarray]:
+def latent_encoder(cfg: Config) -> Callable[[Any, Any, np.ndarray], np.ndarray]:
   """``(params, batch_stats, uint8 images [N, 28, 28, 1]) -> latents [N, latent_dim]`` of one
   replica: centre crops, BatchNorm's running statistics, 1000 images per call."""
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _make_net(cfg, 0)))
@@ -198,6 +198,40 @@ def _latent_encoder(cfg: Config) -> Callable[[Any, Any, np.ndarray], np.ndarray]
     return np.concatenate([np.asarray(encode(params, stats, chunk)) for chunk in chunks])
 
   return latents
+
+
+def saved_encoders(run: RunDir) -> tuple[Config, int, list[tuple[Any, Any]]]:
+  """``(config, step, [(params, batch_stats)] per seed)`` of the checkpoint of a
+  MINE-clustering run directory, for :func:`latent_encoder`."""
+  if not run.file("config.json").is_file():
+    raise FileNotFoundError(f"{run.path} is not a run directory: it has no config.json.")
+  saved = run.read_json("config.json")
+  if saved.get("experiment") != NAME:
+    raise ValueError(
+      f"{run.path} is a run of {saved.get('experiment')!r}, not of {NAME!r}: only "
+      "MINE-clustering runs have latents to probe."
+    )
+  if not run.file("checkpoint.msgpack").is_file():
+    raise FileNotFoundError(f"{run.path} has no checkpoint yet.")
+  cfg = config_lib.from_dict(Config, saved)
+  net = nnx.eval_shape(lambda: _make_net(cfg, 0))
+  params, stats = nnx.state(net, nnx.Param), nnx.state(net, nnx.BatchStat)
+  per_seed = lambda tree: jax.tree.map(
+    lambda a: np.zeros((len(cfg.seeds), *a.shape), a.dtype), tree
+  )
+  checkpoint = run.load_checkpoint(  # the encoder's part of the training state; the rest unread
+    {
+      "step": np.zeros(len(cfg.seeds), np.int32),
+      "state": {"params": per_seed(params), "batch_stats": per_seed(stats)},
+    }
+  )
+  encoders = [
+    tuple(
+      jax.tree.map(lambda a, i=i: a[i], checkpoint["state"][k]) for k in ("params", "batch_stats")
+    )
+    for i in range(len(cfg.seeds))
+  ]
+  return cfg, int(checkpoint["step"][0]), encoders
 
 
 def build_task(cfg: Config) -> Task:
@@ -245,7 +279,7 @@ def build_task(cfg: Config) -> Task:
   def finish_eval(means):
     return {"mi_bound": means["t_joint"] - np.log(means["exp_t_marginal"])}
 
-  encode = _latent_encoder(cfg)
+  encode = latent_encoder(cfg)
 
   def probes(states: Any, step: int) -> tuple[Any, dict[str, np.ndarray]]:
     """The probes of an evaluation, per seed (host states, leading seed axis): the Keras
@@ -501,7 +535,7 @@ def run(cfg: Config, variant: str = "custom") -> Result:
   """Trains the encoder, probes its latents per seed and writes the summary."""
   task = build_task(cfg)
   result = fit(task, cfg, variant=variant)
-  encode = _latent_encoder(cfg)
+  encode = latent_encoder(cfg)
   train_split, test_split = image_split(cfg, "train"), task.eval_data
   final = result.state["state"]
 

@@ -155,39 +155,31 @@ def test_keras_initialisation_and_batchnorm_constants():
   assert MineEncoder(rngs=nnx.Rngs(0)).statistic_bias_other is None  # flax: one bias
 
 
-def test_quick_run(mnist_dir, tmp_path):
-  """The Keras recipe's choices on the quick sizes: separate BatchNorm passes, the book's
-  transforms, initialisation and BatchNorm constants, its probe protocol at every scheduled
-  evaluation (not at the end's, off the schedule) and ours at every second."""
+@pytest.fixture(scope="module")
+def quick_run(mnist_dir, tmp_path_factory):
+  """A quick run with the Keras recipe's choices: its run directory."""
+  out = tmp_path_factory.mktemp("mine-cluster")
   flags = ["--batchnorm", "separate", "--transforms", "keras-book", "--init", "keras"]
   flags += ["--eval-every", "6"]  # 16 steps: evaluations at 6, 12 and the end
   flags += ["--bn-momentum", "0.99", "--bn-epsilon", "1e-3", "--keras-probe", "--probe-every", "2"]
-  assert (
-    cli.main(
-      [
-        "mine-cluster",
-        "--variant",
-        "quick",
-        "--data-dir",
-        str(mnist_dir),
-        "--out-dir",
-        str(tmp_path),
-        "--run-name",
-        "q",
-        "--no-progress",
-        *flags,
-      ]
-    )
-    == 0
-  )
-  config = json.loads((tmp_path / "q" / "config.json").read_text())
+  argv = ["mine-cluster", "--variant", "quick", "--data-dir", str(mnist_dir)]
+  argv += ["--out-dir", str(out), "--run-name", "q", "--no-progress", *flags]
+  assert cli.main(argv) == 0
+  return out / "q"
+
+
+def test_quick_run(quick_run):
+  """The Keras recipe's choices on the quick sizes: separate BatchNorm passes, the book's
+  transforms, initialisation and BatchNorm constants, its probe protocol at every scheduled
+  evaluation (not at the end's, off the schedule) and ours at every second."""
+  config = json.loads((quick_run / "config.json").read_text())
   assert (config["batchnorm"], config["transforms"], config["init"]) == (
     "separate",
     "keras-book",
     "keras",
   )
   assert (config["bn_momentum"], config["bn_epsilon"], config["keras_probe"]) == (0.99, 1e-3, True)
-  summary = json.loads((tmp_path / "q" / "summary.json").read_text())
+  summary = json.loads((quick_run / "summary.json").read_text())
   for name in (
     "probe_accuracy",
     "probe_validation_accuracy",
@@ -196,7 +188,7 @@ def test_quick_run(mnist_dir, tmp_path):
     "keras_protocol_accuracy",
   ):
     assert 0.1 <= summary[name]["mean"] <= 1.0
-  rows = [json.loads(line) for line in (tmp_path / "q" / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line) for line in (quick_run / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(r["mi_bound"]) for r in rows)
   assert {r["split"] for r in rows} == {"train", "eval"}
   keras = [(r["step"], r["keras_probe_best"]) for r in rows if "keras_probe_best" in r]
@@ -216,7 +208,56 @@ def test_quick_run(mnist_dir, tmp_path):
   )
   assert summary["probe_selected_step"]["per_seed"] == [chosen["step"]]
   assert summary["probe_accuracy_selected"]["mean"] == pytest.approx(chosen["probe_accuracy"])
-  assert (tmp_path / "q" / "accuracy_vs_pairs.png").stat().st_size > 0
+  assert (quick_run / "accuracy_vs_pairs.png").stat().st_size > 0
+
+
+def test_probe_command_reproduces_the_runs_probe(quick_run, mnist_dir, capsys):
+  """``gapmmd probe`` on the run's checkpoint: with the run's settings its linear probe is the
+  run's last evaluation exactly; other probes on the same rows; probes.json written."""
+  argv = ["probe", str(quick_run), "--data-dir", str(mnist_dir), "--epochs", "3", "1"]
+  assert cli.main([*argv, "--logistic-c", "1", "--neighbours", "5"]) == 0
+  report = json.loads((quick_run / "probes.json").read_text())
+  summary = json.loads((quick_run / "summary.json").read_text())
+  assert report["step"] == summary["steps"] and report["probes"][0]["seed"] == 0
+  assert (report["fit_rows"], report["validation_rows"], report["test_rows"]) == (824, 200, 500)
+  probes = {r["probe"]: r for r in report["probes"]}
+  assert list(probes) == [
+    "linear probe, 3 epochs, Adam 0.001",
+    "linear probe, 1 epochs, Adam 0.001",
+    "logistic regression, C = 1",
+    "5 nearest neighbours",
+  ]
+  own = probes["linear probe, 3 epochs, Adam 0.001"]
+  assert own["test"] == pytest.approx(summary["probe_accuracy"]["mean"], abs=1e-6)
+  assert own["validation"] == pytest.approx(summary["probe_validation_accuracy"]["mean"], abs=1e-6)
+  assert all(0.1 <= r[s] <= 1.0 for r in report["probes"] for s in ("validation", "test"))
+  assert "5 nearest neighbours" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+  ("argv_tail", "message"),
+  [
+    (["--neighbours", "0"], "--neighbours must be >= 1"),
+    (["--neighbours", "900"], "--neighbours must be <= the 824 latents"),
+    (["--learning-rates", "-1"], "--learning-rates must be finite and > 0"),
+    (["--logistic-c", "nan"], "--logistic-c must be finite and > 0"),
+  ],
+)
+def test_probe_command_rejects_bad_options(quick_run, mnist_dir, capsys, argv_tail, message):
+  argv = ["probe", str(quick_run), "--data-dir", str(mnist_dir), "--epochs", "1", *argv_tail]
+  assert cli.main(argv) == 2
+  assert message in capsys.readouterr().err
+
+
+def test_probe_command_needs_a_mine_cluster_checkpoint(tmp_path, capsys):
+  assert cli.main(["probe", str(tmp_path)]) == 2
+  assert "is not a run directory" in capsys.readouterr().err
+  (tmp_path / "config.json").write_text(json.dumps({"experiment": "iic"}))
+  assert cli.main(["probe", str(tmp_path)]) == 2
+  assert "is a run of 'iic', not of 'mine-cluster'" in capsys.readouterr().err
+  (tmp_path / "config.json").write_text(json.dumps({"experiment": "mine-cluster"}))
+  assert cli.main(["probe", str(tmp_path)]) == 2
+  assert "has no checkpoint yet" in capsys.readouterr().err
 
 
 def test_keras_variant_is_the_books_recipe():
