@@ -59,7 +59,7 @@ def probe_accuracies(
   if len(held_out):
     sets["validation"] = (train_z[held_out], train_y[held_out])
   fit_z, fit_y = train_z[fit_rows], train_y[fit_rows]
-  results: dict[str, dict[str, float]] = {}  # the linear probe: the run's fit and validation rows
+  results: dict[str, dict[str, float]] = {}
   for n in epochs:
     for lr in learning_rates:
       settings = dataclasses.replace(cfg, probe_epochs=n, probe_learning_rate=lr)
@@ -127,20 +127,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
 
 
-def _check(args: argparse.Namespace, num_fit: int) -> None:
-  for name, values, low in (("--epochs", args.epochs, 1), ("--neighbours", args.neighbours, 1)):
-    if any(v < low for v in values):
-      raise ValueError(f"{name} must be >= {low}, got {values}.")
-  for name, values in (
-    ("--learning-rates", args.learning_rates),
-    ("--logistic-c", args.logistic_c),
-  ):
-    if not all(np.isfinite(v) and v > 0 for v in values):
-      raise ValueError(f"{name} must be finite and > 0, got {values}.")
-  if any(k > num_fit for k in args.neighbours):
+def _checked(args: argparse.Namespace, cfg: mine_cluster.Config, num_fit: int) -> dict[str, list]:
+  """The probes' settings of ``args`` (the run's linear probe where none given), checked."""
+  settings = {
+    "epochs": args.epochs or [cfg.probe_epochs],
+    "learning_rates": args.learning_rates or [cfg.probe_learning_rate],
+    "logistic_c": args.logistic_c,
+    "neighbours": args.neighbours,
+  }
+  for name in ("epochs", "neighbours"):
+    if any(v < 1 for v in settings[name]):
+      raise ValueError(f"--{name} must be >= 1, got {settings[name]}.")
+  for name in ("learning_rates", "logistic_c"):
+    if not all(np.isfinite(v) and v > 0 for v in settings[name]):
+      raise ValueError(f"--{name.replace('_', '-')} must be finite and > 0, got {settings[name]}.")
+  if any(k > num_fit for k in settings["neighbours"]):
     raise ValueError(
-      f"--neighbours must be <= the {num_fit} latents the probes fit, got {args.neighbours}."
+      f"--neighbours must be <= the {num_fit} latents the probes fit, got {settings['neighbours']}."
     )
+  return settings
 
 
 def probe_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,11 +154,9 @@ def probe_run(args: argparse.Namespace) -> dict[str, Any]:
   cfg, step, encoders = mine_cluster.saved_encoders(run)
   if args.data_dir is not None:
     cfg = dataclasses.replace(cfg, data_dir=args.data_dir)
-  args.epochs = args.epochs or [cfg.probe_epochs]
-  args.learning_rates = args.learning_rates or [cfg.probe_learning_rate]
   train, test = image_split(cfg, "train"), image_split(cfg, "test")
   fit_rows, held_out = mine_cluster.probe_rows(cfg, len(train["label"]))
-  _check(args, len(fit_rows))
+  settings = _checked(args, cfg, len(fit_rows))
   encode = mine_cluster.latent_encoder(cfg)
   rows = []
   for seed, (params, stats) in zip(cfg.seeds, encoders):
@@ -168,10 +171,7 @@ def probe_run(args: argparse.Namespace) -> dict[str, Any]:
       seed,
       (encode(params, stats, train["image"]), train["label"]),
       (encode(params, stats, test["image"]), test["label"]),
-      epochs=args.epochs,
-      learning_rates=args.learning_rates,
-      logistic_c=args.logistic_c,
-      neighbours=args.neighbours,
+      **settings,
     )
   steps_per_epoch, _ = num_steps(cfg, len(train["label"]))
   return {
