@@ -63,7 +63,7 @@ def probe_accuracies(
   for n in epochs:
     for lr in learning_rates:
       settings = dataclasses.replace(cfg, probe_epochs=n, probe_learning_rate=lr)
-      results[f"linear probe, {n} epochs, Adam {lr:g}"] = mine_cluster.honest_probe(
+      results[f"linear probe, {n} epoch{'s' * (n != 1)}, Adam {lr:g}"] = mine_cluster.honest_probe(
         settings, jax.random.key(seed), train_z, train_y, *test
       )
   if logistic_c or neighbours:

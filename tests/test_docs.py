@@ -41,7 +41,7 @@ def test_api_entries_name_real_objects():
 def test_every_command_has_its_help_on_the_cli_page():
   page = (DOCS / "api" / "cli.md").read_text()
   shown = set(re.findall(r"^```\{cli-help\} ?(.*)$", page, re.M))
-  expected = {""} | set(EXPERIMENTS) | {f"bench {name}" for name in cli.BENCHMARKS} | {"curves"}
+  expected = {""} | set(EXPERIMENTS) | {f"bench {name}" for name in cli.BENCHMARKS} | set(cli.TOOLS)
   assert shown == expected
 
 

@@ -62,7 +62,7 @@ NUM_CLASSES = 10
 # The Keras reimplementation's result (pairs seen: 200 epochs of 58 batches of 1024; its probe
 # protocol, % at latent dimension 10).
 KERAS_RESULT = (200 * 58 * 1024, 93.86)
-# ``gapmmd curves``: that number as a line from one Keras epoch to the run's end, beside a probe.
+# ``gapmmd curves``: that number beside a probe, a line from one Keras epoch to the book's 200.
 _KERAS_LINE = (
   [58 * 1024, KERAS_RESULT[0]],
   [KERAS_RESULT[1]] * 2,

@@ -223,7 +223,7 @@ def test_probe_command_reproduces_the_runs_probe(quick_run, mnist_dir, capsys):
   probes = {r["probe"]: r for r in report["probes"]}
   assert list(probes) == [
     "linear probe, 3 epochs, Adam 0.001",
-    "linear probe, 1 epochs, Adam 0.001",
+    "linear probe, 1 epoch, Adam 0.001",
     "logistic regression, C = 1",
     "5 nearest neighbours",
   ]
