@@ -33,11 +33,6 @@ from gapmmd_jax.train import RunDir, num_steps
 OUT_FILE = "probes.json"
 
 
-def _standardised(fit_z: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-  mean, std = fit_z.mean(0), fit_z.std(0) + 1e-6  # as linear_probe
-  return [(z - mean) / std for z in (fit_z, *others)]
-
-
 def probe_accuracies(
   cfg: mine_cluster.Config,
   seed: int,
@@ -76,7 +71,7 @@ def probe_accuracies(
         "without values to leave them out."
       ) from e
     names = list(sets)
-    fit_std, *eval_std = _standardised(fit_z, *(sets[name][0] for name in names))
+    fit_std, *eval_std = mine_cluster.standardised(fit_z, *(sets[name][0] for name in names))
     models = [
       (f"logistic regression, C = {c:g}", LogisticRegression(C=c, max_iter=5000))
       for c in logistic_c
