@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gapmmd_jax import _xla_flags, cli
+from gapmmd_jax.benchmarks import train_step
 
 
 def test_mmd_throughput_smoke(tmp_path, capsys):
@@ -257,6 +258,14 @@ def test_train_step_smoke(mnist_dir, tmp_path):
   rows = json.loads((tmp_path / "train_step.json").read_text())["rows"]
   assert [(r["model"], r["cell"], r["status"]) for r in rows] == [("vat-mlp", "jax", "ok")]
   assert rows[0]["images_per_second_per_seed"] == pytest.approx(350 / rows[0]["seconds"])
+
+
+@pytest.mark.parametrize("model", train_step.MODELS)
+def test_train_step_tasks_build(model, mnist_dir, bsds_dir, monkeypatch):
+  # Every model's small task builds (compiling and timing them is the smoke test's job).
+  monkeypatch.setenv("GAPMMD_BSDS_DIR", str(bsds_dir))
+  task = train_step._jax_task(model, str(mnist_dir))
+  assert task.train_data and all(0 < len(v) <= 2048 for v in task.train_data.values())
 
 
 def test_seed_axis_smoke(mnist_dir, tmp_path):
