@@ -47,6 +47,8 @@ autodoc_preserve_defaults = True
 autodoc_type_aliases = {"jax.typing.ArrayLike": "jax.typing.ArrayLike"}
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
+# Heading anchors, so that links such as summary.md#metric-survey resolve (as on GitHub).
+myst_heading_anchors = 3
 
 # Tutorials run on every build; a failing cell fails the build.
 nb_execution_mode = "force"
@@ -54,3 +56,15 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_execution_timeout = 600
 nb_merge_streams = True
+
+# Every cross-reference to a gapmmd_jax name must resolve (nitpicky); names of other
+# libraries and builtins in the signatures are not linked (no intersphinx offline).
+nitpicky = True
+nitpick_ignore_regex = [
+  (r"py:.*", r"(jax|jnp|np|numpy|optax|flax|nnx|typing|collections|argparse|pathlib)(\..*)?"),
+  (r"py:.*", r"(int|float|str|bool|tuple|list|dict|None|Callable|Any|Literal|Sequence)"),
+  (
+    r"py:.*",
+    r"(ArrayLike|Array|PRNGKey|'jax\.typing\.ArrayLike'|TypeAliasForwardRef|os\.PathLike)",
+  ),
+]

@@ -1,8 +1,8 @@
 """gapmmd_jax: measure and shape the gap between feature distributions in JAX."""
 
 from gapmmd_jax.losses import (
-  DSN_BANDWIDTHS,
-  MMDAggResult,
+  DSN_DISTANCE_SCALES,
+  TwoSampleResult,
   class_gap_loss,
   class_mmd_matrix,
   class_pair_matrix,
@@ -29,11 +29,11 @@ from gapmmd_jax.losses import (
 from gapmmd_jax.metrics import cluster_accuracy, matched_accuracy, matched_table
 from gapmmd_jax.ops import gradient_reversal
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-  "DSN_BANDWIDTHS",
-  "MMDAggResult",
+  "DSN_DISTANCE_SCALES",
+  "TwoSampleResult",
   "class_gap_loss",
   "class_mmd_matrix",
   "class_pair_matrix",
@@ -61,3 +61,12 @@ __all__ = [
   "vat_loss",
   "virtual_adversarial_perturbation",
 ]
+
+
+def __getattr__(name: str):
+  """The names renamed in version 0.2 (``DSN_BANDWIDTHS``, ``MMDAggResult``), with a warning."""
+  from gapmmd_jax import losses
+
+  if name in losses._DEPRECATED:
+    return getattr(losses, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

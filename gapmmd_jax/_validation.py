@@ -8,7 +8,9 @@ covers traced ones inside the compiled code.
 
 from __future__ import annotations
 
+import functools
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -73,10 +75,14 @@ def _all_finite(x: jax.Array) -> jax.Array:
 def check_finite(name: str, x: jax.Array) -> None:
   """Raises ``ValueError`` if ``x`` is known (not traced) and holds a NaN or an infinity.
 
-  The test runs where ``x`` lives; only its boolean comes to the host.
+  The test runs where ``x`` lives; only its boolean comes to the host. A known array used
+  inside an outer ``jit`` (a constant the traced function closes over) is checked too.
   """
-  if isinstance(x, jax.core.Tracer) or bool(_all_finite(x)):
+  if isinstance(x, jax.core.Tracer):
     return
+  with jax.ensure_compile_time_eval():
+    if bool(_all_finite(x)):
+      return
   bad = np.argwhere(~np.isfinite(np.asarray(x)))
   raise ValueError(
     f"{name} holds {len(bad)} non-finite entries (NaN or infinity), the first at index "
@@ -111,6 +117,12 @@ def concrete_or_none(x) -> np.ndarray | None:
     return np.asarray(x)
   except (TypeError, jax.errors.ConcretizationTypeError):
     return None
+
+
+def check_level(name: str, value) -> None:
+  """Raises ``ValueError`` unless ``value`` is a number in (0, 1) (a test's level)."""
+  if not isinstance(value, numbers.Real) or not 0 < float(value) < 1:
+    raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
 
 
 def check_positive(name: str, value) -> None:
@@ -154,3 +166,27 @@ def check_paired(
   check_finite(a_name, a)
   check_finite(b_name, b)
   return a, b
+
+
+def renamed_keywords(**renames: str):
+  """Decorator: keyword ``old`` of the wrapped function is accepted as ``renames[old]``,
+  with a ``DeprecationWarning`` naming the new keyword (for one release after a rename)."""
+
+  def wrap(fn):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+      for old, new in renames.items():
+        if old in kwargs:
+          if new in kwargs:
+            raise TypeError(f"{fn.__name__}() got both {old}= and {new}=; pass {new}= only.")
+          warnings.warn(
+            f"{fn.__name__}({old}=...) is deprecated: pass {new}= instead.",
+            DeprecationWarning,
+            stacklevel=2,
+          )
+          kwargs[new] = kwargs.pop(old)
+      return fn(*args, **kwargs)
+
+    return call
+
+  return wrap

@@ -114,8 +114,23 @@ def _initialize_distributed() -> None:
   jax.distributed.initialize(**counts)
 
 
+# Modules of the ``experiments`` extra: the core install (jax, numpy, scipy) lacks them.
+EXPERIMENT_MODULES = ("flax", "optax", "tensorflow_datasets", "PIL", "tqdm")
+
+
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  try:
+    parser = _parser()
+  except ModuleNotFoundError as e:
+    if e.name not in EXPERIMENT_MODULES:
+      raise
+    print(
+      f"gapmmd: the experiments need the 'experiments' extra (no module {e.name!r}): "
+      "pip install 'gapmmd-jax[experiments]'",
+      file=sys.stderr,
+    )
+    return 2
+  args = parser.parse_args(argv)
   if args.command == "bench":  # each benchmark cell sets its own flags
     if args.distributed:
       _initialize_distributed()

@@ -52,6 +52,13 @@ def matched_accuracy(counts) -> float:
 
   Returns:
     Matched fraction of all examples, in ``[0, 1]``.
+
+  Example:
+    >>> import numpy as np
+    >>> from gapmmd_jax import matched_accuracy
+    >>> counts = np.array([[0, 9], [8, 1]])  # clusters x labels
+    >>> round(matched_accuracy(counts), 3)  # cluster 0 is label 1, cluster 1 label 0: 17 / 18
+    0.944
   """
   counts = _checked_counts(counts)
   rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)

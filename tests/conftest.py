@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, and a per-test cache directory."""
 
+import functools
 import os
 import pathlib
 
@@ -23,12 +24,41 @@ collect_ignore_glob = ["*/_*_run.py"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"
+ANCHORS = REPO.parent / "shared" / "anchors"
+
+# CI sets GAPMMD_REQUIRE_SHARED=1: a test that needs ../shared (the real data, the authors'
+# codes in ../shared/anchors) then fails where a developer without it sees it skipped, so a
+# green CI shows that every such test ran.
+REQUIRE_SHARED_ENV = "GAPMMD_REQUIRE_SHARED"
+
+
+def missing_shared(reason: str) -> None:
+  """Skips the running test, or fails it when ``$GAPMMD_REQUIRE_SHARED`` is 1."""
+  if os.environ.get(REQUIRE_SHARED_ENV) == "1":
+    pytest.fail(f"{reason} ({REQUIRE_SHARED_ENV}=1: it must be there)", pytrace=False)
+  pytest.skip(reason)
+
+
+def needs_anchors(*names: str):
+  """Decorator: the test imports the authors' codes ``names`` from ../shared/anchors."""
+
+  def wrap(test):
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+      absent = [name for name in names if not (ANCHORS / name).is_dir()]
+      if absent:
+        missing_shared(f"needs ../shared/anchors/{', '.join(absent)}")
+      return test(*args, **kwargs)
+
+    return run
+
+  return wrap
 
 
 def _data_dir(env: str, fallback: pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(os.environ.get(env) or fallback)
   if not path.is_dir():
-    pytest.skip(f"real data not found at {path}: set {env}")
+    missing_shared(f"real data not found at {path}: set {env}")
   return path
 
 

@@ -107,15 +107,19 @@ def _test_fn(
     tiles = tiling or {}
     chunk, block = tiles.get("chunk_size"), tiles.get("block_size")
     ours = {  # (key, x, y) -> the decision or the p-value
-      "ours-permutation": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="permutation", chunk_size=chunk, block_size=block
-      )[1],
-      "ours-wild": lambda k, x, y: gapmmd_jax.mmd_test(
-        k, x, y, num_permutations=draws, method="wild-bootstrap", chunk_size=chunk, block_size=block
-      )[1],
-      "ours-fuse": lambda k, x, y: gapmmd_jax.mmd_fuse(
-        k, x, y, num_permutations=draws, chunk_size=chunk, block_size=block
-      )[1],
+      "ours-permutation": lambda k, x, y: (
+        gapmmd_jax.mmd_test(
+          k, x, y, num_draws=draws, method="permutation", chunk_size=chunk, block_size=block
+        ).p_value
+      ),
+      "ours-wild": lambda k, x, y: (
+        gapmmd_jax.mmd_test(
+          k, x, y, num_draws=draws, method="wild-bootstrap", chunk_size=chunk, block_size=block
+        ).p_value
+      ),
+      "ours-fuse": lambda k, x, y: (
+        gapmmd_jax.mmd_fuse(k, x, y, num_draws=draws, chunk_size=chunk, block_size=block).p_value
+      ),
       "ours-agg": lambda k, x, y: (
         gapmmd_jax.mmd_agg(
           k, x, y, num_draws=draws, num_correction_draws=draws, chunk_size=chunk, block_size=block

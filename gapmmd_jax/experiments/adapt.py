@@ -14,7 +14,7 @@ Methods, all in the same code path::
   dan          + MK-MMD^2 on both hidden layers and the logits, weight 1, with kernel
                weights re-learned every --dan-update-every steps (Long et al. 2015)
   mmd          + MMD^2 with the fixed 19-Gaussian bank of Domain Separation Networks
-               (``DSN_BANDWIDTHS``) on the first hidden layer, biased and clamped at 0,
+               (``DSN_DISTANCE_SCALES``) on the first hidden layer, biased and clamped at 0,
                a constant weight switched on after a source-only warm-up
                (Bousmalis et al. 2016)
   dann         + domain classification through the gradient reversal layer (Ganin et al.)
@@ -47,7 +47,7 @@ from flax import nnx
 from gapmmd_jax import data, plotting
 from gapmmd_jax.config import option
 from gapmmd_jax.experiments._common import gradient_step, to_unit_float, validation_indices
-from gapmmd_jax.losses import DSN_BANDWIDTHS, mk_mmd2, mk_mmd_kernel_weights, mmd2
+from gapmmd_jax.losses import DSN_DISTANCE_SCALES, mk_mmd2, mk_mmd_kernel_weights, mmd2
 from gapmmd_jax.losses._kernels import mean_squared_distance
 from gapmmd_jax.models import DomainAdaptationNet
 from gapmmd_jax.train import Result, Task, TrainConfig, fit, num_steps, seeds_tag
@@ -304,7 +304,7 @@ def _dan_weights_update(graphdef, normalise, train_data: dict, names: tuple[str,
         scale = max(float(mean_squared_distance(layer)), 1e-6)
         weights[s, index] = np.asarray(
           mk_mmd_kernel_weights(
-            layer[:n], layer[n:], bandwidths=scale * np.asarray(DAN_MULTIPLIERS)
+            layer[:n], layer[n:], distance_scales=scale * np.asarray(DAN_MULTIPLIERS)
           )
         )
     return {**states, "kernel_weights": weights}
@@ -359,7 +359,7 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       loss = loss + cfg.weight * lam * mmd
     elif cfg.method == "mmd":  # DSN's loss: biased, clamped at 0, on each adapted layer
       mmd = sum(
-        jnp.maximum(mk_mmd2(layer[:n], layer[n:], bandwidths=DSN_BANDWIDTHS), 0.0)
+        jnp.maximum(mk_mmd2(layer[:n], layer[n:], distance_scales=DSN_DISTANCE_SCALES), 0.0)
         for layer in layers
       )
       metrics["mmd"] = mmd
@@ -368,9 +368,9 @@ def build_task(cfg: Config, prepared: tuple[dict, dict, np.ndarray] | None = Non
       mmd = 0.0
       for layer, weights in zip(layers, kernel_weights):
         scale = jax.lax.stop_gradient(mean_squared_distance(layer))
-        bandwidths = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
+        scales = jnp.maximum(scale, 1e-6) * jnp.asarray(DAN_MULTIPLIERS)
         mmd = mmd + mk_mmd2(
-          layer[:n], layer[n:], bandwidths=bandwidths, weights=weights, estimator="unbiased"
+          layer[:n], layer[n:], distance_scales=scales, weights=weights, estimator="unbiased"
         )
       metrics["mmd"] = mmd
       loss = loss + cfg.weight * lam * mmd

@@ -161,7 +161,7 @@ def _class_tests(key: jax.Array, features: np.ndarray, num_permutations: int) ->
   pvalues = np.zeros((NUM_CLASSES, NUM_CLASSES))
   pairs = list(itertools.combinations(range(NUM_CLASSES), 2))
   keys = jax.random.split(key, len(pairs) + 1)
-  test = jax.jit(jax.vmap(lambda k, x, y: mmd_test(k, x, y, num_permutations=num_permutations)[1]))
+  test = jax.jit(jax.vmap(lambda k, x, y: mmd_test(k, x, y, num_draws=num_permutations).p_value))
   first, second = zip(*pairs)
   off = np.asarray(test(keys[:-1], features[list(first)], features[list(second)]))
   for (i, j), p in zip(pairs, off):

@@ -265,6 +265,50 @@ def _splits(cfg: Config) -> tuple[dict, dict]:
   return {k: v[~held_out] for k, v in train.items()}, eval_data
 
 
+def loss_function(cfg: Config, graphdef) -> Callable:
+  """The training loss of ``cfg``: ``loss_fn(params, batch, labelled, key) -> (loss, metrics)``
+  with ``batch`` the (unlabelled, when semi-supervised) images and ``labelled`` the labelled
+  ones, both ``{"image": uint8 [B, 28, 28, 1], ...}``; ``graphdef`` the model's."""
+
+  def loss_fn(params, batch, labelled, key):
+    model = nnx.merge(graphdef, params)
+    dropout_key, vat_key, _ = jax.random.split(key, 3)  # the third was the labelled draw's
+    if cfg.model == "mlp":
+      logits_fn = model  # batch statistics, as in training
+    else:  # one dropout mask for the clean and the perturbed passes: the KL then measures
+      logits_fn = lambda x: model(x, dropout_key)  # the perturbation, not two sub-networks
+    logits = logits_fn(to_unit_float(labelled["image"]))
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
+      logits, labelled["label"]
+    ).mean()
+    metrics = {
+      "cross_entropy": cross_entropy,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == labelled["label"]),
+    }
+    loss = cross_entropy
+    unlabelled = to_unit_float(batch["image"])
+    if cfg.vat:
+      vat = vat_loss(
+        vat_key,
+        logits_fn,
+        unlabelled,
+        xi=cfg.vat_xi,
+        eps=cfg.vat_eps,
+        num_iterations=cfg.vat_iterations,
+        finite_difference=cfg.vat_finite_difference,
+      )
+      metrics["vat"] = vat
+      loss = loss + cfg.vat_weight * vat
+    if cfg.entropy_weight > 0:
+      log_p = jax.nn.log_softmax(logits_fn(unlabelled))
+      entropy = -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, axis=-1))
+      metrics["entropy"] = entropy
+      loss = loss + cfg.entropy_weight * entropy
+    return loss, metrics
+
+  return loss_fn
+
+
 def build_task(cfg: Config) -> Task:
   """The VAT classification task of ``cfg`` (supervised or semi-supervised)."""
   train_data, eval_data = _splits(cfg)
@@ -293,41 +337,7 @@ def build_task(cfg: Config) -> Task:
       "labelled_position": jnp.zeros((), jnp.int32),
     }
 
-  def loss_fn(params, batch, labelled, key):
-    model = nnx.merge(graphdef, params)
-    dropout_key, vat_key, _ = jax.random.split(key, 3)  # the third was the labelled draw's
-    if cfg.model == "mlp":
-      logits_fn = model  # batch statistics, as in training
-    else:  # one dropout mask for the clean and the perturbed passes: the KL then measures
-      logits_fn = lambda x: model(x, dropout_key)  # the perturbation, not two sub-networks
-    logits = logits_fn(to_unit_float(labelled["image"]))
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
-      logits, labelled["label"]
-    ).mean()
-    metrics = {
-      "cross_entropy": cross_entropy,
-      "accuracy": jnp.mean(jnp.argmax(logits, -1) == labelled["label"]),
-    }
-    loss = cross_entropy
-    unlabelled = to_unit_float(batch["image"])
-    if cfg.vat:
-      vat = vat_loss(
-        logits_fn,
-        unlabelled,
-        vat_key,
-        xi=cfg.vat_xi,
-        eps=cfg.vat_eps,
-        num_iterations=cfg.vat_iterations,
-        finite_difference=cfg.vat_finite_difference,
-      )
-      metrics["vat"] = vat
-      loss = loss + cfg.vat_weight * vat
-    if cfg.entropy_weight > 0:
-      log_p = jax.nn.log_softmax(logits_fn(unlabelled))
-      entropy = -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, axis=-1))
-      metrics["entropy"] = entropy
-      loss = loss + cfg.entropy_weight * entropy
-    return loss, metrics
+  loss_fn = loss_function(cfg, graphdef)
 
   def train_step(state, batch, key):
     if semi_supervised:

@@ -13,7 +13,7 @@ from gapmmd_jax.losses._distances import (
   standardized_euclidean_distance,
 )
 from gapmmd_jax.losses._mmd import (
-  DSN_BANDWIDTHS,
+  DSN_DISTANCE_SCALES,
   class_gap_loss,
   class_mmd_matrix,
   mk_mmd2,
@@ -28,12 +28,13 @@ from gapmmd_jax.losses._mutual_info import (
   mine_bias_corrected_loss,
   mine_lower_bound,
 )
-from gapmmd_jax.losses._two_sample import MMDAggResult, mmd_agg, mmd_fuse
+from gapmmd_jax.losses._test_result import TwoSampleResult
+from gapmmd_jax.losses._two_sample import mmd_agg, mmd_fuse
 from gapmmd_jax.losses._vat import vat_loss, virtual_adversarial_perturbation
 
 __all__ = [
-  "DSN_BANDWIDTHS",
-  "MMDAggResult",
+  "DSN_DISTANCE_SCALES",
+  "TwoSampleResult",
   "class_gap_loss",
   "class_halves",
   "class_mmd_matrix",
@@ -58,3 +59,19 @@ __all__ = [
   "vat_loss",
   "virtual_adversarial_perturbation",
 ]
+
+
+# Names renamed in version 0.2, kept for one release.
+_DEPRECATED = {"DSN_BANDWIDTHS": "DSN_DISTANCE_SCALES", "MMDAggResult": "TwoSampleResult"}
+
+
+def __getattr__(name: str):
+  if name in _DEPRECATED:
+    import warnings
+
+    new = _DEPRECATED[name]
+    warnings.warn(
+      f"gapmmd_jax.{name} is deprecated: use gapmmd_jax.{new}.", DeprecationWarning, stacklevel=2
+    )
+    return globals()[new]
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -68,16 +68,27 @@ def class_pair_matrix(
 
   .. math:: M_{ij} = \mathrm{dist}(A_i, B_j)
 
-  with ``A_c, B_c`` the disjoint halves of class ``c`` (:func:`class_halves`),
+  with ``A_c, B_c`` the disjoint halves of class ``c`` (:func:`~gapmmd_jax.losses.class_halves`),
   so the diagonal compares a class with a disjoint sample of itself and every
   entry uses the same sample sizes.
 
   Args:
     distance_fn: ``(x [h, d], y [h, d]) -> scalar``, e.g. :func:`mmd2`.
-    features, labels, num_classes, samples_per_class: as :func:`class_halves`.
+    features, labels, num_classes, samples_per_class: as :func:`~gapmmd_jax.losses.class_halves`.
 
   Returns:
     ``[C, C]`` array.
+
+  Example:
+    Any set distance, here the distance between class means:
+
+    >>> import jax
+    >>> from gapmmd_jax import class_pair_matrix, euclidean_distance
+    >>> labels = jax.numpy.arange(40) % 2
+    >>> features = jax.random.normal(jax.random.key(0), (40, 4)) + 2.0 * labels[:, None]
+    >>> class_pair_matrix(euclidean_distance, features, labels, num_classes=2).round(1)
+    Array([[0.4, 3.5],
+           [3.9, 0.8]], dtype=float32)
   """
   first, second = class_halves(
     features, labels, num_classes=num_classes, samples_per_class=samples_per_class
@@ -94,6 +105,13 @@ def diagonal_separability(matrix, *, higher_is_closer: bool = False) -> dict[str
     ``offdiag_to_diag``: mean off-diagonal over mean diagonal (for
     similarities, mean diagonal over mean off-diagonal), so that larger is
     better for both.
+
+  Example:
+    >>> import numpy as np
+    >>> from gapmmd_jax import diagonal_separability
+    >>> scores = diagonal_separability(np.array([[0.1, 2.0], [1.5, 0.2]]))
+    >>> scores["rows_diagonal_best"]  # every row's smallest entry is on the diagonal
+    1.0
   """
   m = np.asarray(matrix, np.float64)
   c = m.shape[0]

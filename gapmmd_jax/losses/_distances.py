@@ -21,6 +21,13 @@ def euclidean_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.
 
   Returns:
     Scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gapmmd_jax import euclidean_distance
+    >>> x, y = jnp.zeros((4, 2)), jnp.tile(jnp.array([3.0, 4.0]), (3, 1))
+    >>> float(euclidean_distance(x, y))  # between the means
+    5.0
   """
   x, y = v.check_samples("x", x, "y", y)
   return jnp.linalg.norm(jnp.mean(x, axis=0) - jnp.mean(y, axis=0))
@@ -48,6 +55,14 @@ def standardized_euclidean_distance(
 
   Returns:
     Scalar; features with zero pooled variance count as ``0 / eps``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gapmmd_jax import standardized_euclidean_distance
+    >>> x = jnp.array([[0.0, 0.0], [2.0, 10.0]])
+    >>> y = jnp.array([[4.0, 0.0], [6.0, 10.0]])  # pooled variances 2 and 50
+    >>> float(standardized_euclidean_distance(x, y))  # 4 / sqrt(2): the first feature's
+    2.828
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=2)
   var = jnp.diagonal(_pooled_covariance(x, y))
@@ -79,6 +94,13 @@ def mahalanobis_distance(
     target as in Ledoit & Wolf, "A well-conditioned estimator for large-dimensional
     covariance matrices", J. Multivariate Anal. 2004 (a fixed ``alpha`` here, not
     their estimated one).
+
+  Example:
+    >>> import jax
+    >>> from gapmmd_jax import mahalanobis_distance
+    >>> x = jax.random.normal(jax.random.key(0), (500, 3))
+    >>> round(float(mahalanobis_distance(x, x + 1.0)), 1)  # sqrt(3) for unit covariance
+    1.7
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=2)
   if not 0.0 <= shrinkage <= 1.0:
@@ -103,6 +125,13 @@ def cosine_distance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Arr
 
   Returns:
     Scalar (1 when a mean is the zero vector).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gapmmd_jax import cosine_distance
+    >>> x = jnp.array([[1.0, 0.0], [3.0, 0.0]])  # mean (2, 0)
+    >>> float(cosine_distance(x, jnp.array([[0.0, 1.0]])))  # orthogonal means
+    1.0
   """
   x, y = v.check_samples("x", x, "y", y)
   a, b = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
@@ -132,6 +161,17 @@ def grassmann_distance(
 
   References:
     Hamm & Lee, "Grassmann discriminant analysis", ICML 2008.
+
+  Example:
+    Two samples spread along the same 2 directions are close, whatever their means:
+
+    >>> import jax
+    >>> from gapmmd_jax import grassmann_distance
+    >>> basis = jax.random.normal(jax.random.key(0), (2, 6))
+    >>> x = jax.random.normal(jax.random.key(1), (50, 2)) @ basis
+    >>> y = jax.random.normal(jax.random.key(2), (50, 2)) @ basis + 5.0
+    >>> float(grassmann_distance(x, y, rank=2)) < 1e-2
+    True
   """
   x, y = v.check_samples("x", x, "y", y)
   v.check_int("rank", rank, 1)

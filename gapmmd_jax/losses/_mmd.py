@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +15,12 @@ import scipy.optimize
 from gapmmd_jax import _validation as v
 from gapmmd_jax.losses import _kernels
 from gapmmd_jax.losses._class_matrix import class_pair_matrix
+from gapmmd_jax.losses._test_result import TwoSampleResult
 
-ESTIMATORS = ("biased", "unbiased", "linear")
-BANDWIDTH_RULES = ("mean", "median")
+Estimator = Literal["biased", "unbiased", "linear"]
+BandwidthRule = Literal["mean", "median"]
+ESTIMATORS: tuple[Estimator, ...] = ("biased", "unbiased", "linear")
+BANDWIDTH_RULES: tuple[BandwidthRule, ...] = ("mean", "median")
 
 # The fixed bank of the Domain Separation Networks code (Bousmalis et al.,
 # NeurIPS 2016; tensorflow/models research/domain_adaptation, utils.py): 19
@@ -24,9 +29,9 @@ BANDWIDTH_RULES = ("mean", "median")
 DSN_SIGMAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0,
               100.0, 1e3, 1e4, 1e5, 1e6)
 # fmt: on
-# The same bank in the ``exp(-|a - b|^2 / bandwidth)`` convention of
-# :func:`mk_mmd2`: ``mk_mmd2(x, y, bandwidths=DSN_BANDWIDTHS)`` is DSN's kernel.
-DSN_BANDWIDTHS = tuple(2.0 * sigma for sigma in DSN_SIGMAS)
+# The same bank as :func:`mk_mmd2`'s ``s`` in ``exp(-|a - b|^2 / s)``, ``s = 2 sigma``:
+# ``mk_mmd2(x, y, distance_scales=DSN_DISTANCE_SCALES)`` is DSN's kernel.
+DSN_DISTANCE_SCALES = tuple(2.0 * sigma for sigma in DSN_SIGMAS)
 
 
 def _check_reference_kernel(kernel_mul, kernel_num: int, fix_sigma, bandwidth: str) -> float:
@@ -157,9 +162,9 @@ def mmd2(
   *,
   kernel_mul: float = 2.0,
   kernel_num: int = 5,
-  fix_sigma=None,
-  estimator: str = "biased",
-  bandwidth: str = "mean",
+  fix_sigma: float | None = None,
+  estimator: Estimator = "biased",
+  bandwidth: BandwidthRule = "mean",
   stop_bandwidth_gradient: bool = False,
   block_size: int | None = None,
 ) -> jax.Array:
@@ -174,6 +179,10 @@ def mmd2(
   the biased estimate equals the widely copied PyTorch ``mmd_rbf``; unlike it,
   identical samples give 0 instead of NaN and memory stays ``O((n + m) d)``
   for large inputs.
+
+  Reverse mode only: the tiled sums are a ``jax.custom_vjp``, so ``jax.grad``, ``jax.vjp``
+  and ``jax.jacrev`` work and ``jax.jvp``, ``jax.jacfwd`` and ``jax.hessian`` raise
+  (``estimator="linear"`` supports both modes).
 
   Args:
     x: ``[n, d]`` samples of P.
@@ -262,52 +271,61 @@ def _mmd2(
   return v.nan_unless_finite(_mmd2_with_kernel(x, y, kernel, estimator, block_size), x, y)
 
 
-def _explicit_kernel(bandwidths, weights, dtype) -> _kernels.Kernel:
-  """DAN's kernel from ``[K]`` bandwidths and weights (``None``: all 1), checked."""
-  bandwidths, weights = _check_explicit_kernel(bandwidths, weights, dtype)
-  return _kernels.Kernel(1.0 / bandwidths, weights)
+def _explicit_kernel(distance_scales, weights, dtype) -> _kernels.Kernel:
+  """DAN's kernel from ``[K]`` distance scales and weights (``None``: all 1), checked."""
+  distance_scales, weights = _check_explicit_kernel(distance_scales, weights, dtype)
+  return _kernels.Kernel(1.0 / distance_scales, weights)
 
 
-def _check_explicit_kernel(bandwidths, weights, dtype) -> tuple[jax.Array, jax.Array]:
-  """``(bandwidths, weights)`` as ``[K]`` arrays of ``dtype``, checked."""
-  bandwidths = jnp.asarray(bandwidths, dtype)
-  weights = jnp.ones_like(bandwidths) if weights is None else jnp.asarray(weights, dtype)
-  if bandwidths.ndim != 1 or bandwidths.shape[0] == 0:
-    raise ValueError(f"bandwidths must have shape [K] with K >= 1, got {tuple(bandwidths.shape)}.")
-  if weights.shape != bandwidths.shape:
+def _check_explicit_kernel(distance_scales, weights, dtype) -> tuple[jax.Array, jax.Array]:
+  """``(distance_scales, weights)`` as ``[K]`` arrays of ``dtype``, checked."""
+  distance_scales = jnp.asarray(distance_scales, dtype)
+  weights = jnp.ones_like(distance_scales) if weights is None else jnp.asarray(weights, dtype)
+  if distance_scales.ndim != 1 or distance_scales.shape[0] == 0:
     raise ValueError(
-      f"weights must have the shape of bandwidths {tuple(bandwidths.shape)}, "
+      f"distance_scales must have shape [K] with K >= 1, got {tuple(distance_scales.shape)}."
+    )
+  if weights.shape != distance_scales.shape:
+    raise ValueError(
+      f"weights must have the shape of distance_scales {tuple(distance_scales.shape)}, "
       f"got {tuple(weights.shape)}."
     )
-  v.check_positive("bandwidths", bandwidths)
+  v.check_positive("distance_scales", distance_scales)
   concrete = v.concrete_or_none(weights)
   if concrete is not None and np.any(concrete < 0):
     raise ValueError(f"weights must be non-negative, got {concrete}.")
-  return bandwidths, weights
+  return distance_scales, weights
 
 
+@v.renamed_keywords(bandwidths="distance_scales")
 def mk_mmd2(
   x: jax.typing.ArrayLike,
   y: jax.typing.ArrayLike,
   *,
-  bandwidths: jax.typing.ArrayLike,
+  distance_scales: jax.typing.ArrayLike,
   weights: jax.typing.ArrayLike | None = None,
-  estimator: str = "biased",
+  estimator: Estimator = "biased",
   block_size: int | None = None,
 ) -> jax.Array:
-  r"""Multi-kernel squared MMD with explicit bandwidths and weights (DAN's MK-MMD).
+  r"""Multi-kernel squared MMD with explicit kernel scales and weights (DAN's MK-MMD).
 
-  .. math:: k(a, b) = \sum_k w_k \exp(-\|a-b\|^2 / \sigma_k)
+  .. math:: k(a, b) = \sum_k w_k \exp(-\|a-b\|^2 / s_k)
 
-  A fixed bank of bandwidths with unit weights is the kernel of Domain
-  Separation Networks (:data:`DSN_BANDWIDTHS`, 19 scales from 2e-6 to 2e6, so
-  no bandwidth needs tuning to the features' scale); learned weights are DAN's.
+  ``s_k`` divides the squared distance: a Gaussian of bandwidth ``sigma``
+  (``exp(-|a - b|^2 / (2 sigma^2))``) has ``s = 2 sigma^2``, and MMDAgg's bandwidth
+  ``lambda`` (:func:`~gapmmd_jax.mmd_agg`, ``exp(-|a - b|^2 / lambda^2)``) has ``s = lambda^2``
+  (the docs' "Kernels and bandwidths" page). A fixed bank with unit weights is the
+  kernel of Domain Separation Networks (:data:`~gapmmd_jax.DSN_DISTANCE_SCALES`, 19
+  scales from 2e-6 to 2e6, none tuned to the features' scale); learned weights are DAN's.
+
+  Reverse mode only, as :func:`mmd2` (``jax.jvp`` and ``jax.jacfwd`` raise).
 
   Args:
     x: ``[n, d]``.
     y: ``[m, d]``.
-    bandwidths: ``[K]`` positive bandwidths ``sigma_k`` (same convention as
-      :func:`mmd2`: they divide the squared distance).
+    distance_scales: ``[K]`` positive ``s_k``, dividing the squared distance (as
+      :func:`mmd2`'s ``fix_sigma``). Called ``bandwidths`` before version 0.2 (still
+      accepted, with a ``DeprecationWarning``).
     weights: ``[K]`` non-negative weights ``w_k`` (see :func:`mk_mmd_kernel_weights`);
       ``None``: all 1.
     estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
@@ -324,33 +342,34 @@ def mk_mmd2(
 
   Example:
     >>> import jax
-    >>> from gapmmd_jax import DSN_BANDWIDTHS, mk_mmd2
+    >>> from gapmmd_jax import DSN_DISTANCE_SCALES, mk_mmd2
     >>> source = jax.random.normal(jax.random.key(0), (128, 8))
     >>> target = jax.random.normal(jax.random.key(1), (100, 8)) + 1.0
-    >>> float(mk_mmd2(source, target, bandwidths=[0.5, 1.0, 2.0, 4.0],
+    >>> float(mk_mmd2(source, target, distance_scales=[0.5, 1.0, 2.0, 4.0],
     ...               weights=[0.1, 0.4, 0.4, 0.1]))
     0.0329
-    >>> float(mk_mmd2(source, target, bandwidths=DSN_BANDWIDTHS))  # DSN's 19 Gaussians
+    >>> float(mk_mmd2(source, target, distance_scales=DSN_DISTANCE_SCALES))  # DSN's bank
     1.71
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
   v.check_tiling(block_size=block_size)
-  bandwidths, weights = _check_explicit_kernel(bandwidths, weights, x.dtype)
-  return _mk_mmd2(x, y, bandwidths, weights, estimator=estimator, block_size=block_size)
+  distance_scales, weights = _check_explicit_kernel(distance_scales, weights, x.dtype)
+  return _mk_mmd2(x, y, distance_scales, weights, estimator=estimator, block_size=block_size)
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "block_size"))
-def _mk_mmd2(x, y, bandwidths, weights, *, estimator, block_size) -> jax.Array:
-  kernel = _kernels.Kernel(1.0 / bandwidths, weights)
+def _mk_mmd2(x, y, distance_scales, weights, *, estimator, block_size) -> jax.Array:
+  kernel = _kernels.Kernel(1.0 / distance_scales, weights)
   return v.nan_unless_finite(_mmd2_with_kernel(x, y, kernel, estimator, block_size), x, y)
 
 
+@v.renamed_keywords(bandwidths="distance_scales")
 def mk_mmd_kernel_weights(
   x: jax.typing.ArrayLike,
   y: jax.typing.ArrayLike,
   *,
-  bandwidths: jax.typing.ArrayLike,
+  distance_scales: jax.typing.ArrayLike,
   regularization: float = 1e-3,
 ) -> jax.Array:
   r"""Learned MK-MMD kernel weights: maximise the test power (DAN's QP step).
@@ -367,7 +386,7 @@ def mk_mmd_kernel_weights(
 
   Args:
     x: ``[n, d]``, ``y``: ``[n, d]`` (``n >= 4``).
-    bandwidths: ``[K]`` candidate bandwidths.
+    distance_scales: ``[K]`` candidate ``s_k`` of :func:`mk_mmd2`'s kernels.
     regularization: ``lambda``, added to ``Q``'s diagonal, relative to its
       mean diagonal.
 
@@ -383,15 +402,15 @@ def mk_mmd_kernel_weights(
     >>> from gapmmd_jax import mk_mmd2, mk_mmd_kernel_weights
     >>> xs = jax.random.normal(jax.random.key(0), (256, 8))
     >>> xt = jax.random.normal(jax.random.key(1), (256, 8)) + 0.5
-    >>> bandwidths = [0.25, 0.5, 1.0, 2.0, 4.0]
-    >>> weights = mk_mmd_kernel_weights(xs, xt, bandwidths=bandwidths)
+    >>> scales = [0.25, 0.5, 1.0, 2.0, 4.0]
+    >>> weights = mk_mmd_kernel_weights(xs, xt, distance_scales=scales)
     >>> float(weights.sum()), bool((weights >= 0).all())
     (1.0, True)
-    >>> loss = mk_mmd2(xs, xt, bandwidths=bandwidths, weights=weights)
+    >>> loss = mk_mmd2(xs, xt, distance_scales=scales, weights=weights)
   """
   x, y = v.check_samples("x", x, "y", y, min_rows=4)
   _check_estimator("linear", x, y)
-  kernel = _explicit_kernel(bandwidths, jnp.ones_like(jnp.asarray(bandwidths)), x.dtype)
+  kernel = _explicit_kernel(distance_scales, jnp.ones_like(jnp.asarray(distance_scales)), x.dtype)
   single = lambda inv_bw: _kernels.Kernel(inv_bw[None], kernel.weights[:1])
   per_kernel = jax.vmap(lambda ib: _linear_terms(x, y, single(ib)), out_axes=1)(
     kernel.scaled_inv_bandwidths()
@@ -413,6 +432,14 @@ def mk_mmd_kernel_weights(
     bounds=[(0.0, None)] * num_kernels,
     constraints=[{"type": "eq", "fun": lambda b: b @ delta - 1.0, "jac": lambda b: delta}],
   )
+  if not result.success:
+    warnings.warn(
+      f"mk_mmd_kernel_weights: SLSQP did not solve the weights' QP ({result.message}); "
+      "returning its starting point, the weights proportional to each kernel's positive "
+      "mean statistic.",
+      RuntimeWarning,
+      stacklevel=2,
+    )
   beta = np.clip(result.x if result.success else start, 0.0, None)
   return jnp.asarray(beta / beta.sum(), x.dtype)
 
@@ -588,21 +615,23 @@ def chunked_rows(
   return (per_row, *(leaf[0] for leaf in shared))
 
 
+@v.renamed_keywords(num_permutations="num_draws")
 def mmd_test(
   key: jax.Array,
   x: jax.typing.ArrayLike,
   y: jax.typing.ArrayLike,
   *,
-  num_permutations: int = 1000,
-  estimator: str = "biased",
+  num_draws: int = 1000,
+  alpha: float = 0.05,
+  estimator: Estimator = "biased",
   kernel_mul: float = 2.0,
   kernel_num: int = 5,
-  fix_sigma=None,
-  bandwidth: str = "mean",
-  method: str = "permutation",
+  fix_sigma: float | None = None,
+  bandwidth: BandwidthRule = "mean",
+  method: Literal["permutation", "wild-bootstrap"] = "permutation",
   chunk_size: int | None = None,
   block_size: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
+) -> TwoSampleResult:
   r"""Permutation (or wild-bootstrap) two-sample test with an MMD^2 statistic, in tiles.
 
   The p-value counts the observed statistic, so it is never 0:
@@ -633,16 +662,22 @@ def mmd_test(
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
     x: ``[n, d]``, ``y``: ``[m, d]``.
-    num_permutations: ``B``, draws of the null distribution.
-    estimator, kernel_mul, kernel_num, fix_sigma, bandwidth: as :func:`mmd2`.
+    num_draws: ``B``, draws of the null distribution (permutations or sign vectors);
+      1000 resolves p-values to 0.001, enough to decide at ``alpha`` >= 0.01.
+    alpha: level of ``reject``, in (0, 1).
+    estimator, kernel_mul, kernel_num, fix_sigma, bandwidth: as :func:`mmd2`. The
+      default, ``"biased"``, makes ``statistic`` the number :func:`mmd2` returns; for
+      ``n == m`` it gives the same p-value as ``"unbiased"`` (under every permutation or
+      sign vector one statistic is an increasing affine function of the other).
     method: ``"permutation"`` or ``"wild-bootstrap"``.
     chunk_size: draws per walk over the tiles (memory ``chunk x N``); ``None``:
       all of them up to 32M coefficients.
     block_size: tile side; ``None``: 512.
 
   Returns:
-    ``(statistic, p_value)``, two scalars; both NaN under ``jit`` when ``x`` or ``y``
-    holds a NaN or an infinity (an eager call raises ``ValueError``).
+    :class:`~gapmmd_jax.TwoSampleResult` with ``statistic``, ``p_value`` and ``reject``;
+    the numbers NaN and ``reject`` False under ``jit`` when ``x`` or ``y`` holds a NaN or
+    an infinity (an eager call raises ``ValueError``).
 
   References:
     Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (permutations);
@@ -654,13 +689,14 @@ def mmd_test(
     >>> from gapmmd_jax import mmd_test
     >>> x = jax.random.normal(jax.random.key(0), (128, 8))
     >>> y = jax.random.normal(jax.random.key(1), (100, 8)) + 1.0
-    >>> statistic, p = mmd_test(jax.random.key(2), x, y, num_permutations=500)
-    >>> float(p)  # no permutation reached the observed statistic: 1 / 501
+    >>> result = mmd_test(jax.random.key(2), x, y, num_draws=500)
+    >>> float(result.p_value)  # no permutation reached the observed statistic: 1 / 501
     0.002
   """
   x, y = v.check_samples("x", x, "y", y)
   _check_estimator(estimator, x, y)
-  v.check_int("num_permutations", num_permutations, 1)
+  v.check_int("num_draws", num_draws, 1)
+  v.check_level("alpha", alpha)
   v.check_choice("method", method, TEST_METHODS)
   v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   key = as_typed_key(key)
@@ -671,12 +707,12 @@ def mmd_test(
       f"estimator, got n={n}, m={m}, estimator={estimator!r}."
     )
   kernel_mul = _check_reference_kernel(kernel_mul, kernel_num, fix_sigma, bandwidth)
-  return _mmd_test(
+  statistic, p_value = _mmd_test(
     key,
     x,
     y,
     fix_sigma,
-    num_permutations=num_permutations,
+    num_permutations=num_draws,
     estimator=estimator,
     kernel_mul=kernel_mul,
     kernel_num=kernel_num,
@@ -685,6 +721,7 @@ def mmd_test(
     chunk_size=chunk_size,
     block_size=block_size,
   )
+  return TwoSampleResult(statistic, p_value, p_value <= alpha)
 
 
 @functools.partial(
@@ -729,7 +766,7 @@ def _mmd_test(
     def one(k):
       # One sort of random 32-bit keys (ties, about N^2 / 2^33 pairs, kept in order, as in
       # indicator_rows): 0.21 s against jax.random.permutation's 0.44 s at N = 400,000,
-      # d = 2 (a throwaway timing on 2 CPU cores, 2026-11-28).
+      # d = 2 (timed on 2 CPU cores, 2026-11-28).
       z = pooled[jnp.argsort(jax.random.bits(k, (n + m,), jnp.uint32))]
       return _mmd2_with_kernel(z[:n], z[n:], kernel, estimator, None)
 
@@ -773,11 +810,11 @@ def class_mmd_matrix(
   *,
   num_classes: int,
   samples_per_class: int | None = None,
-  estimator: str = "biased",
+  estimator: Estimator = "biased",
   kernel_mul: float = 2.0,
   kernel_num: int = 5,
-  fix_sigma=None,
-  bandwidth: str = "mean",
+  fix_sigma: float | None = None,
+  bandwidth: BandwidthRule = "mean",
   block_size: int | None = None,
 ) -> jax.Array:
   r"""``[C, C]`` matrix of MMD^2 between the feature sets of pairs of classes.
@@ -792,6 +829,8 @@ def class_mmd_matrix(
   entry uses the same sample sizes (the biased estimator's bias depends on
   them). ``labels`` must be concrete (not traced): class sizes set shapes.
 
+  Reverse mode only, as :func:`mmd2` (``jax.jvp`` and ``jax.jacfwd`` raise).
+
   Args:
     features: ``[N, d]``.
     labels: ``[N]`` integers in ``[0, num_classes)``.
@@ -802,6 +841,15 @@ def class_mmd_matrix(
 
   Returns:
     ``[C, C]`` array.
+
+  Example:
+    >>> import jax
+    >>> from gapmmd_jax import class_mmd_matrix
+    >>> labels = jax.numpy.arange(90) % 3
+    >>> features = jax.random.normal(jax.random.key(0), (90, 8)) + labels[:, None]
+    >>> matrix = class_mmd_matrix(features, labels, num_classes=3)
+    >>> matrix.shape, bool(matrix[0, 0] < matrix[0, 2])
+    ((3, 3), True)
   """
   pair = lambda a, b: mmd2(
     a,
@@ -846,6 +894,17 @@ def class_gap_loss(
 
   Returns:
     Scalar.
+
+  Example:
+    Five classes of 16-dimensional features; the loss is negative when the classes
+    are farther apart than their members (it can go under a training loss's ``grad``):
+
+    >>> import jax
+    >>> from gapmmd_jax import class_gap_loss
+    >>> labels = jax.numpy.arange(60) % 5
+    >>> features = jax.random.normal(jax.random.key(0), (60, 16)) + 3.0 * labels[:, None]
+    >>> float(class_gap_loss(features, labels, num_classes=5)) < 0
+    True
   """
   features = v.as_float_array("features", features)
   v.check_rank("features", features, 2, "[B, d]")

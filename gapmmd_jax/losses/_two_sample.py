@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import NamedTuple
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,10 @@ from gapmmd_jax.losses._mmd import (
   signed_rows,
   split_rows,
 )
+from gapmmd_jax.losses._test_result import TwoSampleResult
 
+KernelFamily = Literal["gaussian", "laplace"]
+AggWeights = Literal["uniform", "decreasing", "increasing", "centred"]
 FUSE_KERNELS = ("gaussian", "laplace")
 AGG_KERNELS = FUSE_KERNELS
 AGG_WEIGHTS = ("uniform", "decreasing", "increasing", "centred")
@@ -36,7 +40,7 @@ def _pairwise(z: jax.Array, norm: str) -> jax.Array:
   return jnp.sqrt(jnp.where(jnp.eye(z.shape[0], dtype=bool), 0.0, sq))
 
 
-def _check_kernel_names(kernels) -> tuple[str, ...]:
+def _check_kernel_names(kernels) -> tuple[KernelFamily, ...]:
   kernels = (kernels,) if isinstance(kernels, str) else tuple(kernels)
   if not kernels or len(set(kernels)) != len(kernels):
     raise ValueError(f"kernels must be distinct names of {FUSE_KERNELS}, got {kernels}.")
@@ -79,24 +83,27 @@ def bandwidth_grid(z: jax.Array, norm: str, num: int) -> jax.Array:
   return jnp.maximum(jnp.linspace(low, high, num), 1e-18)
 
 
+@v.renamed_keywords(num_permutations="num_draws")
 def mmd_fuse(
   key: jax.Array,
   x: jax.typing.ArrayLike,
   y: jax.typing.ArrayLike,
   *,
-  num_permutations: int = 2000,
-  kernels: tuple[str, ...] = ("laplace", "gaussian"),
+  num_draws: int = 2000,
+  alpha: float = 0.05,
+  kernels: tuple[KernelFamily, ...] = ("laplace", "gaussian"),
   num_bandwidths: int = 10,
   lambda_multiplier: float = 1.0,
   chunk_size: int | None = None,
   block_size: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
+) -> TwoSampleResult:
   r"""MMD-FUSE (Biggs, Schrab and Gretton, NeurIPS 2023): a permutation test of the soft
   maximum of normalised MMD estimates over a collection of kernels, in tiles.
 
   For each kernel ``k`` of the collection (``num_bandwidths`` bandwidths of
-  each of ``kernels``, on the grid of :func:`bandwidth_grid`) the unbiased
-  estimate is normalised by its permutation-invariant scale,
+  each of ``kernels``, evenly spaced from half the 5% quantile to twice the 95%
+  quantile of the pooled sample's pairwise L2 or L1 distances, as MMD-FUSE's grid) the
+  unbiased estimate is normalised by its permutation-invariant scale,
 
   .. math:: M_k = n (n - 1) \sqrt{n (n - 1)}\; \widehat{\mathrm{MMD}}^2_{u,k} \Big/
      \sqrt{\textstyle\sum_{i \ne j} k(z_i, z_j)^2},
@@ -106,8 +113,7 @@ def mmd_fuse(
   ``lambda_multiplier``), and the p-value is that of the permutation test,
   ``(1 + #{b: FUSE_b >= FUSE}) / (1 + B)``. Every kernel's statistic of every
   permutation is a quadratic form walked through the pooled kernel tiles
-  together (:func:`~gapmmd_jax.losses._kernels.bank_quadratic_forms`), so no
-  ``[N, N]`` matrix is held: memory ``O(N d + chunk N)``, time ``O(N^2 (d + K
+  together (the docs' "How the MMD engine works"), so no ``[N, N]`` matrix is held: memory ``O(N d + chunk N)``, time ``O(N^2 (d + K
   B))``. Differs from the authors' code only in the permutations' random
   numbers and, above 2048 points, in taking the bandwidth grid from a subset.
   Rows sharded over an explicit mesh split the tiles over its devices (as
@@ -116,7 +122,9 @@ def mmd_fuse(
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
     x: ``[n, d]``, ``y``: ``[m, d]``, at least 2 rows each.
-    num_permutations: ``B``.
+    num_draws: ``B``, permutations (the authors' default, 2000). Called
+      ``num_permutations`` before version 0.2 (still accepted, with a warning).
+    alpha: level of ``reject``, in (0, 1).
     kernels: any of ``"gaussian"`` (L2) and ``"laplace"`` (L1).
     num_bandwidths: bandwidths per kernel, at least 2.
     lambda_multiplier: ``lambda`` of the soft maximum, > 0.
@@ -125,8 +133,9 @@ def mmd_fuse(
     block_size: tile side; ``None``: 256.
 
   Returns:
-    ``(statistic, p_value)``, two scalars; both NaN under ``jit`` when ``x`` or ``y``
-    holds a NaN or an infinity (an eager call raises ``ValueError``).
+    :class:`~gapmmd_jax.TwoSampleResult` with ``statistic``, ``p_value`` and ``reject``;
+    the numbers NaN and ``reject`` False under ``jit`` when ``x`` or ``y`` holds a NaN or
+    an infinity (an eager call raises ``ValueError``).
 
   References:
     Biggs, Schrab & Gretton, "MMD-FUSE: Learning and Combining Kernels for
@@ -137,9 +146,9 @@ def mmd_fuse(
     >>> from gapmmd_jax import mmd_fuse
     >>> x = jax.random.normal(jax.random.key(0), (128, 8))
     >>> y = jax.random.normal(jax.random.key(1), (100, 8)) + 1.0
-    >>> statistic, p = mmd_fuse(jax.random.key(2), x, y)
-    >>> bool(p < 0.05)
-    True
+    >>> result = mmd_fuse(jax.random.key(2), x, y)
+    >>> bool(result.reject), float(result.p_value)  # no permutation reached it: 1 / 2001
+    (True, 0.0005)
   """
   x, y = v.check_samples("x", x, "y", y)
   if min(x.shape[0], y.shape[0]) < 2:
@@ -147,22 +156,24 @@ def mmd_fuse(
       f"mmd_fuse needs at least 2 rows in x and in y, got x.shape="
       f"{tuple(x.shape)}, y.shape={tuple(y.shape)}."
     )
-  v.check_int("num_permutations", num_permutations, 1)
+  v.check_int("num_draws", num_draws, 1)
+  v.check_level("alpha", alpha)
   v.check_int("num_bandwidths", num_bandwidths, 2)
   v.check_positive("lambda_multiplier", lambda_multiplier)
   v.check_tiling(chunk_size=chunk_size, block_size=block_size)
   kernels = _check_kernel_names(kernels)
-  return _mmd_fuse(
+  statistic, p_value = _mmd_fuse(
     as_typed_key(key),
     x,
     y,
     lambda_multiplier,
-    num_permutations=num_permutations,
+    num_permutations=num_draws,
     kernels=kernels,
     num_bandwidths=num_bandwidths,
     chunk_size=chunk_size,
     block_size=block_size,
   )
+  return TwoSampleResult(statistic, p_value, p_value <= alpha)
 
 
 @functools.partial(
@@ -255,29 +266,6 @@ def aggregation_weights(num: int, kind: str) -> np.ndarray:
   return raw / raw.sum()
 
 
-class MMDAggResult(NamedTuple):
-  """The outcome of :func:`mmd_agg`; per-kernel arrays ``[K]`` in the order of its ``kernels``,
-  ``num_bandwidths`` each, smallest bandwidth first.
-
-  Attributes:
-    reject: bool scalar, whether the aggregated test rejects at level ``alpha``.
-    p_values: each kernel's permutation / wild-bootstrap p-value.
-    thresholds: ``u* w_k``: the test rejects where ``p_values <= thresholds``.
-    statistics: each kernel's unbiased MMD^2 estimate (wild bootstrap: without the
-      pairs ``k(x_i, y_i)``).
-    quantiles: each kernel's ``(1 - u* w_k)`` quantile of its null draws.
-    bandwidths: each kernel's bandwidth ``lambda``: ``exp(-|a - b|_2^2 / lambda^2)``
-      (Gaussian), ``exp(-|a - b|_1 / lambda)`` (Laplace).
-  """
-
-  reject: jax.Array
-  p_values: jax.Array
-  thresholds: jax.Array
-  statistics: jax.Array
-  quantiles: jax.Array
-  bandwidths: jax.Array
-
-
 def _agg_statistics(key, x, y, draws, num, bank, method, chunk_size, block_size, mesh=None):
   """``[K, 1 + num]`` unbiased MMD^2 of every kernel of ``bank``: observed first, then the
   draws (from ``key``, or the rows of ``draws``); the tiles split over ``mesh``'s devices."""
@@ -312,25 +300,27 @@ def mmd_agg(
   x: jax.typing.ArrayLike,
   y: jax.typing.ArrayLike,
   *,
-  alpha: float = 0.05,
-  kernels: tuple[str, ...] = ("laplace", "gaussian"),
-  num_bandwidths: int = 10,
-  weights: str = "uniform",
   num_draws: int = 2000,
+  alpha: float = 0.05,
+  kernels: tuple[KernelFamily, ...] = ("laplace", "gaussian"),
+  num_bandwidths: int = 10,
+  weights: AggWeights = "uniform",
   num_correction_draws: int = 2000,
   bisection_steps: int = 50,
-  method: str | None = None,
+  method: Literal["wild-bootstrap", "permutation"] | None = None,
   bandwidths: jax.typing.ArrayLike | None = None,
   draws: jax.typing.ArrayLike | None = None,
   chunk_size: int | None = None,
   block_size: int | None = None,
-) -> MMDAggResult:
+) -> TwoSampleResult:
   r"""MMDAgg (Schrab, Kim, Albert, Laurent, Guedj and Gretton, JMLR 2023): the aggregated
   MMD test over a collection of kernels, on the tiled quadratic-form engine.
 
   Each kernel ``k`` of the collection (``num_bandwidths`` bandwidths of each of
-  ``kernels`` on :func:`geometric_bandwidths`' grid, weights ``w_k`` from
-  :func:`aggregation_weights` divided by the number of kernel families) gets
+  ``kernels`` on MMDAgg's geometric grid, between half the 5% quantile of the distances
+  between the first 500 rows of ``x`` and of ``y`` and twice their largest; weights
+  ``w_k`` of the ``weights`` kind, Section 5.1 of the paper, divided by the number of
+  kernel families) gets
   its unbiased MMD^2 estimate and ``B1 = num_draws`` null draws (a wild
   bootstrap when ``n == m``, else permutations). The level correction ``u*``
   is the largest ``u`` (by ``bisection_steps`` halvings of ``[0, min 1/w]``)
@@ -340,8 +330,8 @@ def mmd_agg(
 
   Every draw of every kernel is a quadratic form walked through the kernel
   tiles together, so no ``[N, N]`` matrix is held: the wild bootstrap walks
-  the ``[n, n]`` paired matrix (:func:`~gapmmd_jax.losses._kernels.bank_paired_forms`,
-  a quarter of the pooled one), permutations the pooled matrix's upper tiles.
+  the ``[n, n]`` paired matrix (a quarter of the pooled one), permutations the pooled
+  matrix's upper tiles.
   The draws are made a chunk at a time (draw ``r`` from ``fold_in(key, r)``),
   so memory is ``O(N d + chunk N)``. Follows the authors' code except in the
   draws' random numbers (pass ``draws`` to use others), in float32 rounding,
@@ -350,21 +340,31 @@ def mmd_agg(
   sharded over an explicit mesh split the tiles over its devices (as
   :func:`~gapmmd_jax.mmd_test`).
 
+  The overall ``p_value`` is the smallest level at which the aggregated test rejects:
+  with ``t = min_k p_k / w_k``, the fraction of the ``B2`` correction draws that exceed
+  some kernel's ``(1 - t w_k)`` quantile (the level correction's own count, read at
+  ``u = t``), so ``reject`` is ``p_value <= alpha``. ``statistic`` is the paper's decision
+  margin, ``max_k (MMD^2_k - q_k)`` with ``q_k`` the corrected quantiles.
+
   Args:
     key: PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
     x: ``[n, d]``, ``y``: ``[m, d]``, at least 2 rows each.
-    alpha: level, in (0, 1).
+    num_draws: ``B1``, draws for the quantiles and p-values (2000, the authors' default).
+    alpha: level of ``reject`` (and of the level correction), in (0, 1); 0.05 by
+      convention.
     kernels: any of ``"laplace"`` (L1 distances) and ``"gaussian"`` (L2), in
       the order of the outputs.
     num_bandwidths: bandwidths per kernel family, at least 2.
     weights: ``"uniform"``, ``"decreasing"``, ``"increasing"`` or ``"centred"``.
-    num_draws: ``B1``, draws for the quantiles and p-values.
-    num_correction_draws: ``B2``, draws for the level correction.
+    num_correction_draws: ``B2``, draws for the level correction (2000, the authors'
+      default); ``p_value`` is a multiple of ``1 / B2``.
     bisection_steps: ``B3``.
     method: ``"wild-bootstrap"`` (``n == m`` only) or ``"permutation"``;
       ``None``: the wild bootstrap when ``n == m``, as MMDAgg.
-    bandwidths: ``[num_bandwidths]`` bandwidths ``lambda`` used for every
-      family instead of the grid.
+    bandwidths: ``[num_bandwidths]`` bandwidths ``lambda`` used for every family
+      instead of the grid: ``exp(-|a - b|_2^2 / lambda^2)``, ``exp(-|a - b|_1 / lambda)``
+      (MMDAgg's convention; :func:`~gapmmd_jax.mk_mmd2`'s ``distance_scales`` are
+      ``lambda^2``).
     draws: ``[B1 + B2, n]`` signs (wild bootstrap) or ``[B1 + B2, n + m]`` bool
       rows marking ``n`` points as x (permutations); ``None``: drawn from ``key``.
     chunk_size: draws per walk over the tiles; ``None``: up to 32M
@@ -372,9 +372,10 @@ def mmd_agg(
     block_size: tile side; ``None``: 256.
 
   Returns:
-    :class:`MMDAggResult` (``reject``, per-kernel ``p_values``, ...); under ``jit``,
-    when ``x`` or ``y`` holds a NaN or an infinity, ``reject`` is False and the rest NaN
-    (an eager call raises ``ValueError``).
+    :class:`~gapmmd_jax.TwoSampleResult`: ``statistic``, ``p_value``, ``reject`` and the
+    per-kernel ``p_values``, ``thresholds``, ``statistics``, ``quantiles`` and
+    ``bandwidths``; under ``jit``, when ``x`` or ``y`` holds a NaN or an infinity,
+    ``reject`` is False and the rest NaN (an eager call raises ``ValueError``).
 
   References:
     Schrab, Kim, Albert, Laurent, Guedj & Gretton, "MMD Aggregated Two-Sample
@@ -386,8 +387,8 @@ def mmd_agg(
     >>> x = jax.random.normal(jax.random.key(0), (128, 8))
     >>> y = jax.random.normal(jax.random.key(1), (100, 8)) + 1.0
     >>> result = mmd_agg(jax.random.key(2), x, y)
-    >>> bool(result.reject), result.p_values.shape  # 2 kernels x 10 bandwidths
-    (True, (20,))
+    >>> bool(result.reject), float(result.p_value), result.p_values.shape  # 2 x 10 kernels
+    (True, 0.0, (20,))
   """
   x, y = v.check_samples("x", x, "y", y)
   n, m = x.shape[0], y.shape[0]
@@ -396,8 +397,7 @@ def mmd_agg(
       f"mmd_agg needs at least 2 rows in x and in y, got x.shape="
       f"{tuple(x.shape)}, y.shape={tuple(y.shape)}."
     )
-  if not 0 < alpha < 1:
-    raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+  v.check_level("alpha", alpha)
   kernels = _check_kernel_names(kernels)
   for name, value in (
     ("num_draws", num_draws),
@@ -480,7 +480,7 @@ def _mmd_agg(
   method,
   chunk_size,
   block_size,
-) -> MMDAggResult:
+) -> TwoSampleResult:
   mesh = _kernels.explicit_mesh(x, y)  # the tiles are split over its devices
   x, y = _kernels.replicated(x), _kernels.replicated(y)
   total = num_draws + num_correction_draws
@@ -509,13 +509,15 @@ def _mmd_agg(
   )  # [K]
 
   result = _aggregate(statistics, weight, alpha, num_draws, bisection_steps)
-  result = result._replace(bandwidths=jnp.concatenate([grids[name] for name in kernels]))
+  result = dataclasses.replace(
+    result, bandwidths=jnp.concatenate([grids[name] for name in kernels])
+  )
   return v.nan_unless_finite(result, x, y)
 
 
 def _aggregate(
   statistics: jax.Array, weight: jax.Array, alpha: float, num_draws: int, bisection_steps: int
-) -> MMDAggResult:
+) -> TwoSampleResult:
   """MMDAgg's decision from ``statistics`` ``[K, 1 + B1 + B2]`` (observed, the ``B1 =
   num_draws`` quantile draws, the correction draws) and the kernels' weights ``[K]``; its
   ``bandwidths`` left empty for the caller."""
@@ -543,11 +545,17 @@ def _aggregate(
   )
   p_values = jnp.mean(ordered >= observed[:, None], axis=1)
   thresholds = u * weight
-  return MMDAggResult(
+  quantiles = quantiles_at(u)
+  # The smallest level that rejects: the correction's exceedance at u = min_k p_k / w_k.
+  needed = jnp.min(p_values / weight)
+  exceed = jnp.sum(jnp.any(correction > quantiles_at(needed)[:, None], axis=0))
+  return TwoSampleResult(
+    statistic=jnp.max(observed - quantiles),
+    p_value=exceed / correction.shape[1],
     reject=jnp.any(p_values <= thresholds),
     p_values=p_values,
     thresholds=thresholds,
     statistics=observed,
-    quantiles=quantiles_at(u),
+    quantiles=quantiles,
     bandwidths=jnp.zeros((0,), weight.dtype),
   )

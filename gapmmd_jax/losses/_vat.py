@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from gapmmd_jax import _validation as v
 
-FINITE_DIFFERENCES = ("linearized", "direct")
+FiniteDifference = Literal["linearized", "direct"]
+FINITE_DIFFERENCES: tuple[FiniteDifference, ...] = ("linearized", "direct")
+
+
+def _key_first(name: str, key, logits_fn, x):
+  """``(key, logits_fn, x)``, also from the order of version 0.1, ``(logits_fn, x, key)``,
+  which warns."""
+  if callable(key) and not callable(logits_fn):
+    warnings.warn(
+      f"{name}(logits_fn, x, key) is deprecated: pass the key first, "
+      f"{name}(key, logits_fn, x), as the two-sample tests take it.",
+      DeprecationWarning,
+      stacklevel=3,
+    )
+    key, logits_fn, x = x, key, logits_fn
+  if not callable(logits_fn):
+    raise TypeError(f"{name}: logits_fn must be callable, got {type(logits_fn).__name__}.")
+  return key, logits_fn, x
 
 
 def _kl_from_logits(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
@@ -57,14 +76,14 @@ def _unit_per_example(d: jax.Array) -> jax.Array:
 
 
 def virtual_adversarial_perturbation(
+  key: jax.Array,
   logits_fn: Callable[[jax.Array], jax.Array],
   x: jax.typing.ArrayLike,
-  key: jax.Array,
   *,
   xi: float,
   eps: float,
   num_iterations: int = 1,
-  finite_difference: str = "linearized",
+  finite_difference: FiniteDifference = "linearized",
 ) -> jax.Array:
   r"""The virtual adversarial perturbation ``r_adv`` of each example.
 
@@ -85,14 +104,15 @@ def virtual_adversarial_perturbation(
   it only for large ``xi``.
 
   ``logits_fn`` must be pure. For a Flax NNX model with BatchNorm, build a
-  throwaway module inside it, ``lambda a: nnx.merge(graphdef, params, stats,
+  temporary module inside it, ``lambda a: nnx.merge(graphdef, params, stats,
   copy=True)(a)``: the perturbed passes then normalise with batch statistics
   but their updates of the running statistics are discarded.
 
   Args:
+    key: PRNG key for the initial direction. (Version 0.1 took it third, after
+      ``logits_fn`` and ``x``; that order still works, with a ``DeprecationWarning``.)
     logits_fn: maps ``[B, ...]`` inputs to ``[B, C]`` logits.
     x: ``[B, ...]`` inputs.
-    key: PRNG key for the initial direction.
     xi: finite-difference step.
     eps: L2 norm of the returned perturbation, per example.
     num_iterations: power iterations (1 in the papers).
@@ -104,7 +124,17 @@ def virtual_adversarial_perturbation(
   References:
     Miyato et al., "Virtual Adversarial Training: A Regularization Method for
     Supervised and Semi-Supervised Learning", TPAMI 2018.
+
+  Example:
+    >>> import jax
+    >>> from gapmmd_jax import virtual_adversarial_perturbation
+    >>> w = jax.random.normal(jax.random.key(0), (5, 3))
+    >>> x = jax.random.normal(jax.random.key(1), (8, 5))
+    >>> r = virtual_adversarial_perturbation(jax.random.key(2), lambda a: a @ w, x, xi=1e-6, eps=2.0)
+    >>> r.shape, float(jax.numpy.linalg.norm(r[0]))
+    ((8, 5), 2.0)
   """
+  key, logits_fn, x = _key_first("virtual_adversarial_perturbation", key, logits_fn, x)
   x = v.as_float_array("x", x)
   if x.ndim < 2:
     raise ValueError(f"x must have shape [B, ...] with a batch axis, got {tuple(x.shape)}.")
@@ -135,14 +165,14 @@ def virtual_adversarial_perturbation(
 
 
 def vat_loss(
+  key: jax.Array,
   logits_fn: Callable[[jax.Array], jax.Array],
   x: jax.typing.ArrayLike,
-  key: jax.Array,
   *,
   xi: float,
   eps: float,
   num_iterations: int = 1,
-  finite_difference: str = "linearized",
+  finite_difference: FiniteDifference = "linearized",
 ) -> jax.Array:
   r"""Local distributional smoothness loss of VAT, averaged over the batch.
 
@@ -151,7 +181,7 @@ def vat_loss(
   No labels are needed, so it serves semi-supervised training too.
 
   Args:
-    logits_fn, x, key, xi, eps, num_iterations, finite_difference: as
+    key, logits_fn, x, xi, eps, num_iterations, finite_difference: as
       :func:`virtual_adversarial_perturbation`.
 
   Returns:
@@ -169,15 +199,16 @@ def vat_loss(
     >>> from gapmmd_jax import vat_loss
     >>> w = jax.random.normal(jax.random.key(0), (5, 3))
     >>> x = jax.random.normal(jax.random.key(1), (8, 5))
-    >>> loss = vat_loss(lambda x: x @ w, x, jax.random.key(2), xi=1e-6, eps=2.0)
+    >>> loss = vat_loss(jax.random.key(2), lambda x: x @ w, x, xi=1e-6, eps=2.0)
     >>> float(loss)
     2.86
   """
+  key, logits_fn, x = _key_first("vat_loss", key, logits_fn, x)
   x = v.as_float_array("x", x)
   r_adv = virtual_adversarial_perturbation(
+    key,
     logits_fn,
     x,
-    key,
     xi=xi,
     eps=eps,
     num_iterations=num_iterations,

@@ -26,7 +26,7 @@ class VatMLP(nnx.Module):
   The network keeps no running statistics: called without ``stats`` it
   normalises each layer with the statistics of its batch (biased variance),
   as training does; evaluation passes ``stats``, the population statistics
-  that :meth:`batch_stats` measures and :func:`average_stats` pools.
+  that :meth:`batch_stats` measures and ``average_stats`` pools.
   """
 
   def __init__(

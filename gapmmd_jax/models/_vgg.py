@@ -30,14 +30,14 @@ _KERNEL_INITS = {
 
 
 def _kernel_inits(init: str) -> tuple[nnx.Initializer, nnx.Initializer]:
-  """``(convolution, linear)`` kernel initialisers of ``init`` (one of :data:`INITS`)."""
+  """``(convolution, linear)`` kernel initialisers of ``init`` (one of ``INITS``)."""
   if init not in INITS:
     raise ValueError(f"init must be one of {INITS}, got {init!r}.")
   return _KERNEL_INITS[init]
 
 
 def linear_head(features: int, outputs: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
-  """A linear layer initialised as ``init`` says (one of :data:`INITS`)."""
+  """A linear layer initialised as ``init`` says (one of ``INITS``)."""
   return nnx.Linear(features, outputs, kernel_init=_kernel_inits(init)[1], rngs=rngs)
 
 
@@ -51,7 +51,7 @@ class VGGBackbone(nnx.Module):
   BatchNorm keeps no running statistics). ``compute_dtype`` is the dtype the
   convolutions take their inputs and weights in (``jnp.bfloat16`` for bfloat16
   products); parameters, BatchNorm and the output stay float32. ``init``: one of
-  :data:`INITS`, ``"flax"`` (LeCun normal), ``"official"`` (He normal, as the official
+  ``INITS``, ``"flax"`` (LeCun normal), ``"official"`` (He normal, as the official
   IIC code) or ``"keras"`` (truncated He normal, as the Keras book). BatchNorm's
   ``momentum`` (of the running averages) and ``epsilon``: flax's and PyTorch's 0.9 and
   1e-5 by default, Keras's are 0.99 and 1e-3.

@@ -14,7 +14,8 @@ def gradient_reversal(x: jax.typing.ArrayLike, lam: jax.typing.ArrayLike) -> jax
 
   ``lam`` is an ordinary (traced) argument, so a schedule such as
   ``2 / (1 + exp(-10 p)) - 1`` changes it every step without recompiling. No
-  gradient flows to ``lam``.
+  gradient flows to ``lam``. Reverse mode only (a ``jax.custom_vjp``): ``jax.jvp`` and
+  ``jax.jacfwd`` raise.
 
   Args:
     x: array of any shape (features entering the domain classifier).

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 
 import gapmmd_jax as g
 from gapmmd_jax.losses import _kernels, _mmd
@@ -136,6 +137,9 @@ def test_paired_tiles_match_float64(estimator):
 def test_large_input_uses_blocks_and_stays_accurate():
   x, y = samples(4, 2500, 2000, d=3, shift=0.2)  # 2500 * 2500 > 4M entries: row blocks
   x_far, y_far = x + 1000.0, y + 1000.0  # translation must not cost accuracy
+  # The blocked walk against the dense float64 formula at the full size.
+  expected = ref_estimate(x, y, ref_bandwidths(x, y), [1.0] * 5, "biased")
+  np.testing.assert_allclose(g.mmd2(x, y), expected, rtol=1e-4)
   expected = ref_estimate(x[:300], y[:300], ref_bandwidths(x[:300], y[:300]), [1.0] * 5, "biased")
   np.testing.assert_allclose(g.mmd2(x[:300], y[:300]), expected, rtol=1e-5)
   np.testing.assert_allclose(g.mmd2(x_far, y_far), g.mmd2(x, y), rtol=2e-4)
@@ -146,7 +150,7 @@ def test_mk_mmd2_matches_formula():
   bandwidths, weights = [0.5, 2.0, 8.0], [0.2, 0.0, 0.8]
   for estimator in ("biased", "unbiased"):
     np.testing.assert_allclose(
-      g.mk_mmd2(x, y, bandwidths=bandwidths, weights=weights, estimator=estimator),
+      g.mk_mmd2(x, y, distance_scales=bandwidths, weights=weights, estimator=estimator),
       ref_estimate(x, y, bandwidths, weights, estimator),
       rtol=1e-5,
     )
@@ -281,9 +285,9 @@ def test_bad_input_raises_clear_errors(x, y, kwargs, message):
 def test_mk_mmd2_rejects_negative_weights_and_bad_shapes():
   x, y = samples(8)
   with pytest.raises(ValueError, match="non-negative"):
-    g.mk_mmd2(x, y, bandwidths=[1.0, 2.0], weights=[0.5, -0.1])
-  with pytest.raises(ValueError, match="shape of bandwidths"):
-    g.mk_mmd2(x, y, bandwidths=[1.0, 2.0], weights=[1.0])
+    g.mk_mmd2(x, y, distance_scales=[1.0, 2.0], weights=[0.5, -0.1])
+  with pytest.raises(ValueError, match="shape of distance_scales"):
+    g.mk_mmd2(x, y, distance_scales=[1.0, 2.0], weights=[1.0])
   with pytest.raises(TypeError, match="dtype"):
     g.mmd2(np.array([["a"]]), np.array([["b"]]))
 
@@ -291,9 +295,9 @@ def test_mk_mmd2_rejects_negative_weights_and_bad_shapes():
 SAMPLE_FUNCTIONS = {
   "mmd2": lambda x, y: g.mmd2(x, y),
   "mmd2 linear": lambda x, y: g.mmd2(x, y, estimator="linear"),
-  "mk_mmd2": lambda x, y: g.mk_mmd2(x, y, bandwidths=[1.0, 4.0]),
-  "mmd_test": lambda x, y: g.mmd_test(jax.random.key(0), x, y, num_permutations=20),
-  "mmd_fuse": lambda x, y: g.mmd_fuse(jax.random.key(0), x, y, num_permutations=20),
+  "mk_mmd2": lambda x, y: g.mk_mmd2(x, y, distance_scales=[1.0, 4.0]),
+  "mmd_test": lambda x, y: g.mmd_test(jax.random.key(0), x, y, num_draws=20),
+  "mmd_fuse": lambda x, y: g.mmd_fuse(jax.random.key(0), x, y, num_draws=20),
   "mmd_agg": lambda x, y: g.mmd_agg(
     jax.random.key(0), x, y, num_bandwidths=2, num_draws=20, num_correction_draws=20
   ),
@@ -331,7 +335,7 @@ def test_non_finite_samples_raise_eagerly_and_give_nan_under_jit(name, bad_value
 def test_kernel_weights_solve_the_power_qp():
   x, y = samples(9, 400, 400, d=2, shift=0.4)
   bandwidths = [0.05, 0.5, 2.0, 8.0, 64.0]
-  beta = np.asarray(g.mk_mmd_kernel_weights(x, y, bandwidths=bandwidths))
+  beta = np.asarray(g.mk_mmd_kernel_weights(x, y, distance_scales=bandwidths))
   assert beta.shape == (5,) and np.all(beta >= 0) and np.isclose(beta.sum(), 1.0)
   # The objective delta^T b / sqrt(b^T Q b) must not be beaten by any single kernel.
   h = np.stack(
@@ -348,9 +352,57 @@ def test_kernel_weights_solve_the_power_qp():
   assert all(power(beta) >= power(e) * 0.98 for e in np.eye(5) if delta @ e > 0)
 
 
+def _power_qp_by_active_sets(delta, q):
+  """min b^T q b s.t. delta^T b = 1, b >= 0, by trying every support: on a support S the
+  equality-constrained optimum is q_SS^-1 delta_S / (delta_S^T q_SS^-1 delta_S); the answer
+  is the feasible one of least objective (exact for the few kernels of a test)."""
+  best, value = None, np.inf
+  for size in range(1, len(delta) + 1):
+    for support in itertools.combinations(range(len(delta)), size):
+      s = list(support)
+      direction = np.linalg.solve(q[np.ix_(s, s)], delta[s])
+      if delta[s] @ direction <= 0:
+        continue
+      b = np.zeros(len(delta))
+      b[s] = direction / (delta[s] @ direction)
+      if np.all(b >= -1e-12) and b @ q @ b < value:
+        best, value = b, b @ q @ b
+  return best
+
+
+def test_kernel_weights_equal_an_independent_qp_solution():
+  """The weights against the QP solved by enumerating active sets, on the same statistics
+  (delta, Q and the regularisation recomputed here in float64 from the formulas)."""
+  x, y = samples(9, 400, 400, d=2, shift=0.4)  # one kernel with delta < 0: weight 0
+  scales = [0.1, 0.5, 2.0, 8.0, 32.0]
+  h = np.stack(
+    [
+      [
+        ref_estimate(x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2], [s], [1.0], "linear")
+        for s in scales
+      ]
+      for i in range(200)
+    ]
+  )
+  delta, q = h.mean(0), np.cov(h, rowvar=False)
+  q += 1e-3 * np.trace(q) / len(scales) * np.eye(len(scales))
+  expected = _power_qp_by_active_sets(delta, q)
+  ours = np.asarray(g.mk_mmd_kernel_weights(x, y, distance_scales=scales), np.float64)
+  np.testing.assert_allclose(ours, expected / expected.sum(), atol=2e-3)
+
+
+def test_kernel_weights_warn_when_the_solver_fails(monkeypatch):
+  x, y = samples(9, 60, 60, d=2, shift=0.5)
+  failed = scipy.optimize.OptimizeResult(x=np.zeros(3), success=False, message="no")
+  monkeypatch.setattr(scipy.optimize, "minimize", lambda *a, **k: failed)
+  with pytest.warns(RuntimeWarning, match="SLSQP"):
+    beta = g.mk_mmd_kernel_weights(x, y, distance_scales=[0.5, 2.0, 8.0])
+  assert np.isclose(float(beta.sum()), 1.0) and np.all(np.asarray(beta) >= 0)
+
+
 def test_kernel_weights_uniform_without_signal():
   x = np.zeros((10, 2), np.float32)
-  np.testing.assert_allclose(g.mk_mmd_kernel_weights(x, x, bandwidths=[1.0, 2.0]), [0.5, 0.5])
+  np.testing.assert_allclose(g.mk_mmd_kernel_weights(x, x, distance_scales=[1.0, 2.0]), [0.5, 0.5])
 
 
 # ---------- permutation test ----------
@@ -359,9 +411,8 @@ def test_kernel_weights_uniform_without_signal():
 @pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
 def test_permutation_test_statistic_and_p_value(estimator):
   x, y = samples(10, 30, 30, d=2, shift=0.0)
-  stat, p = g.mmd_test(
-    jax.random.key(0), x, y, num_permutations=300, estimator=estimator, chunk_size=64
-  )
+  result = g.mmd_test(jax.random.key(0), x, y, num_draws=300, estimator=estimator, chunk_size=64)
+  stat, p = result.statistic, result.p_value
   np.testing.assert_allclose(stat, g.mmd2(x, y, estimator=estimator), rtol=1e-4, atol=1e-6)
   # Reference p-value from explicit permutations of the pooled sample.
   z = np.concatenate([x, y])
@@ -389,7 +440,7 @@ def test_permutation_test_calibrated_and_powerful(seed, options):
       kx, ky, kp = jax.random.split(k, 3)
       x = jax.random.normal(kx, (25, 2))
       y = jax.random.normal(ky, (25, 2)) + shift
-      return g.mmd_test(kp, x, y, num_permutations=199, **options)[1]
+      return g.mmd_test(kp, x, y, num_draws=199, **options).p_value
 
     p_values = jax.jit(jax.vmap(one))(keys)
     return float(jnp.mean(p_values <= 0.05))
@@ -432,16 +483,17 @@ def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size,
   """Every draw's statistic (same draws) against the dense float64 formula, and the p-value."""
   x, y = samples(12, n, m, d=3, shift=0.4)
   key, draws = jax.random.key(7), 60
-  stat, p = g.mmd_test(
+  result = g.mmd_test(
     key,
     x,
     y,
-    num_permutations=draws,
+    num_draws=draws,
     estimator=estimator,
     fix_sigma=4.0,
     chunk_size=chunk_size,
     block_size=block_size,
   )
+  stat, p = result.statistic, result.p_value
   kmat = _dense_kernel64(np.concatenate([x, y]), 4.0)
   observed = _split_statistic64(kmat, np.arange(n + m) < n, estimator)
   np.testing.assert_allclose(stat, observed, rtol=1e-4, atol=1e-6)
@@ -456,11 +508,9 @@ def test_permutation_null_matches_float64_reference(estimator, n, m, chunk_size,
 @pytest.mark.parametrize(
   "test",
   [
-    lambda k, a, b: g.mmd_test(k, a, b, num_permutations=50, chunk_size=20),
-    lambda k, a, b: g.mmd_test(
-      k, a, b, num_permutations=50, chunk_size=20, method="wild-bootstrap"
-    ),
-    lambda k, a, b: g.mmd_fuse(k, a, b, num_permutations=50, chunk_size=20),
+    lambda k, a, b: g.mmd_test(k, a, b, num_draws=50, chunk_size=20),
+    lambda k, a, b: g.mmd_test(k, a, b, num_draws=50, chunk_size=20, method="wild-bootstrap"),
+    lambda k, a, b: g.mmd_fuse(k, a, b, num_draws=50, chunk_size=20),
     lambda k, a, b: (
       g.mmd_agg(k, a, b, num_draws=30, num_correction_draws=20, chunk_size=20).p_values
     ),
@@ -484,17 +534,18 @@ def test_draws_made_in_groups_are_the_draws_made_at_once(monkeypatch, test):
 def test_wild_bootstrap_matches_float64_reference(estimator, chunk_size):
   n, draws, key = 30, 80, jax.random.key(3)
   x, y = samples(13, n, n, d=4, shift=0.3)
-  stat, p = g.mmd_test(
+  result = g.mmd_test(
     key,
     x,
     y,
-    num_permutations=draws,
+    num_draws=draws,
     estimator=estimator,
     fix_sigma=3.0,
     method="wild-bootstrap",
     block_size=16,
     chunk_size=chunk_size,
   )
+  stat, p = result.statistic, result.p_value
   kmat = _dense_kernel64(np.concatenate([x, y]), 3.0)
   h = kmat[:n, :n] + kmat[n:, n:] - kmat[:n, n:] - kmat[n:, :n]
   if estimator == "unbiased":
@@ -543,10 +594,10 @@ def test_select_smallest_is_a_stable_argsort_selection():
 def test_permutation_test_takes_legacy_keys_and_vmaps():
   x, y = samples(14, 20, 25)
   legacy = jax.random.PRNGKey(5)
-  typed = g.mmd_test(jax.random.wrap_key_data(legacy), x, y, num_permutations=40)
-  np.testing.assert_array_equal(g.mmd_test(legacy, x, y, num_permutations=40), typed)
+  typed = g.mmd_test(jax.random.wrap_key_data(legacy), x, y, num_draws=40)
+  jax.tree.map(np.testing.assert_array_equal, g.mmd_test(legacy, x, y, num_draws=40), typed)
   keys = jax.random.split(jax.random.PRNGKey(1), 3)  # legacy: uint32 [3, 2]
-  p = jax.vmap(lambda k: g.mmd_test(k, x, y, num_permutations=40)[1])(keys)
+  p = jax.vmap(lambda k: g.mmd_test(k, x, y, num_draws=40).p_value)(keys)
   assert p.shape == (3,) and ((p > 0) & (p <= 1)).all()
   with pytest.raises(TypeError, match="PRNGKey"):
     g.mmd_test(jnp.zeros(3), x, y)
@@ -558,7 +609,7 @@ def test_test_memory_stays_tiled():
   n, d, draws = 8192, 8, 64
   x = jax.ShapeDtypeStruct((n, d), jnp.float32)
   compiled = (
-    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=draws))
+    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_draws=draws))
     .lower(jax.random.key(0), x, x)
     .compile()
   )
@@ -575,7 +626,7 @@ def test_a_chunk_of_draws_costs_about_twice_its_coefficients():
   n, chunk = 50000, 400
   x = jax.ShapeDtypeStruct((n, 10), jnp.float32)
   compiled = (
-    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_permutations=2000, chunk_size=chunk))
+    jax.jit(lambda k, a, b: g.mmd_test(k, a, b, num_draws=2000, chunk_size=chunk))
     .lower(jax.random.key(0), x, x)
     .compile()
   )
@@ -595,7 +646,8 @@ def test_wild_bootstrap_needs_equal_sizes():
 
 def test_permutation_test_p_value_never_zero():
   x, y = samples(11, 20, 20, shift=10.0)
-  _, p = g.mmd_test(jax.random.key(0), x, y, num_permutations=50)
+  result = g.mmd_test(jax.random.key(0), x, y, num_draws=50)
+  _, p = result.statistic, result.p_value
   np.testing.assert_allclose(p, 1 / 51)
 
 
@@ -614,6 +666,32 @@ def test_class_mmd_matrix_uses_disjoint_halves():
     b = features[np.flatnonzero(labels == j)[half : 2 * half]]
     np.testing.assert_allclose(matrix[i, j], ref_mmd_rbf(a, b), rtol=1e-4, atol=1e-6)
   assert np.all(np.diag(matrix)[:, None] < matrix + np.eye(3) * 1e9)
+
+
+def test_class_halves_and_pair_matrix_from_their_definitions():
+  """Each class's samples in order, cut into two halves of the common size (half the
+  smallest class, or samples_per_class // 2), and the matrix of a set distance between
+  first and second halves, against loops over the definitions."""
+  rng = np.random.default_rng(5)
+  labels = rng.permutation(np.repeat(np.arange(3), [9, 7, 12]))
+  features = rng.normal(size=(28, 4)).astype(np.float32)
+  distance = lambda a, b: jnp.sum(jnp.abs(a.mean(0) - b.mean(0)))
+  for per_class, half in ((None, 3), (4, 2)):
+    first, second = g.losses.class_halves(
+      features, labels, num_classes=3, samples_per_class=per_class
+    )
+    matrix = g.class_pair_matrix(
+      distance, features, labels, num_classes=3, samples_per_class=per_class
+    )
+    assert first.shape == second.shape == (3, half, 4)
+    for c in range(3):
+      members = features[labels == c]
+      np.testing.assert_array_equal(first[c], members[:half])
+      np.testing.assert_array_equal(second[c], members[half : 2 * half])
+    for i, j in itertools.product(range(3), range(3)):
+      a, b = features[labels == i][:half], features[labels == j][half : 2 * half]
+      expected = np.abs(a.astype(np.float64).mean(0) - b.mean(0)).sum()
+      np.testing.assert_allclose(matrix[i, j], expected, rtol=1e-5)
 
 
 def test_class_mmd_matrix_errors():
@@ -693,10 +771,18 @@ def test_large_mmd_and_its_gradient_never_hold_an_n_by_n_matrix():
 def test_sizes_whose_square_overflows_int32_trace():
   spec = jax.ShapeDtypeStruct((65536, 2), jnp.float32)  # 65536^2 > 2^31
   for estimator in ("biased", "unbiased"):
-    jax.jit(lambda a, b: g.mmd2(a, b, estimator=estimator)).lower(spec, spec)
+    lowered = jax.jit(lambda a, b: g.mmd2(a, b, estimator=estimator)).lower(spec, spec)
+    assert lowered.out_info.shape == () and lowered.out_info.dtype == jnp.float32
 
 
 # ---------- kernel banks and the bandwidth's gradient ----------
+
+
+# The sigmas of the Domain Separation Networks code (tensorflow/models,
+# research/domain_adaptation/domain_separation/utils.py), typed from there, not from ours.
+DSN_PUBLISHED_SIGMAS = (
+  1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 5, 10, 15, 20, 25, 30, 35, 100, 1e3, 1e4, 1e5, 1e6,
+)  # fmt: skip
 
 
 def test_dsn_bank_is_the_dsn_kernel():
@@ -706,16 +792,18 @@ def test_dsn_bank_is_the_dsn_kernel():
 
   def dsn_kernel(a, b):
     sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    return sum(np.exp(-sq / (2.0 * s)) for s in g.losses._mmd.DSN_SIGMAS)
+    return sum(np.exp(-sq / (2.0 * s)) for s in DSN_PUBLISHED_SIGMAS)
 
   expected = (
     dsn_kernel(x64, x64).mean() + dsn_kernel(y64, y64).mean() - 2 * dsn_kernel(x64, y64).mean()
   )
-  assert len(g.DSN_BANDWIDTHS) == 19
-  np.testing.assert_allclose(g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS), expected, rtol=1e-5)
+  np.testing.assert_array_equal(g.DSN_DISTANCE_SCALES, 2 * np.asarray(DSN_PUBLISHED_SIGMAS))
   np.testing.assert_allclose(
-    g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS),
-    g.mk_mmd2(x, y, bandwidths=g.DSN_BANDWIDTHS, weights=np.ones(19)),
+    g.mk_mmd2(x, y, distance_scales=g.DSN_DISTANCE_SCALES), expected, rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    g.mk_mmd2(x, y, distance_scales=g.DSN_DISTANCE_SCALES),
+    g.mk_mmd2(x, y, distance_scales=g.DSN_DISTANCE_SCALES, weights=np.ones(19)),
     rtol=1e-6,
   )
 
@@ -838,7 +926,7 @@ def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
     for estimator in ("biased", "unbiased"):
       ours = jax.grad(
         lambda a, b, bw, w: g.mk_mmd2(
-          a, b, bandwidths=bw, weights=w, estimator=estimator, block_size=16
+          a, b, distance_scales=bw, weights=w, estimator=estimator, block_size=16
         ),
         argnums=(0, 1, 2, 3),
       )(x, y, bandwidths, weights)
@@ -852,7 +940,9 @@ def test_mk_mmd2_gradient_in_samples_bandwidths_and_weights(n, m):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
       # Only the kernel's parameters differentiated: the walk skips the rows' matmuls.
       only = jax.grad(
-        lambda bw, w: g.mk_mmd2(x, y, bandwidths=bw, weights=w, estimator=estimator, block_size=16),
+        lambda bw, w: g.mk_mmd2(
+          x, y, distance_scales=bw, weights=w, estimator=estimator, block_size=16
+        ),
         argnums=(0, 1),
       )(bandwidths, weights)
       for a, b in zip(only, dense[2:]):

@@ -13,8 +13,7 @@ import pytest
 
 import gapmmd_jax as g
 from gapmmd_jax.losses import _kernels, _mmd, _two_sample
-
-ANCHORS = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors"
+from tests.conftest import ANCHORS, needs_anchors
 
 
 def _samples(seed, n, m, d=3, shift=0.0):
@@ -81,9 +80,10 @@ def _fuse64(x, y, splits, kernels, num_bandwidths=10, lam=1.0):
 def test_fuse_matches_float64_reference(n, m, shift, kernels, chunk_size):
   x, y = _samples(n + m, n, m, shift=shift)
   key, draws = jax.random.key(3), 100
-  statistic, p = g.mmd_fuse(
-    key, x, y, num_permutations=draws, kernels=kernels, block_size=16, chunk_size=chunk_size
+  result = g.mmd_fuse(
+    key, x, y, num_draws=draws, kernels=kernels, block_size=16, chunk_size=chunk_size
   )
+  statistic, p = result.statistic, result.p_value
   splits = np.concatenate(
     [(np.arange(n + m) < n)[None], np.asarray(_mmd.permutation_indicators(key, n, m, draws))]
   )
@@ -126,7 +126,7 @@ def test_bank_forms_match_dense():
     np.testing.assert_allclose(squares[i], (k**2).sum() - len(z), rtol=1e-5)
 
 
-@pytest.mark.skipif(not (ANCHORS / "mmdfuse").is_dir(), reason="needs ../shared/anchors/mmdfuse")
+@needs_anchors("mmdfuse")
 def test_fuse_agrees_with_the_authors_code():
   """Same data, independent permutations: p-values within Monte-Carlo error (B = 2000, bound
   about 4 standard deviations of the difference)."""
@@ -135,7 +135,8 @@ def test_fuse_agrees_with_the_authors_code():
 
   for n, m, shift in ((80, 120, 0.2), (100, 100, 0.25)):
     x, y = _samples(7, n, m, d=4, shift=shift)
-    _, ours = g.mmd_fuse(jax.random.key(1), x, y)
+    result = g.mmd_fuse(jax.random.key(1), x, y)
+    _, ours = result.statistic, result.p_value
     _, theirs = mmdfuse(jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(1), return_p_val=True)
     bound = 4 * np.sqrt(2 * float(theirs) * (1 - float(theirs)) / 2000) + 2 / 2001
     assert abs(float(ours) - float(theirs)) <= bound
@@ -150,7 +151,7 @@ def test_fuse_calibrated_and_powerful():
       kx, ky, kp = jax.random.split(k, 3)
       x = jax.random.normal(kx, (20, 2))
       y = jax.random.normal(ky, (20, 2)) + shift
-      return g.mmd_fuse(kp, x, y, num_permutations=99, num_bandwidths=4)[1]
+      return g.mmd_fuse(kp, x, y, num_draws=99, num_bandwidths=4).p_value
 
     p = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), num_draws))
     return float(jnp.mean(p <= 0.05))
@@ -166,7 +167,7 @@ def test_fuse_memory_stays_tiled():
   def temp_mib(n, d=8):
     x = jax.ShapeDtypeStruct((n, d), jnp.float32)
     compiled = (
-      jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b, num_permutations=64))
+      jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b, num_draws=64))
       .lower(jax.random.key(0), x, x)
       .compile()
     )
@@ -181,10 +182,12 @@ def test_fuse_memory_stays_tiled():
 
 def test_fuse_on_identical_points_is_finite():
   x = np.ones((8, 3), np.float32)
-  statistic, p = g.mmd_fuse(jax.random.key(0), x, x, num_permutations=20)
+  result = g.mmd_fuse(jax.random.key(0), x, x, num_draws=20)
+  statistic, p = result.statistic, result.p_value
   assert np.isfinite(statistic) and float(p) == 1.0
   y = np.concatenate([np.zeros((6, 2)), np.ones((2, 2))]).astype(np.float32)
-  statistic, p = g.mmd_fuse(jax.random.key(0), y, y[::-1], num_permutations=20)
+  result = g.mmd_fuse(jax.random.key(0), y, y[::-1], num_draws=20)
+  statistic, p = result.statistic, result.p_value
   assert np.isfinite(statistic) and 0 < float(p) <= 1
 
 
@@ -202,12 +205,12 @@ def test_fuse_rejects_bad_input():
 
 _TILED = {  # every public function that takes tiling arguments: (x, y, key, **tiling) -> result
   "mmd2": lambda x, y, key, **t: g.mmd2(x, y, **t),
-  "mk_mmd2": lambda x, y, key, **t: g.mk_mmd2(x, y, bandwidths=np.array([1.0, 2.0]), **t),
+  "mk_mmd2": lambda x, y, key, **t: g.mk_mmd2(x, y, distance_scales=np.array([1.0, 2.0]), **t),
   "class_mmd_matrix": lambda x, y, key, **t: g.class_mmd_matrix(
     np.concatenate([x, y]), np.repeat([0, 1], 10), num_classes=2, **t
   ),
-  "mmd_test": lambda x, y, key, **t: g.mmd_test(key, x, y, num_permutations=9, **t),
-  "mmd_fuse": lambda x, y, key, **t: g.mmd_fuse(key, x, y, num_permutations=9, **t),
+  "mmd_test": lambda x, y, key, **t: g.mmd_test(key, x, y, num_draws=9, **t),
+  "mmd_fuse": lambda x, y, key, **t: g.mmd_fuse(key, x, y, num_draws=9, **t),
   "mmd_agg": lambda x, y, key, **t: g.mmd_agg(key, x, y, num_draws=9, num_correction_draws=9, **t),
 }
 
@@ -245,8 +248,10 @@ def test_every_key_taking_function_accepts_legacy_keys():
   legacy = jax.random.PRNGKey(11)
   typed = jax.random.wrap_key_data(legacy)
   for test in (g.mmd_test, g.mmd_fuse):
-    np.testing.assert_array_equal(
-      test(legacy, x, y, num_permutations=30), test(typed, x, y, num_permutations=30)
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      test(legacy, x, y, num_draws=30),
+      test(typed, x, y, num_draws=30),
     )
   for shape in (12, 15):  # the wild bootstrap, then permutations
     agg = lambda key: g.mmd_agg(
@@ -256,12 +261,11 @@ def test_every_key_taking_function_accepts_legacy_keys():
       num_draws=30,
       num_correction_draws=30,
     )
-    for ours, wrapped in zip(agg(legacy), agg(typed)):
-      np.testing.assert_array_equal(ours, wrapped)
+    jax.tree.map(np.testing.assert_array_equal, agg(legacy), agg(typed))
   logits_fn = lambda a: a @ jnp.ones((3, 4)) * jnp.arange(1.0, 5.0)
   for fn in (g.virtual_adversarial_perturbation, g.vat_loss):
     np.testing.assert_array_equal(
-      fn(logits_fn, x, legacy, xi=1e-6, eps=0.5), fn(logits_fn, x, typed, xi=1e-6, eps=0.5)
+      fn(legacy, logits_fn, x, xi=1e-6, eps=0.5), fn(typed, logits_fn, x, xi=1e-6, eps=0.5)
     )
 
 
@@ -411,8 +415,8 @@ def test_agg_matches_float64_reference(n, m, shift, method, chunk_size):
     draws=draws,
     block_size=16,
   )
-  for own, fed in zip(result, given):  # the draws mmd_agg makes from the key are these
-    np.testing.assert_allclose(own, fed, rtol=1e-6, atol=1e-9)
+  # The draws mmd_agg makes from the key are these.
+  jax.tree.map(lambda own, fed: np.testing.assert_allclose(own, fed, 1e-6, 1e-9), result, given)
   np.testing.assert_allclose(result.bandwidths, bandwidths, rtol=1e-5)
   np.testing.assert_allclose(result.statistics, stats[:, 0], rtol=2e-4, atol=2e-6)
   if np.min(np.abs(p - u * 0.05)) > 1.5 / (b1 + 1):  # else one rounding may flip it
@@ -463,7 +467,7 @@ def _anchor_draws(seed, n, m, b1, b2):
   return np.delete(np.asarray(index < n), b1, axis=0)
 
 
-@pytest.mark.skipif(not (ANCHORS / "mmdagg").is_dir(), reason="needs ../shared/anchors/mmdagg")
+@needs_anchors("mmdagg")
 def test_agg_same_decisions_as_the_authors_code_on_the_same_draws():
   sys.path.insert(0, str(ANCHORS / "mmdagg"))
   from mmdagg.jax import mmdagg
@@ -522,10 +526,7 @@ def _blobs(rng, n, correlation):
   return (centres[rng.integers(0, 9, n)] + noise).astype(np.float32)
 
 
-@pytest.mark.skipif(
-  not (ANCHORS / "mmdagg").is_dir() or not (ANCHORS / "mmdfuse").is_dir(),
-  reason="needs ../shared/anchors",
-)
+@needs_anchors("mmdagg", "mmdfuse")
 @pytest.mark.parametrize("problem", ["mean-shift", "blobs"])
 def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
   """30 data sets per problem, independent draws: our rejection rate at least the authors'
@@ -535,7 +536,7 @@ def test_agg_and_fuse_as_powerful_as_the_authors_code(problem):
   from mmdfuse import mmdfuse
 
   ours_agg = jax.jit(lambda k, a, b: g.mmd_agg(k, a, b).reject)
-  ours_fuse = jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b)[1] <= 0.05)
+  ours_fuse = jax.jit(lambda k, a, b: g.mmd_fuse(k, a, b).p_value <= 0.05)
   rng = np.random.default_rng(11)
   counts = np.zeros(4)
   for trial in range(30):

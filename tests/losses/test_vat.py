@@ -29,9 +29,9 @@ def test_power_iteration_finds_top_eigenvector(finite_difference, xi, alignment)
   w, logits_fn = linear_model()
   x = jax.random.normal(jax.random.key(1), (5, 6))
   r = g.virtual_adversarial_perturbation(
+    jax.random.key(2),
     logits_fn,
     x,
-    jax.random.key(2),
     xi=xi,
     eps=2.0,
     num_iterations=100,
@@ -50,9 +50,9 @@ def test_linearized_is_sound_where_direct_difference_is_noise():
   logits_fn = lambda a: a @ w
   x = 100.0 * jax.random.normal(jax.random.key(4), (8, 6))
   kwargs = dict(xi=1e-6, eps=1.0, num_iterations=20)
-  lin = g.virtual_adversarial_perturbation(logits_fn, x, jax.random.key(5), **kwargs)
+  lin = g.virtual_adversarial_perturbation(jax.random.key(5), logits_fn, x, **kwargs)
   direct = g.virtual_adversarial_perturbation(
-    logits_fn, x, jax.random.key(5), finite_difference="direct", **kwargs
+    jax.random.key(5), logits_fn, x, finite_difference="direct", **kwargs
   )
   lin_align, direct_align = [], []
   for example, a, b in zip(np.asarray(x), np.asarray(lin), np.asarray(direct)):
@@ -70,16 +70,16 @@ def test_vat_loss_matches_kl_and_gradients_flow():
   _, logits_fn = linear_model(6)
   x = jax.random.normal(jax.random.key(7), (4, 6))
   key = jax.random.key(8)
-  r = g.virtual_adversarial_perturbation(logits_fn, x, key, xi=1e-6, eps=1.5)
+  r = g.virtual_adversarial_perturbation(key, logits_fn, x, xi=1e-6, eps=1.5)
   p = np.asarray(jax.nn.softmax(logits_fn(x)), np.float64)
   q = np.asarray(jax.nn.softmax(logits_fn(x + r)), np.float64)
   expected = np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))
-  loss = g.vat_loss(logits_fn, x, key, xi=1e-6, eps=1.5)
+  loss = g.vat_loss(key, logits_fn, x, xi=1e-6, eps=1.5)
   np.testing.assert_allclose(loss, expected, rtol=1e-4)
   np.testing.assert_allclose(
-    jax.jit(lambda a: g.vat_loss(logits_fn, a, key, xi=1e-6, eps=1.5))(x), loss, rtol=1e-5
+    jax.jit(lambda a: g.vat_loss(key, logits_fn, a, xi=1e-6, eps=1.5))(x), loss, rtol=1e-5
   )
-  grad = jax.grad(lambda a: g.vat_loss(logits_fn, a, key, xi=1e-6, eps=1.5))(x)
+  grad = jax.grad(lambda a: g.vat_loss(key, logits_fn, a, xi=1e-6, eps=1.5))(x)
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
@@ -100,10 +100,10 @@ def test_perturbed_passes_leave_batchnorm_statistics_alone():
 
   @jax.jit
   def loss_fn(params, stats, inputs):
-    def logits_fn(a):  # train mode (batch statistics) on a throwaway copy of the module
+    def logits_fn(a):  # train mode (batch statistics) on a temporary copy of the module
       return nnx.merge(graphdef, params, stats, copy=True)(a)
 
-    return g.vat_loss(logits_fn, inputs, jax.random.key(2), xi=1e-6, eps=1.0)
+    return g.vat_loss(jax.random.key(2), logits_fn, inputs, xi=1e-6, eps=1.0)
 
   before = jax.tree.map(np.asarray, stats)
   assert np.isfinite(loss_fn(params, stats, x))
@@ -118,8 +118,8 @@ def test_vat_errors():
   _, logits_fn = linear_model()
   x = jnp.ones((2, 6))
   with pytest.raises(ValueError, match="xi must be > 0"):
-    g.vat_loss(logits_fn, x, jax.random.key(0), xi=0.0, eps=1.0)
+    g.vat_loss(jax.random.key(0), logits_fn, x, xi=0.0, eps=1.0)
   with pytest.raises(ValueError, match="finite_difference"):
-    g.vat_loss(logits_fn, x, jax.random.key(0), xi=1.0, eps=1.0, finite_difference="central")
+    g.vat_loss(jax.random.key(0), logits_fn, x, xi=1.0, eps=1.0, finite_difference="central")
   with pytest.raises(ValueError, match=r"\[B, C\] logits"):
-    g.vat_loss(lambda a: a.sum(), x, jax.random.key(0), xi=1.0, eps=1.0)
+    g.vat_loss(jax.random.key(0), lambda a: a.sum(), x, xi=1.0, eps=1.0)
