@@ -67,6 +67,6 @@ def __getattr__(name: str):
   """The names renamed in version 0.2 (``DSN_BANDWIDTHS``, ``MMDAggResult``), with a warning."""
   from gapmmd_jax import losses
 
-  if name in losses._DEPRECATED:
-    return getattr(losses, name)
+  if name in losses._DEPRECATED:  # the warning points at the caller's line
+    return losses.deprecated_name(name, __name__)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

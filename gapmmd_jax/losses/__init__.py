@@ -65,13 +65,18 @@ __all__ = [
 _DEPRECATED = {"DSN_BANDWIDTHS": "DSN_DISTANCE_SCALES", "MMDAggResult": "TwoSampleResult"}
 
 
+def deprecated_name(name: str, module: str, stacklevel: int = 3):
+  """The object a name renamed in version 0.2 now has, with a ``DeprecationWarning``."""
+  import warnings
+
+  new = _DEPRECATED[name]
+  warnings.warn(
+    f"{module}.{name} is deprecated: use {module}.{new}.", DeprecationWarning, stacklevel=stacklevel
+  )
+  return globals()[new]
+
+
 def __getattr__(name: str):
   if name in _DEPRECATED:
-    import warnings
-
-    new = _DEPRECATED[name]
-    warnings.warn(
-      f"gapmmd_jax.{name} is deprecated: use gapmmd_jax.{new}.", DeprecationWarning, stacklevel=2
-    )
-    return globals()[new]
+    return deprecated_name(name, __name__)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
